@@ -1,0 +1,239 @@
+"""The seed paper's calculator as a function: hardware × hours × region → emissions.
+
+Defaults follow the ML CO2 Impact calculator (Lacoste et al. 2019): PUE 1.0 and
+full utilisation, one device. The run goes through the same footprint model as
+cluster jobs, so the calculator and the ledger can never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+
+from . import factors
+from .errors import InputError
+from .footprint import Footprint, PowerProfile, Uncertainty, compute_footprint
+from .records import JobRecord, JobState
+from .site import Constant, SiteFactors
+
+MAX_HOURS = 24 * 366 * 100  # a century of device-hours per device is a typo, not a run
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    region_key: str
+    region_name: str
+    intensity_g_per_kwh: float
+    co2e_kg: float
+
+
+@dataclass(frozen=True, slots=True)
+class EquivalentAmount:
+    key: str
+    amount: float
+    description: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    hardware: str
+    tdp_w: float
+    count: int
+    hours: float
+    utilization: float
+    pue: float
+    region_key: str | None
+    region_name: str | None
+    provider: str | None
+    dataset: str | None
+    intensity_g_per_kwh: float
+    intensity_source: str
+    energy_kwh: float
+    co2e_kg: float
+    co2e_kg_low: float
+    co2e_kg_high: float
+    method: str
+    offset_pct: float | None
+    offset_co2e_kg: float | None
+    lowest_region: Comparison | None
+    equivalents: tuple[EquivalentAmount, ...]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def run_footprint(
+    tdp_w: float,
+    count: int,
+    hours: float,
+    utilization: float,
+    pue: float,
+    intensity_g_per_kwh: float,
+) -> Footprint:
+    """The footprint of ``count`` devices of ``tdp_w`` for ``hours`` at a constant intensity."""
+    job = JobRecord(
+        cluster="estimate",
+        job_id="estimate",
+        user="",
+        project="",
+        partition="",
+        state=JobState.COMPLETED,
+        submit_time=_EPOCH,
+        start_time=_EPOCH,
+        end_time=_EPOCH + timedelta(hours=hours),
+        gpu_count=count,
+        gpu_utilization=utilization,
+    )
+    power = PowerProfile(gpu_tdp_w=tdp_w, gpu_idle_w=0.0)
+    site = SiteFactors("estimate", Constant(pue), Constant(intensity_g_per_kwh))
+    return compute_footprint(job, power, site, Uncertainty())
+
+
+def estimate(
+    *,
+    hardware: str | None = None,
+    tdp_w: float | None = None,
+    count: int = 1,
+    hours: float,
+    region: str | None = None,
+    intensity_g_per_kwh: float | None = None,
+    dataset: str = factors.CURRENT_VINTAGE,
+    pue: float = 1.0,
+    utilization: float = 1.0,
+) -> Estimate:
+    """Energy and emissions of a run, with the comparisons the seed calculator shows."""
+    if (hardware is None) == (tdp_w is None):
+        raise InputError("give exactly one of --hardware or --tdp-w")
+    if (region is None) == (intensity_g_per_kwh is None):
+        raise InputError("give exactly one of --region or --intensity-g-per-kwh")
+    if not 0 < hours <= MAX_HOURS:
+        raise InputError(f"--hours must be > 0 and at most {MAX_HOURS}, got {hours:g}")
+    if not 1 <= count <= 1_000_000:
+        raise InputError(f"--count must be between 1 and 1000000, got {count}")
+    if not 1.0 <= pue <= 5.0:
+        raise InputError(f"--pue must be between 1.0 and 5.0, got {pue:g}")
+    if not 0.0 <= utilization <= 1.0:
+        raise InputError(f"--utilization must be between 0 and 1, got {utilization:g}")
+    if tdp_w is not None and not 0 < tdp_w <= 5000:
+        raise InputError(f"--tdp-w must be > 0 and at most 5000, got {tdp_w:g}")
+
+    if hardware is not None:
+        device = factors.find_hardware(hardware)
+        device_name, device_tdp_w = device.name, device.tdp_w
+    else:
+        device_tdp_w = float(tdp_w or 0.0)
+        device_name = f"custom device ({device_tdp_w:g} W)"
+
+    found = factors.find_region(region, dataset) if region is not None else None
+    intensity = found.intensity_g_per_kwh if found else float(intensity_g_per_kwh or 0.0)
+    footprint = run_footprint(device_tdp_w, count, hours, utilization, pue, intensity)
+
+    offset_kg = None
+    if found and found.offset_pct is not None:
+        offset_kg = footprint.co2e_g / 1000 * found.offset_pct / 100
+    lowest = None
+    if found and found.provider:
+        candidates = [
+            r
+            for r in factors.region_table()
+            if r.vintage == found.vintage and r.provider == found.provider
+        ]
+        best = min(candidates, key=lambda r: r.intensity_g_per_kwh)
+        best_fp = run_footprint(
+            device_tdp_w, count, hours, utilization, pue, best.intensity_g_per_kwh
+        )
+        lowest = Comparison(best.key, best.name, best.intensity_g_per_kwh, best_fp.co2e_g / 1000)
+
+    amounts = tuple(
+        EquivalentAmount(e.key, footprint.co2e_g / e.co2e_g_per_unit, e.description, e.source)
+        for e in factors.equivalents()
+    )
+    return Estimate(
+        hardware=device_name,
+        tdp_w=device_tdp_w,
+        count=count,
+        hours=hours,
+        utilization=utilization,
+        pue=pue,
+        region_key=found.key if found else None,
+        region_name=found.name if found else None,
+        provider=(found.provider or None) if found else None,
+        dataset=found.vintage if found else None,
+        intensity_g_per_kwh=intensity,
+        intensity_source=f"{found.source} ({found.year}; {found.licence})" if found else "given",
+        energy_kwh=footprint.energy_facility_kwh,
+        co2e_kg=footprint.co2e_g / 1000,
+        co2e_kg_low=footprint.co2e_g_low / 1000,
+        co2e_kg_high=footprint.co2e_g_high / 1000,
+        method=footprint.method.value,
+        offset_pct=found.offset_pct if found else None,
+        offset_co2e_kg=offset_kg,
+        lowest_region=lowest,
+        equivalents=amounts,
+    )
+
+
+def _where(e: Estimate) -> str:
+    if e.region_key is None:
+        return f"a grid of {e.intensity_g_per_kwh:g} gCO2e/kWh"
+    return f"{e.region_name} ({e.region_key}), {e.intensity_g_per_kwh:g} gCO2e/kWh"
+
+
+def render_text(e: Estimate) -> str:
+    lines = [
+        f"{e.count} × {e.hardware} ({e.tdp_w:g} W) for {e.hours:g} h at utilisation "
+        f"{e.utilization:g}, PUE {e.pue:g}, in {_where(e)}",
+        f"  energy:    {e.energy_kwh:,.2f} kWh",
+        f"  emissions: {e.co2e_kg:,.2f} kg CO2e (range {e.co2e_kg_low:,.2f} – "
+        f"{e.co2e_kg_high:,.2f}), method {e.method}",
+        f"  intensity source: {e.intensity_source}",
+    ]
+    if e.offset_pct is not None and e.offset_co2e_kg is not None:
+        lines.append(
+            f"  offset by the provider: {e.offset_pct:g}% "
+            f"({e.offset_co2e_kg:,.2f} kg CO2e), as the provider states"
+        )
+    if e.lowest_region is not None:
+        low = e.lowest_region
+        lines.append(
+            f"  in {low.region_key} ({low.region_name}), the provider's lowest-carbon "
+            f"region: {low.co2e_kg:,.2f} kg CO2e at {low.intensity_g_per_kwh:g} "
+            "gCO2e/kWh"
+        )
+    lines.append("  that is as much CO2e as:")
+    lines += [f"    {a.amount:,.1f} {a.description} (source: {a.source})" for a in e.equivalents]
+    return "\n".join(lines)
+
+
+def _statement(e: Estimate, cite: str) -> str:
+    offset = ""
+    if e.offset_pct is not None:
+        offset = f", {e.offset_pct:g}% of which the provider states it offsets"
+    return (
+        f"The experiments ran for {e.hours:g} hours on {e.count} {e.hardware} device(s) "
+        f"(TDP {e.tdp_w:g} W) in {_where(e)}, at a PUE of {e.pue:g}. "
+        f"They used an estimated {e.energy_kwh:,.1f} kWh and emitted an estimated "
+        f"{e.co2e_kg:,.1f} kg CO2e (range {e.co2e_kg_low:,.1f} to {e.co2e_kg_high:,.1f}){offset}. "
+        f"Estimated with jobcarbon, following the method of {cite}."
+    )
+
+
+LACOSTE_BIBTEX = """@article{lacoste2019quantifying,
+  title={Quantifying the Carbon Emissions of Machine Learning},
+  author={Lacoste, Alexandre and Luccioni, Alexandra and Schmidt, Victor and Dandres, Thomas},
+  journal={arXiv preprint arXiv:1910.09700},
+  year={2019}
+}"""
+
+
+def render_latex(e: Estimate) -> str:
+    body = _statement(e, r"Lacoste et al.~\cite{lacoste2019quantifying}")
+    body = body.replace("%", r"\%").replace("CO2e", r"CO$_2$e")
+    return f"{body}\n\n% BibTeX:\n" + "\n".join(f"% {line}" for line in LACOSTE_BIBTEX.splitlines())
+
+
+def render_markdown(e: Estimate) -> str:
+    return _statement(e, "[Lacoste et al. (2019)](https://arxiv.org/abs/1910.09700)")

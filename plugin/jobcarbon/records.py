@@ -1,0 +1,147 @@
+"""The one shape every source produces: a finished (or never started) job.
+
+A source knows its scheduler and nothing about carbon; everything downstream
+(the footprint model, the ledger, the outputs) works on ``JobRecord`` only.
+All times are timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from .errors import InputError
+
+#: A job longer than this is taken as a broken record, not a real run.
+MAX_RUN = timedelta(days=366)
+
+
+class Component(enum.StrEnum):
+    """Parts of a job's IT energy that are estimated (or measured) separately."""
+
+    GPU = "gpu"
+    CPU = "cpu"
+    MEMORY = "memory"
+
+
+class JobState(enum.StrEnum):
+    """Final state of a job, normalised across schedulers."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+    OUT_OF_MEMORY = "out_of_memory"
+    NODE_FAIL = "node_fail"
+    PREEMPTED = "preempted"
+    REQUEUED = "requeued"
+    BOOT_FAIL = "boot_fail"
+    DEADLINE = "deadline"
+
+
+#: States in which a job's work did not complete: its energy was still spent.
+UNSUCCESSFUL_STATES = frozenset(JobState) - {JobState.COMPLETED}
+
+
+@dataclass(frozen=True, slots=True)
+class MeasuredEnergy:
+    """Energy the scheduler measured for a job, and which components it covers.
+
+    Slurm's ``ConsumedEnergyRaw`` from IPMI covers the whole node (GPU, CPU and
+    memory); from RAPL it covers CPU and memory only; DCGM counters cover GPUs.
+    """
+
+    energy_j: float
+    covers: frozenset[Component]
+
+    def __post_init__(self) -> None:
+        if not self.energy_j >= 0:
+            raise InputError(f"measured energy_j must be >= 0, got {self.energy_j!r}")
+        if not self.covers:
+            raise InputError("measured energy must say which components it covers")
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """One job as the scheduler accounted it. ``job_id`` is unique within ``cluster``."""
+
+    cluster: str
+    job_id: str
+    user: str
+    project: str
+    partition: str
+    state: JobState
+    submit_time: datetime
+    start_time: datetime | None
+    end_time: datetime | None
+    gpu_count: float = 0.0
+    gpu_model: str | None = None
+    cpu_count: int = 0
+    memory_gb: float = 0.0
+    node_count: int = 1
+    nodes: str = ""
+    name: str = ""
+    gpu_utilization: float | None = None
+    measured: MeasuredEnergy | None = None
+    labels: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def started(self) -> bool:
+        """Whether the job ran at all (jobs cancelled while pending never did)."""
+        return self.start_time is not None and self.end_time is not None
+
+    @property
+    def run_seconds(self) -> float:
+        """Wall-clock seconds the job held its allocation; 0 if it never started."""
+        if self.start_time is None or self.end_time is None:
+            return 0.0
+        return (self.end_time - self.start_time).total_seconds()
+
+    @property
+    def gpu_seconds(self) -> float:
+        return self.gpu_count * self.run_seconds
+
+    @property
+    def cpu_seconds(self) -> float:
+        return self.cpu_count * self.run_seconds
+
+    def validate(self) -> None:
+        """Raise ``InputError`` naming the field and value if the record is impossible."""
+        where = f"job {self.cluster}/{self.job_id}"
+        if not self.cluster or not self.job_id:
+            raise InputError(f"{where}: cluster and job_id must not be empty")
+        for name in ("submit_time", "start_time", "end_time"):
+            value = getattr(self, name)
+            if value is not None and value.utcoffset() != timedelta(0):
+                raise InputError(f"{where}: {name} must be UTC, got {value!r}")
+        if self.start_time is not None and self.end_time is not None:
+            if self.end_time < self.start_time:
+                raise InputError(
+                    f"{where}: end_time {self.end_time.isoformat()} is before "
+                    f"start_time {self.start_time.isoformat()}"
+                )
+            if self.end_time - self.start_time > MAX_RUN:
+                raise InputError(
+                    f"{where}: run of {self.end_time - self.start_time} is longer than "
+                    f"{MAX_RUN.days} days; the record is broken"
+                )
+        for name in ("gpu_count", "cpu_count", "memory_gb", "node_count"):
+            value = getattr(self, name)
+            if not value >= 0:
+                raise InputError(f"{where}: {name} must be >= 0, got {value!r}")
+        if self.gpu_utilization is not None and not 0.0 <= self.gpu_utilization <= 1.0:
+            raise InputError(
+                f"{where}: gpu_utilization must be between 0 and 1, got {self.gpu_utilization!r}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class RecordProblem:
+    """A record that could not be accounted: where it came from and why."""
+
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"

@@ -1,0 +1,107 @@
+"""The calculator against the seed calculator's method: TDP × hours × count × regional factor.
+
+Region factors are the seed's own table (dataset ``mlco2-impact-2019``, from the ML CO2
+Impact repository's ``data/impact.csv``); TDPs from its ``data/gpus.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jobcarbon.errors import FactorError, InputError
+from jobcarbon.estimate import estimate, render_latex, render_markdown, render_text
+
+SEED = "mlco2-impact-2019"
+
+
+@pytest.mark.parametrize(
+    ("hardware", "count", "hours", "region", "energy_kwh", "co2e_kg"),
+    [
+        # Tesla V100-PCIE-16GB 300 W × 100 h = 30 kWh; gcp:us-central1 566.3 g → 16.989 kg
+        ("Tesla V100-PCIE-16GB", 1, 100, "gcp:us-central1", 30.0, 16.989),
+        # T4 70 W × 24 h = 1.68 kWh; aws:eu-west-3 105 g → 0.1764 kg
+        ("T4", 1, 24, "aws:eu-west-3", 1.68, 0.1764),
+        # RTX 2080 Ti 250 W × 4 × 48 h = 48 kWh; azure:eastus 367.8 g → 17.6544 kg
+        ("RTX 2080 Ti", 4, 48, "azure:eastus", 48.0, 17.6544),
+        # A100 SXM4 80 GB 400 W × 8 × 72 h = 230.4 kWh; gcp:europe-north1 211 g → 48.6144 kg
+        ("A100 SXM4 80 GB", 8, 72, "gcp:europe-north1", 230.4, 48.6144),
+        # TPUv3 Chip 283 W × 10 h = 2.83 kWh; gcp:asia-east1 557 g → 1.57631 kg
+        ("TPUv3 Chip", 1, 10, "gcp:asia-east1", 2.83, 1.57631),
+        # GTX 1080 Ti 250 W × 2 × 12.5 h = 6.25 kWh; gcp:europe-west6 16 g → 0.1 kg
+        ("GTX 1080 Ti", 2, 12.5, "gcp:europe-west6", 6.25, 0.1),
+    ],
+)
+def test_seed_calculator_cases(
+    hardware: str, count: int, hours: float, region: str, energy_kwh: float, co2e_kg: float
+) -> None:
+    result = estimate(hardware=hardware, count=count, hours=hours, region=region, dataset=SEED)
+    assert result.energy_kwh == pytest.approx(energy_kwh)
+    assert result.co2e_kg == pytest.approx(co2e_kg)
+    assert result.pue == 1.0 and result.utilization == 1.0
+    assert result.co2e_kg_low < result.co2e_kg < result.co2e_kg_high
+
+
+def test_offset_share_and_lowest_region_of_the_provider() -> None:
+    # gcp rows of the seed table offset 100 %; its lowest-carbon gcp region is
+    # europe-west6 at 16 g/kWh: 30 kWh × 16 g = 0.48 kg.
+    result = estimate(
+        hardware="Tesla V100-PCIE-16GB", hours=100, region="gcp:us-central1", dataset=SEED
+    )
+    assert result.offset_pct == 100
+    assert result.offset_co2e_kg == pytest.approx(16.989)
+    assert result.lowest_region is not None
+    assert result.lowest_region.region_key == "gcp:europe-west6"
+    assert result.lowest_region.co2e_kg == pytest.approx(0.48)
+
+
+def test_equivalents_cite_their_source() -> None:
+    # 16.989 kg / 175 g per km (EU car, Green Algorithms referenceValues) = 97.08 km
+    result = estimate(
+        hardware="Tesla V100-PCIE-16GB", hours=100, region="gcp:us-central1", dataset=SEED
+    )
+    car = next(e for e in result.equivalents if e.key == "car_km_eu")
+    assert car.amount == pytest.approx(16989 / 175)
+    assert "sciencedirect" in car.source
+
+
+def test_pue_utilisation_and_intensity_given_directly() -> None:
+    # 100 W device at utilisation 0.5 (idle 0 in the calculator) = 50 W × 10 h = 0.5 kWh,
+    # × PUE 1.5 = 0.75 kWh × 200 g/kWh = 0.15 kg
+    result = estimate(tdp_w=100, hours=10, intensity_g_per_kwh=200, pue=1.5, utilization=0.5)
+    assert result.energy_kwh == pytest.approx(0.75)
+    assert result.co2e_kg == pytest.approx(0.15)
+    assert result.lowest_region is None and result.offset_pct is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"hours": -5}, "--hours must be > 0"),
+        ({"hours": 1e9}, "--hours must be > 0"),
+        ({"pue": 0.9}, "--pue must be between 1.0"),
+        ({"utilization": 2}, "--utilization"),
+        ({"count": 0}, "--count"),
+    ],
+)
+def test_bad_arguments_name_the_option(kwargs: dict[str, float], message: str) -> None:
+    args: dict[str, object] = {"hardware": "T4", "hours": 1, "region": "FR", **kwargs}
+    with pytest.raises(InputError, match=message):
+        estimate(**args)  # type: ignore[arg-type]
+
+
+def test_unknown_hardware_lists_closest() -> None:
+    with pytest.raises(FactorError, match=r"Closest: .*V100"):
+        estimate(hardware="Tesla V101", hours=1, region="FR")
+
+
+def test_renderings_carry_the_numbers() -> None:
+    result = estimate(hardware="T4", hours=24, region="aws:eu-west-3", dataset=SEED)
+    text = render_text(result)
+    assert "1.68 kWh" in text and "0.18 kg CO2e" in text
+    assert json.loads(result.to_json())["co2e_kg"] == pytest.approx(0.1764)
+    latex = render_latex(result)
+    assert r"\cite{lacoste2019quantifying}" in latex and "CO$_2$e" in latex
+    assert "% @article{lacoste2019quantifying," in latex
+    assert "arxiv.org/abs/1910.09700" in render_markdown(result)

@@ -1,0 +1,145 @@
+"""The bundled factor tables: provenance on every row, forgiving look-ups, rebuildable."""
+
+from __future__ import annotations
+
+import csv
+import filecmp
+import importlib.util
+import json
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from jobcarbon import factors
+from jobcarbon.errors import FactorError
+from tests.conftest import SHARED_DATA
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "plugin" / "jobcarbon" / "data"
+needs_shared = pytest.mark.skipif(
+    not SHARED_DATA.is_dir(),
+    reason=f"reference data not found at {SHARED_DATA}: check out shared/ beside the repo",
+)
+
+
+@pytest.mark.parametrize(
+    "table", ["hardware.csv", "cpus.csv", "regions.csv", "pue.csv", "equivalents.csv"]
+)
+def test_every_row_has_source_year_and_licence(table: str) -> None:
+    text = resources.files("jobcarbon").joinpath("data", table).read_text()
+    rows = list(csv.DictReader(text.splitlines()))
+    assert rows
+    for row in rows:
+        assert row["source"].strip(), row
+        assert row["licence"].strip(), row
+        assert 1990 < int(row["year"]) <= 2026, row
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "A100 SXM4 80 GB",
+        "H100 SXM",
+        "H200 SXM",
+        "B200",
+        "GH200",
+        "L4",
+        "L40S",
+        "MI250X",
+        "MI300X",
+        "Gaudi2",
+        "Gaudi3",
+        "TPU v4",
+    ],
+)
+def test_current_data_centre_parts_are_present(name: str) -> None:
+    assert factors.find_hardware(name).tdp_w > 0
+
+
+@needs_shared
+def test_every_device_of_the_seed_calculator_is_present() -> None:
+    seed = list(csv.DictReader((SHARED_DATA / "mlco2-impact" / "gpus.csv").open()))
+    assert len(seed) == 48
+    for row in seed:
+        found = factors.find_hardware(row["name"])
+        assert found.tdp_w == float(row["tdp_watts"])
+        assert found.in_seed_calculator
+
+
+@needs_shared
+def test_seed_vintage_reproduces_the_seed_region_table() -> None:
+    seed = list(csv.DictReader((SHARED_DATA / "mlco2-impact" / "impact.csv").open()))
+    for row in seed:
+        key = f"{row['provider']}:{row['region'] or row['providerName'].lower()}"
+        assert factors.find_region(key, factors.SEED_VINTAGE).intensity_g_per_kwh == float(
+            row["impact"]
+        )
+
+
+@pytest.mark.parametrize(
+    ("query", "key"),
+    [
+        ("FR", "FR"),
+        ("fra", "FR"),
+        ("France", "FR"),
+        ("us-ca", "US-CA"),
+        ("US CA", "US-CA"),
+        ("aws:us-east-1", "aws:us-east-1"),
+        ("AWS us east 1", "aws:us-east-1"),
+        ("gcp:europe-west1", "gcp:europe-west1"),
+        ("gcp europe west1", "gcp:europe-west1"),
+    ],
+)
+def test_region_keys_match_forgivingly(query: str, key: str) -> None:
+    assert factors.find_region(query).key == key
+
+
+def test_country_intensity_is_owid() -> None:
+    # France 2023, Our World in Data carbon_intensity_elec (via CodeCarbon v3.3): 56.039
+    region = factors.find_region("FR")
+    assert region.intensity_g_per_kwh == pytest.approx(56.039)
+    assert "Our World in Data" in region.source and "CC BY 4.0" in region.licence
+
+
+@needs_shared
+def test_us_state_converted_from_lb_per_mwh() -> None:
+    # eGRID 2016 state rates are in lb/MWh; 1 lb/MWh = 0.45359237 g/kWh
+    usa = json.loads(
+        (SHARED_DATA / "codecarbon" / "private_infra_2016_usa_emissions.json").read_text()
+    )
+    expected = usa["california"]["emissions"] * 0.45359237
+    assert factors.find_region("US-CA").intensity_g_per_kwh == pytest.approx(expected, abs=0.05)
+
+
+def test_hardware_names_match_forgivingly() -> None:
+    assert factors.find_hardware("tesla-v100-pcie-16gb").name == "Tesla V100-PCIE-16GB"
+    assert factors.find_hardware("NVIDIA H200").name == "H200 SXM"
+    assert factors.find_hardware("mi300x").tdp_w == 750
+
+
+def test_ambiguous_and_unknown_names_list_candidates() -> None:
+    with pytest.raises(FactorError, match=r"ambiguous.*A100 SXM4 80 GB"):
+        factors.find_hardware("A100")
+    with pytest.raises(FactorError, match=r"unknown region 'atlantis'.*Closest"):
+        factors.find_region("atlantis")
+    with pytest.raises(FactorError, match="unknown dataset 'nope'"):
+        factors.find_region("FR", "nope")
+
+
+def test_version_is_stable_digest() -> None:
+    assert factors.version() == factors.version()
+    assert factors.version().startswith("tables-")
+
+
+@needs_shared
+def test_shipped_tables_are_what_the_build_script_makes(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "build_factors", ROOT / "tools" / "build_factors.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.build(SHARED_DATA, tmp_path)
+    for table in ("hardware.csv", "cpus.csv", "regions.csv", "pue.csv", "equivalents.csv"):
+        assert filecmp.cmp(tmp_path / table, DATA / table, shallow=False), table
