@@ -1,0 +1,36 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+# Each creates .venv (with tools/venv.py, which works on a bare Debian python3) first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench factors clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) tools/venv.py $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/jobcarbon demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check plugin tests tools bench
+	$(BIN)/ruff format --check plugin tests tools bench
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+# Rebuild the bundled factor tables and demo month from ../shared/data (maintainers).
+factors: $(STAMP)
+	$(BIN)/python tools/build_factors.py
+	$(BIN)/python tools/make_demo_data.py
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,153 @@
+"""Benchmarks: figures printed, never asserted. Run with `make bench`.
+
+1. import: a synthetic `sacct --parsable2` month of N jobs → parse → footprint → SQLite
+   ledger, in batches, as `jobcarbon demo` and imports do; jobs/s per stage, peak RSS.
+2. queries: `summary --by user` for one month and a full-ledger total.
+3. hourly intensity: footprints of multi-day jobs with an hourly series against a
+   constant intensity (the cost of integrating, not sampling).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import resource
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from jobcarbon.accounting import Accountant, ingest
+from jobcarbon.config import parse_config
+from jobcarbon.footprint import PowerProfile, compute_footprint
+from jobcarbon.ledger import Filters, Ledger
+from jobcarbon.records import JobRecord, JobState
+from jobcarbon.site import Constant, HourlySeries, SiteFactors
+from jobcarbon.sources.sacct import SACCT_FIELDS, read_parsable
+
+CONFIG = {
+    "sites": {"s": {"pue": 1.3, "grid": {"region": "DE"}}},
+    "clusters": {
+        "bench": {
+            "site": "s",
+            "hardware": [{"match": {"partition": "gpu"}, "gpu_model": "A100 SXM4 80 GB"}],
+        }
+    },
+}
+START = datetime(2026, 10, 1, tzinfo=UTC)
+
+
+def synthetic_sacct(jobs: int, seed: int = 1) -> list[str]:
+    rng = random.Random(seed)
+    lines = ["|".join(SACCT_FIELDS)]
+    for i in range(jobs):
+        start = START + timedelta(seconds=rng.randint(0, 29 * 86400))
+        run_s = rng.randint(60, 86400)
+        gpus = rng.choice([0, 1, 2, 4, 8])
+        partition = "gpu" if gpus else "cpu"
+        tres = f"cpu={8 * max(gpus, 1)},{f'gres/gpu={gpus},' if gpus else ''}mem=64G,node=1"
+        stamp = "%Y-%m-%dT%H:%M:%S"
+        lines.append(
+            "|".join(
+                [
+                    str(i),
+                    str(i),
+                    "bench",
+                    f"user{i % 5000}",
+                    f"proj{i % 300}",
+                    "",
+                    partition,
+                    "COMPLETED",
+                    (start - timedelta(minutes=5)).strftime(stamp),
+                    start.strftime(stamp),
+                    (start + timedelta(seconds=run_s)).strftime(stamp),
+                    str(run_s),
+                    tres,
+                    "1",
+                    "n001",
+                    "job",
+                    "0",
+                ]
+            )
+        )
+    return lines
+
+
+def bench_import(jobs: int) -> None:
+    lines = synthetic_sacct(jobs)
+    accountant = Accountant(parse_config(CONFIG))
+    t0 = time.perf_counter()
+    records = [r for r in read_parsable(lines, cluster="bench") if isinstance(r, JobRecord)]
+    t1 = time.perf_counter()
+    accounted = [accountant.account(r) for r in records]
+    t2 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp, Ledger(Path(tmp) / "l.db") as ledger:
+        for i in range(0, len(accounted), 5000):
+            ledger.write(accounted[i : i + 5000])
+        t3 = time.perf_counter()
+        report = ingest(read_parsable(lines, cluster="bench"), accountant, ledger)
+        t4 = time.perf_counter()
+        q0 = time.perf_counter()
+        users = ledger.summary("user", Filters(month="2026-10"))
+        q1 = time.perf_counter()
+        ledger.totals()
+        q2 = time.perf_counter()
+    print(f"import of {jobs:,} synthetic jobs (one process, this machine):")
+    print(f"  parse sacct        {jobs / (t1 - t0):>12,.0f} jobs/s")
+    print(f"  footprint model    {jobs / (t2 - t1):>12,.0f} jobs/s")
+    print(f"  ledger write       {jobs / (t3 - t2):>12,.0f} jobs/s (new rows)")
+    print(
+        f"  end to end again   {jobs / (t4 - t3):>12,.0f} jobs/s "
+        f"(streaming, all unchanged: {report.unchanged:,})"
+    )
+    print(f"  summary --by user  {(q1 - q0) * 1000:>12,.1f} ms ({len(users):,} users)")
+    print(f"  total of ledger    {(q2 - q1) * 1000:>12,.1f} ms")
+
+
+def bench_hourly(jobs: int) -> None:
+    first = int(START.timestamp()) // 3600
+    hours = {h: 100.0 + h % 24 * 10 for h in range(first, first + 24 * 31)}
+    series = SiteFactors("s", Constant(1.3), HourlySeries(hours), 0.05)
+    constant = SiteFactors("s", Constant(1.3), Constant(300.0), 0.05)
+    power = PowerProfile("A100", 400.0, 60.0, 12.0, 3.6, 0.3725)
+    job = JobRecord(
+        "c",
+        "1",
+        "u",
+        "p",
+        "gpu",
+        JobState.COMPLETED,
+        START,
+        START,
+        START + timedelta(days=3, hours=5),
+        4,
+        None,
+        32,
+        256.0,
+    )
+    timings = {}
+    for name, site in (("constant", constant), ("hourly series", series)):
+        t0 = time.perf_counter()
+        for _ in range(jobs):
+            compute_footprint(job, power, site)
+        timings[name] = jobs / (time.perf_counter() - t0)
+    print(f"footprints of a 77-hour job ({jobs:,} times):")
+    for name, rate in timings.items():
+        print(f"  {name:<18} {rate:>12,.0f} jobs/s")
+    print(f"  ratio constant/hourly: {timings['constant'] / timings['hourly series']:.1f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=200_000)
+    args = parser.parse_args()
+    print(f"python {sys.version.split()[0]}")
+    bench_import(args.jobs)
+    bench_hourly(20_000)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS {peak_mb:,.0f} MB (lists held in memory for per-stage timing)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,380 @@
+"""The ``jobcarbon`` command. The only place that turns errors into messages and exit codes.
+
+Exit codes: 0 ok, 1 some records could not be accounted (the rest were),
+2 bad config or input, 3 source failure, 4 ledger failure. Heavy modules are
+imported inside the commands so that ``jobcarbon --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from . import __version__
+from .errors import JobcarbonError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except JobcarbonError as err:
+            click.secho(f"Error: {err}", fg="red", err=True)
+            ctx.exit(err.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="jobcarbon")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Site config file [default: $JOBCARBON_CONFIG or /etc/jobcarbon/config.yaml].",
+)
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None) -> None:
+    """Energy and carbon accounting for every job on a compute cluster.
+
+    \b
+    Start here:
+      jobcarbon demo                      the whole flow on a bundled month
+      jobcarbon estimate --hardware "H100 SXM" --hours 100 --region FR
+      jobcarbon config example > /etc/jobcarbon/config.yaml
+    """
+    ctx.obj = {"config_path": config_path}
+
+
+def _config(ctx: click.Context) -> Any:
+    from .config import load_config
+
+    return load_config(ctx.obj["config_path"])
+
+
+# --- config -------------------------------------------------------------------------------
+
+
+@main.group("config")
+def config_group() -> None:
+    """Check or print the site configuration."""
+
+
+@config_group.command("check")
+@click.argument("path", required=False, type=click.Path(dir_okay=False))
+@click.pass_context
+def config_check(ctx: click.Context, path: str | None) -> None:
+    """Validate a config file and report every problem at once."""
+    from .config import config_path, load_config
+
+    config = load_config(path or ctx.obj["config_path"])
+    where = config_path(path or ctx.obj["config_path"])
+    click.echo(f"{where}: ok ({len(config.sites)} site(s), {len(config.clusters)} cluster(s))")
+    for name, site in config.site_factors.items():
+        click.echo(
+            f"  site {name}: PUE {site.pue.at(datetime.now(UTC)):g} now, "
+            f"intensity {_describe_intensity(site)}"
+        )
+
+
+def _describe_intensity(site: Any) -> str:
+    schedule = site.intensity_g_per_kwh
+    if schedule.is_constant:
+        return f"{schedule.value:g} gCO2e/kWh ({schedule.label})"
+    return f"hourly series {schedule.label} ({len(schedule.by_hour)} hours)"
+
+
+@config_group.command("example")
+def config_example() -> None:
+    """Print a documented example config (every key, with its default)."""
+    from importlib import resources
+
+    click.echo(
+        resources.files("jobcarbon").joinpath("data", "config.example.yaml").read_text(), nl=False
+    )
+
+
+# --- factors ------------------------------------------------------------------------------
+
+
+@main.group("factors")
+def factors_group() -> None:
+    """List the bundled factor tables (hardware power, grid intensity)."""
+
+
+@factors_group.command("hardware")
+@click.option("--search", default="", help="Only names containing TEXT (forgiving match).")
+def factors_hardware(search: str) -> None:
+    """GPUs, accelerators and CPUs with their TDP and source."""
+    from . import factors
+
+    rows = [
+        (
+            h.name,
+            h.kind,
+            f"{h.tdp_w:g}",
+            "yes" if h.in_seed_calculator else "",
+            f"{h.source} [{h.licence}]",
+        )
+        for h in factors.search_hardware(search)
+    ]
+    _table(["name", "kind", "TDP W", "seed", "source"], rows, f"tables {factors.version()}")
+
+
+@factors_group.command("regions")
+@click.option("--search", default="", help="Only keys or names containing TEXT.")
+@click.option("--dataset", default=None, help="Only this vintage (current, mlco2-impact-2019).")
+def factors_regions(search: str, dataset: str | None) -> None:
+    """Grid carbon intensity by country, US state, bidding zone and cloud region."""
+    from . import factors
+
+    rows = [
+        (
+            r.vintage,
+            r.key,
+            r.name,
+            f"{r.intensity_g_per_kwh:g}",
+            str(r.year),
+            f"{r.source} [{r.licence}]",
+        )
+        for r in factors.search_regions(search, dataset)
+    ]
+    _table(
+        ["dataset", "key", "name", "gCO2e/kWh", "year", "source"],
+        rows,
+        f"tables {factors.version()}",
+    )
+
+
+def _table(headers: list[str], rows: Sequence[Sequence[str]], caption: str = "") -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*headers, caption=caption)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+# --- estimate -----------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--hardware", help='Device name from `jobcarbon factors hardware` ("V100", "H100 SXM").'
+)
+@click.option("--tdp-w", type=float, help="Or: the device's power in watts.")
+@click.option("--count", type=int, default=1, show_default=True, help="Number of devices.")
+@click.option("--hours", type=float, required=True, help="Hours each device ran.")
+@click.option("--region", help="Region key (FR, US-CA, aws:us-east-1, gcp:europe-west1).")
+@click.option("--intensity-g-per-kwh", type=float, help="Or: grid intensity in gCO2e/kWh.")
+@click.option(
+    "--dataset",
+    default="current",
+    show_default=True,
+    help="Region table vintage; mlco2-impact-2019 reproduces the seed calculator.",
+)
+@click.option("--pue", type=float, default=1.0, show_default=True, help="Data-centre PUE.")
+@click.option(
+    "--utilization",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Average device utilisation, 0 to 1.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.option("--latex", is_flag=True, help="A paper-ready LaTeX statement.")
+@click.option("--markdown", is_flag=True, help="A paper-ready Markdown statement.")
+def estimate(
+    hardware: str | None,
+    tdp_w: float | None,
+    count: int,
+    hours: float,
+    region: str | None,
+    intensity_g_per_kwh: float | None,
+    dataset: str,
+    pue: float,
+    utilization: float,
+    as_json: bool,
+    latex: bool,
+    markdown: bool,
+) -> None:
+    """Energy and emissions of a run: the seed paper's calculator (TDP × hours × grid)."""
+    from . import estimate as calc
+
+    if sum([as_json, latex, markdown]) > 1:
+        raise click.UsageError("choose one of --json, --latex, --markdown")
+    result = calc.estimate(
+        hardware=hardware,
+        tdp_w=tdp_w,
+        count=count,
+        hours=hours,
+        region=region,
+        intensity_g_per_kwh=intensity_g_per_kwh,
+        dataset=dataset,
+        pue=pue,
+        utilization=utilization,
+    )
+    if as_json:
+        click.echo(result.to_json())
+    elif latex:
+        click.echo(calc.render_latex(result))
+    elif markdown:
+        click.echo(calc.render_markdown(result))
+    else:
+        click.echo(calc.render_text(result))
+
+
+# --- ledger outputs -----------------------------------------------------------------------
+
+
+def _month(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        datetime.strptime(value, "%Y-%m")
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a month like 2026-10") from None
+    return value
+
+
+def _open_ledger(ctx: click.Context) -> Any:
+    from .ledger import Ledger
+
+    return Ledger(_config(ctx).ledger_path(), migrate=False)
+
+
+@main.command()
+@click.option(
+    "--by",
+    type=click.Choice(["user", "project", "cluster", "partition", "gpu_model", "state", "month"]),
+    default="project",
+    show_default=True,
+)
+@click.option("--month", callback=lambda c, p, v: _month(v), help="YYYY-MM (UTC, by job end).")
+@click.option("--cluster", help="Only this cluster.")
+@click.option("--user", help="Only this user.")
+@click.option("--project", help="Only this project.")
+@click.pass_context
+def summary(
+    ctx: click.Context,
+    by: str,
+    month: str | None,
+    cluster: str | None,
+    user: str | None,
+    project: str | None,
+) -> None:
+    """A table of jobs, GPU-hours, energy and emissions, grouped by one dimension."""
+    from .ledger import Filters
+
+    filters = Filters(month=month, cluster=cluster, user=user, project=project)
+    with _open_ledger(ctx) as ledger:
+        rows = ledger.summary(by, filters)
+        total = ledger.totals(filters)
+    _summary_table(by, rows, total, f"month {month}" if month else "all time")
+
+
+def _summary_table(by: str, rows: list[Any], total: Any, caption: str) -> None:
+    formatted = [
+        (
+            r.key,
+            f"{r.jobs:,}",
+            f"{r.gpu_hours:,.1f}",
+            f"{r.energy_kwh:,.1f}",
+            f"{r.co2e_kg:,.1f}",
+            f"{r.co2e_kg_low:,.1f} – {r.co2e_kg_high:,.1f}",
+        )
+        for r in [*rows, total]
+    ]
+    formatted[-1] = ("total", *formatted[-1][1:])
+    _table([by, "jobs", "GPU-h", "energy kWh", "kg CO2e", "range kg"], formatted, caption)
+
+
+def _date(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date like 2026-10-01") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@main.command()
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True
+)
+@click.option("--since", callback=lambda c, p, v: _date(v), help="Jobs ending at or after (UTC).")
+@click.option("--until", callback=lambda c, p, v: _date(v), help="Jobs ending before (UTC).")
+@click.option("--user", help="Only this user.")
+@click.option("--project", help="Only this project.")
+@click.option("--cluster", help="Only this cluster.")
+@click.option("--output", "-o", type=click.File("w"), default="-", help="File [default: stdout].")
+@click.pass_context
+def export(
+    ctx: click.Context,
+    fmt: str,
+    since: datetime | None,
+    until: datetime | None,
+    user: str | None,
+    project: str | None,
+    cluster: str | None,
+    output: TextIO,
+) -> None:
+    """Stream job rows with their footprint and the factors version used."""
+    from .export import write_csv, write_json
+    from .ledger import Filters
+
+    filters = Filters(since=since, until=until, user=user, project=project, cluster=cluster)
+    with _open_ledger(ctx) as ledger:
+        writer = write_csv if fmt == "csv" else write_json
+        count = writer(ledger.jobs(filters), output)
+    click.echo(f"exported {count} job(s)", err=True)
+
+
+# --- ledger maintenance -------------------------------------------------------------------
+
+
+@main.group("ledger")
+def ledger_group() -> None:
+    """Ledger maintenance."""
+
+
+@ledger_group.command("migrate")
+@click.pass_context
+def ledger_migrate(ctx: click.Context) -> None:
+    """Create the ledger or bring its schema up to date."""
+    from .ledger import Ledger
+
+    path = _config(ctx).ledger_path()
+    with Ledger(path, migrate=True) as ledger:
+        click.echo(f"{path}: schema v{ledger.schema_version}")
+
+
+# --- demo ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-output"),
+    show_default=True,
+    help="Where to put the demo's config and ledger (replaced if it exists).",
+)
+def demo(directory: Path) -> None:
+    """Account a bundled month of a fictional GPU cluster and show what comes out."""
+    from .demo import run_demo
+
+    report = run_demo(directory)
+    if report.failed:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,382 @@
+"""The site configuration: one YAML file, validated at load.
+
+Every problem is reported at once, each with its dotted key path, the bad value
+and what is allowed (``ConfigError.problems``). Unknown keys are errors, on
+purpose: a typo such as ``pue_uncertainity`` would otherwise silently fall back to
+a default and skew every footprint. Secrets never live in the YAML: the SMTP and
+database passwords are read from an environment variable or a file named here.
+
+Where the file is: ``--config``, else ``$JOBCARBON_CONFIG``, else
+``/etc/jobcarbon/config.yaml``. Run ``jobcarbon config example`` for a documented file.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import os
+import re
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from . import factors
+from .errors import ConfigError, FactorError
+from .footprint import PowerProfile, Uncertainty
+from .records import JobRecord
+from .site import Constant, HourlySeries, MonthlyPue, Schedule, SiteFactors
+
+DEFAULT_PATH = Path("/etc/jobcarbon/config.yaml")
+ENV_VAR = "JOBCARBON_CONFIG"
+MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Pue = Annotated[float, Field(ge=1.0, le=5.0)]
+
+
+class SeriesConfig(_Strict):
+    path: Path = Field(
+        description="CSV with columns timestamp (UTC hour start, ISO 8601) and intensity_g_per_kwh"
+    )
+    fallback_g_per_kwh: float | None = Field(
+        None, ge=0, le=2000, description="used for hours the file lacks"
+    )
+
+
+class GridConfig(_Strict):
+    """Exactly one of ``intensity_g_per_kwh``, ``region`` or ``series``."""
+
+    intensity_g_per_kwh: float | None = Field(None, ge=0, le=2000)
+    region: str | None = Field(None, description="key from `jobcarbon factors regions`")
+    dataset: str = Field(factors.CURRENT_VINTAGE, description="region table vintage")
+    series: SeriesConfig | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> GridConfig:
+        given = [
+            k for k in ("intensity_g_per_kwh", "region", "series") if getattr(self, k) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of intensity_g_per_kwh, region, series "
+                f"(got {', '.join(given) or 'none'})"
+            )
+        if self.region is not None:
+            try:
+                factors.find_region(self.region, self.dataset)
+            except FactorError as err:
+                raise ValueError(str(err)) from err
+        return self
+
+
+class SiteConfig(_Strict):
+    pue: Pue = Field(description="facility energy / IT energy; for months not in pue_monthly")
+    pue_monthly: dict[str, Pue] = Field(
+        default_factory=dict, description='measured PUE per calendar month, "YYYY-MM": value'
+    )
+    pue_uncertainty: float = Field(0.05, ge=0, lt=1, description="relative, for the range")
+    grid: GridConfig
+
+    @field_validator("pue_monthly")
+    @classmethod
+    def _months(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = [k for k in value if not MONTH.match(k)]
+        if bad:
+            raise ValueError(f"month keys must look like 2026-01, got {bad}")
+        return value
+
+
+class HardwareMatch(_Strict):
+    """All given conditions must hold. Patterns are shell globs (``gpu-*``)."""
+
+    partition: str | None = None
+    nodes: str | None = Field(None, description="glob matched against the job's node list")
+    gpu_type: str | None = Field(None, description="typed GRES/TRES name, e.g. a100")
+    node_label: dict[str, str] | None = Field(None, description="Kubernetes node labels")
+
+    def matches(self, job: JobRecord) -> bool:
+        if self.partition and not fnmatch.fnmatchcase(job.partition, self.partition):
+            return False
+        if self.nodes and not fnmatch.fnmatchcase(job.nodes, self.nodes):
+            return False
+        if self.gpu_type and (job.gpu_model or "").lower() != self.gpu_type.lower():
+            return False
+        if self.node_label:
+            return all(job.labels.get(k) == v for k, v in self.node_label.items())
+        return True
+
+
+class HardwareRule(_Strict):
+    match: HardwareMatch = Field(default_factory=HardwareMatch)
+    gpu_model: str | None = Field(None, description="name from `jobcarbon factors hardware`")
+    gpu_tdp_w: float | None = Field(None, gt=0, le=5000, description="overrides the table")
+    cpu_power_w_per_core: float | None = Field(None, gt=0, le=200)
+    memory_power_w_per_gb: float | None = Field(None, ge=0, le=10)
+
+    @field_validator("gpu_model")
+    @classmethod
+    def _known_gpu(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                return factors.find_hardware(value).name
+            except FactorError as err:
+                raise ValueError(str(err)) from err
+        return value
+
+
+_NO_RULE = HardwareRule()
+
+
+class AttributionConfig(_Strict):
+    project_from: Literal["account", "wckey", "partition"] = Field(
+        "account", description="Slurm field that names the project"
+    )
+    user_label: str | None = Field(None, description="Kubernetes pod label naming the user")
+    project_label: str | None = Field(None, description="Kubernetes pod label naming the project")
+    namespace_projects: dict[str, str] = Field(
+        default_factory=dict, description="namespace → project fallback"
+    )
+
+
+class ClusterConfig(_Strict):
+    site: str = Field(description="a key of `sites`")
+    hardware: list[HardwareRule] = Field(default_factory=list, description="first match wins")
+    gpu_idle_fraction: float = Field(
+        0.15, ge=0, lt=1, description="GPU idle power as a share of TDP (assumption)"
+    )
+    cpu_power_w_per_core: float = Field(factors.DEFAULT_CPU_POWER_W_PER_CORE, gt=0, le=200)
+    cpu_idle_fraction: float = Field(
+        0.3, ge=0, lt=1, description="CPU idle power as a share of TDP (low bound)"
+    )
+    memory_power_w_per_gb: float = Field(factors.MEMORY_POWER_W_PER_GB, ge=0, le=10)
+    attribution: AttributionConfig = Field(default_factory=AttributionConfig)
+
+    def power_profile(self, job: JobRecord) -> PowerProfile:
+        """The power figures for ``job``: the first matching hardware rule, then defaults."""
+        rule = next((r for r in self.hardware if r.match.matches(job)), _NO_RULE)
+        gpu_model = rule.gpu_model or job.gpu_model
+        tdp_w = rule.gpu_tdp_w or 0.0
+        if job.gpu_count > 0 and not tdp_w and gpu_model:
+            tdp_w = factors.find_hardware(gpu_model).tdp_w
+        cpu_w = rule.cpu_power_w_per_core or self.cpu_power_w_per_core
+        return PowerProfile(
+            gpu_model=gpu_model,
+            gpu_tdp_w=tdp_w,
+            gpu_idle_w=tdp_w * self.gpu_idle_fraction,
+            cpu_power_w_per_core=cpu_w,
+            cpu_idle_w_per_core=cpu_w * self.cpu_idle_fraction,
+            memory_power_w_per_gb=(
+                rule.memory_power_w_per_gb
+                if rule.memory_power_w_per_gb is not None
+                else self.memory_power_w_per_gb
+            ),
+        )
+
+
+class LedgerConfig(_Strict):
+    url: str = Field(
+        "sqlite:////var/lib/jobcarbon/ledger.db",
+        description="sqlite:///relative.db or sqlite:////absolute.db",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _no_password(cls, value: str) -> str:
+        if re.match(r"^\w+://[^/@:]+:[^/@]+@", value):
+            raise ValueError("put no password in the URL; set JOBCARBON_LEDGER_PASSWORD instead")
+        if not value.startswith("sqlite:///"):
+            raise ValueError("only sqlite:///PATH is supported in this version")
+        return value
+
+
+class ExporterConfig(_Strict):
+    listen: str = Field("127.0.0.1:9877", pattern=r"^[^:\s]*:\d{1,5}$")
+    drop_user_label: bool = Field(False, description="omit `user` from series (large sites)")
+
+
+class MailConfig(_Strict):
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password_env: str | None = Field(None, description="environment variable holding the password")
+    password_file: Path | None = Field(None, description="file holding the password")
+    from_address: str = "jobcarbon@localhost"
+    reply_to: str | None = None
+    address_template: str = Field("{user}@localhost", description="e-mail address of a user")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secret(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "password" in data:
+            raise ValueError("secrets never go in the YAML: use password_env or password_file")
+        return data
+
+
+class Config(_Strict):
+    sites: dict[str, SiteConfig] = Field(min_length=1)
+    clusters: dict[str, ClusterConfig] = Field(min_length=1)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    uncertainty_tdp: float = Field(0.10, ge=0, lt=1, description="relative error of table TDPs")
+    uncertainty_measured: float = Field(
+        0.05, ge=0, lt=1, description="relative error of measured energy"
+    )
+    exporter: ExporterConfig = Field(default_factory=ExporterConfig)
+    mail: MailConfig = Field(default_factory=MailConfig)
+    #: where the file was read from, to resolve relative paths (not a YAML key)
+    base_dir: Path = Field(Path("."), exclude=True)
+
+    @property
+    def uncertainty(self) -> Uncertainty:
+        return Uncertainty(tdp=self.uncertainty_tdp, measured=self.uncertainty_measured)
+
+    def cluster(self, name: str) -> ClusterConfig:
+        try:
+            return self.clusters[name]
+        except KeyError:
+            raise FactorError(
+                f"cluster {name!r} is not in the config (known: {', '.join(self.clusters)})"
+            ) from None
+
+    @cached_property
+    def site_factors(self) -> dict[str, SiteFactors]:
+        """Each site's PUE and intensity schedules; series files are read here, once."""
+        return {name: _site_factors(name, site, self.base_dir) for name, site in self.sites.items()}
+
+    def ledger_path(self) -> Path:
+        raw = self.ledger.url.removeprefix("sqlite:///")
+        path = Path(raw)
+        return path if path.is_absolute() else self.base_dir / path
+
+
+def _site_factors(name: str, site: SiteConfig, base_dir: Path) -> SiteFactors:
+    pue: Schedule = (
+        MonthlyPue(site.pue, dict(site.pue_monthly)) if site.pue_monthly else Constant(site.pue)
+    )
+    grid = site.grid
+    intensity: Schedule
+    region_key = ""
+    if grid.intensity_g_per_kwh is not None:
+        intensity = Constant(grid.intensity_g_per_kwh, "constant")
+    elif grid.region is not None:
+        region = factors.find_region(grid.region, grid.dataset)
+        region_key = region.key
+        intensity = Constant(region.intensity_g_per_kwh, f"{grid.dataset}:{region.key}")
+    else:
+        assert grid.series is not None
+        path = grid.series.path if grid.series.path.is_absolute() else base_dir / grid.series.path
+        intensity = read_series(path, grid.series.fallback_g_per_kwh, f"sites.{name}.grid.series")
+    return SiteFactors(name, pue, intensity, site.pue_uncertainty, region_key)
+
+
+def read_series(path: Path, fallback: float | None, where: str) -> HourlySeries:
+    """Read an hourly intensity CSV; every bad line is reported with its line number."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError([f"{where}.path: cannot read {path}: {err.strerror}"]) from err
+    rows = csv.reader(text.splitlines())
+    header = next(rows, [])
+    if [h.strip() for h in header] != ["timestamp", "intensity_g_per_kwh"]:
+        raise ConfigError(
+            [
+                f"{where}.path: {path}: header must be "
+                f"'timestamp,intensity_g_per_kwh', got {','.join(header)!r}"
+            ]
+        )
+    by_hour: dict[int, float] = {}
+    problems: list[str] = []
+    for line_no, row in enumerate(rows, start=2):
+        try:
+            stamp = datetime.fromisoformat(row[0].strip().replace("Z", "+00:00"))
+            if stamp.tzinfo is None:
+                stamp = stamp.replace(tzinfo=UTC)
+            value = float(row[1])
+            if not 0 <= value <= 2000:
+                raise ValueError(f"intensity {value} outside 0..2000 gCO2e/kWh")
+            if stamp.minute or stamp.second:
+                raise ValueError("timestamp must be the start of an hour")
+        except (ValueError, IndexError) as err:
+            problems.append(f"{where}.path: {path} line {line_no}: {err} ({','.join(row)!r})")
+            continue
+        by_hour[int(stamp.timestamp()) // 3600] = value
+    if problems:
+        raise ConfigError(problems)
+    return HourlySeries(by_hour, fallback, str(path))
+
+
+def _format_error(error: Any) -> str:
+    path = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"{path}: unknown key (check the spelling; `jobcarbon config example` lists keys)"
+    value = error.get("input")
+    shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
+    return f"{path}: {message}{shown}"
+
+
+def parse_config(data: Any, base_dir: Path = Path("."), source: str | None = None) -> Config:
+    """Validate already-parsed YAML data; every problem in one ``ConfigError``."""
+    if not isinstance(data, dict):
+        raise ConfigError(["(top level): the file must be a mapping of keys"], source)
+    try:
+        config = Config.model_validate({**data, "base_dir": base_dir})
+    except ValidationError as err:
+        raise ConfigError([_format_error(e) for e in err.errors()], source) from err
+    problems = [
+        f"clusters.{name}.site: unknown site {c.site!r} (sites: {', '.join(config.sites)})"
+        for name, c in config.clusters.items()
+        if c.site not in config.sites
+    ]
+    if problems:
+        raise ConfigError(problems, source)
+    try:
+        _ = config.site_factors  # read series files now, so their errors surface at load
+    except ConfigError as err:
+        raise ConfigError(err.problems, source) from err
+    return config
+
+
+def config_path(explicit: str | os.PathLike[str] | None) -> Path:
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get(ENV_VAR) or DEFAULT_PATH)
+
+
+def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
+    path = config_path(explicit)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise ConfigError(
+            [
+                f"no config file at {path}: create one from `jobcarbon config example`"
+                f" or point --config / ${ENV_VAR} at it"
+            ]
+        ) from err
+    except OSError as err:
+        raise ConfigError([f"cannot read {path}: {err.strerror}"]) from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(
+            [f"not valid YAML{where}: {getattr(err, 'problem', err)}"], str(path)
+        ) from err
+    return parse_config(data, path.parent, str(path))

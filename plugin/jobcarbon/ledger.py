@@ -1,0 +1,347 @@
+"""The ledger: one row per job with its footprint. The only module that speaks SQL.
+
+SQLite in WAL mode, so the exporter and reports read while a collector writes.
+Writes are idempotent upserts keyed by (cluster, job_id): a job written twice is
+counted once, a changed record replaces the old row. Each batch is one
+transaction, so a crash between (or inside) batches leaves whole batches only.
+The schema is versioned in ``PRAGMA user_version`` and migrated on open; a ledger
+from a newer jobcarbon is refused rather than damaged. Jobs belong to the UTC
+month in which they ended (``month``), or were submitted if they never ended.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import LedgerError
+from .footprint import AccountedJob
+
+SCHEMA_VERSION = 1
+MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE jobs (
+        cluster TEXT NOT NULL,
+        job_id TEXT NOT NULL,
+        user TEXT NOT NULL,
+        project TEXT NOT NULL,
+        partition TEXT NOT NULL,
+        state TEXT NOT NULL,
+        name TEXT NOT NULL,
+        submit_time INTEGER NOT NULL,
+        start_time INTEGER,
+        end_time INTEGER,
+        month TEXT NOT NULL,
+        gpu_count REAL NOT NULL,
+        gpu_model TEXT,
+        cpu_count INTEGER NOT NULL,
+        memory_gb REAL NOT NULL,
+        node_count INTEGER NOT NULL,
+        gpu_seconds REAL NOT NULL,
+        cpu_seconds REAL NOT NULL,
+        energy_gpu_kwh REAL NOT NULL,
+        energy_cpu_kwh REAL NOT NULL,
+        energy_memory_kwh REAL NOT NULL,
+        energy_it_kwh REAL NOT NULL,
+        energy_facility_kwh REAL NOT NULL,
+        co2e_g REAL NOT NULL,
+        co2e_g_low REAL NOT NULL,
+        co2e_g_high REAL NOT NULL,
+        pue REAL NOT NULL,
+        intensity_g_per_kwh REAL NOT NULL,
+        method TEXT NOT NULL,
+        site TEXT NOT NULL,
+        factors_version TEXT NOT NULL,
+        row_digest TEXT NOT NULL,
+        recorded_at INTEGER NOT NULL,
+        PRIMARY KEY (cluster, job_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX jobs_month ON jobs (month);
+    CREATE INDEX jobs_end_time ON jobs (end_time);
+    """,
+}
+
+#: Columns written from an AccountedJob, in order (recorded_at is added at write time).
+JOB_COLUMNS = (
+    "cluster",
+    "job_id",
+    "user",
+    "project",
+    "partition",
+    "state",
+    "name",
+    "submit_time",
+    "start_time",
+    "end_time",
+    "month",
+    "gpu_count",
+    "gpu_model",
+    "cpu_count",
+    "memory_gb",
+    "node_count",
+    "gpu_seconds",
+    "cpu_seconds",
+    "energy_gpu_kwh",
+    "energy_cpu_kwh",
+    "energy_memory_kwh",
+    "energy_it_kwh",
+    "energy_facility_kwh",
+    "co2e_g",
+    "co2e_g_low",
+    "co2e_g_high",
+    "pue",
+    "intensity_g_per_kwh",
+    "method",
+    "site",
+    "factors_version",
+    "row_digest",
+)
+#: Columns a reader gets from ``Ledger.jobs`` (everything but the change digest).
+EXPORT_COLUMNS = tuple(c for c in JOB_COLUMNS if c != "row_digest")
+_UPSERT = (
+    f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}, recorded_at) "
+    f"VALUES ({', '.join('?' * len(JOB_COLUMNS))}, ?) "
+    "ON CONFLICT (cluster, job_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in (*JOB_COLUMNS[2:], "recorded_at"))
+    + " WHERE jobs.row_digest != excluded.row_digest"
+)
+
+Dimension = Literal["user", "project", "cluster", "partition", "gpu_model", "state", "month"]
+DIMENSIONS: tuple[Dimension, ...] = (
+    "user",
+    "project",
+    "cluster",
+    "partition",
+    "gpu_model",
+    "state",
+    "month",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    written: int  # new jobs and jobs whose record or footprint changed
+    unchanged: int  # jobs already in the ledger exactly as given
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryRow:
+    key: str
+    jobs: int
+    gpu_hours: float
+    energy_kwh: float
+    co2e_kg: float
+    co2e_kg_low: float
+    co2e_kg_high: float
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Which jobs a query covers; ``None`` means any. Times are end-time bounds (UTC)."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    month: str | None = None
+    user: str | None = None
+    project: str | None = None
+    cluster: str | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if self.since is not None:
+            clauses.append("end_time >= ?")
+            params.append(_epoch(self.since))
+        if self.until is not None:
+            clauses.append("end_time < ?")
+            params.append(_epoch(self.until))
+        for column in ("month", "user", "project", "cluster"):
+            value = getattr(self, column)
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _epoch(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp())
+
+
+def _row(accounted: AccountedJob) -> tuple[Any, ...]:
+    job, fp = accounted.job, accounted.footprint
+    month_source = job.end_time or job.submit_time
+    values = (
+        job.cluster,
+        job.job_id,
+        job.user,
+        job.project,
+        job.partition,
+        job.state.value,
+        job.name,
+        _epoch(job.submit_time),
+        _epoch(job.start_time),
+        _epoch(job.end_time),
+        f"{month_source.year:04d}-{month_source.month:02d}",
+        job.gpu_count,
+        accounted.gpu_model if job.gpu_count > 0 else None,
+        job.cpu_count,
+        job.memory_gb,
+        job.node_count,
+        fp.gpu_seconds,
+        fp.cpu_seconds,
+        fp.energy_gpu_kwh,
+        fp.energy_cpu_kwh,
+        fp.energy_memory_kwh,
+        fp.energy_it_kwh,
+        fp.energy_facility_kwh,
+        fp.co2e_g,
+        fp.co2e_g_low,
+        fp.co2e_g_high,
+        fp.pue,
+        fp.intensity_g_per_kwh,
+        fp.method.value,
+        accounted.site,
+        accounted.factors_version,
+    )
+    digest = hashlib.blake2b(repr(values).encode(), digest_size=12).hexdigest()
+    return (*values, digest)
+
+
+class Ledger:
+    """A SQLite ledger file. Use as a context manager, or call ``close()``."""
+
+    def __init__(self, path: str | Path, *, migrate: bool = True) -> None:
+        self.path = Path(path)
+        try:
+            if migrate:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            elif not self.path.exists():
+                raise LedgerError(f"no ledger at {self.path}")
+            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._db.execute("PRAGMA busy_timeout = 30000")
+        except sqlite3.Error as err:
+            raise LedgerError(f"cannot open ledger {self.path}: {err}") from err
+        except OSError as err:
+            raise LedgerError(
+                f"cannot create ledger directory for {self.path}: {err.strerror}"
+            ) from err
+        self._check_version(migrate)
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._db.close()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _check_version(self, migrate: bool) -> None:
+        try:
+            version = self.schema_version
+            if version > SCHEMA_VERSION:
+                raise LedgerError(
+                    f"ledger {self.path} has schema v{version}, newer than this jobcarbon "
+                    f"understands (v{SCHEMA_VERSION}); upgrade jobcarbon"
+                )
+            if version < SCHEMA_VERSION:
+                if not migrate:
+                    raise LedgerError(
+                        f"ledger {self.path} is at schema v{version}; "
+                        f"run `jobcarbon ledger migrate`"
+                    )
+                self.migrate()
+        except sqlite3.Error as err:
+            raise LedgerError(f"ledger {self.path} is not readable: {err}") from err
+
+    def migrate(self) -> None:
+        """Apply the pending migrations, each in its own transaction."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            version = self.schema_version  # re-read under the write lock
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[target].split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {target}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def write(self, batch: Sequence[AccountedJob], now: datetime | None = None) -> WriteResult:
+        """Upsert a batch in one transaction: all of it lands, or none of it."""
+        recorded_at = _epoch(now or datetime.now(UTC))
+        rows = [(*_row(a), recorded_at) for a in batch]
+        try:
+            before = self._db.total_changes
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(_UPSERT, rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as err:
+            raise LedgerError(f"cannot write {len(rows)} job(s) to {self.path}: {err}") from err
+        written = self._db.total_changes - before
+        return WriteResult(written=written, unchanged=len(rows) - written)
+
+    def count(self, filters: Filters = Filters()) -> int:
+        where, params = filters.where()
+        return int(self._query(f"SELECT COUNT(*) FROM jobs{where}", params).fetchone()[0])
+
+    def summary(self, by: Dimension, filters: Filters = Filters()) -> list[SummaryRow]:
+        """Totals grouped by one dimension, largest emissions first."""
+        if by not in DIMENSIONS:
+            raise LedgerError(f"cannot group by {by!r}; choose one of {', '.join(DIMENSIONS)}")
+        where, params = filters.where()
+        sql = (
+            f"SELECT COALESCE({by}, '(none)'), COUNT(*), SUM(gpu_seconds) / 3600.0, "
+            "SUM(energy_facility_kwh), SUM(co2e_g) / 1000.0, SUM(co2e_g_low) / 1000.0, "
+            f"SUM(co2e_g_high) / 1000.0 FROM jobs{where} GROUP BY 1 ORDER BY 5 DESC, 1"
+        )
+        return [SummaryRow(*row) for row in self._query(sql, params)]
+
+    def totals(self, filters: Filters = Filters()) -> SummaryRow:
+        where, params = filters.where()
+        row = self._query(
+            "SELECT 'all', COUNT(*), COALESCE(SUM(gpu_seconds), 0) / 3600.0, "
+            "COALESCE(SUM(energy_facility_kwh), 0), COALESCE(SUM(co2e_g), 0) / 1000.0, "
+            "COALESCE(SUM(co2e_g_low), 0) / 1000.0, COALESCE(SUM(co2e_g_high), 0) / 1000.0 "
+            f"FROM jobs{where}",
+            params,
+        ).fetchone()
+        return SummaryRow(*row)
+
+    def jobs(self, filters: Filters = Filters()) -> Iterator[dict[str, Any]]:
+        """Stream job rows (as column → value) in end-time order, without loading them all."""
+        where, params = filters.where()
+        columns = EXPORT_COLUMNS
+        cursor = self._query(
+            f"SELECT {', '.join(columns)} FROM jobs{where} ORDER BY end_time, cluster, job_id",
+            params,
+        )
+        while chunk := cursor.fetchmany(1000):
+            for row in chunk:
+                yield dict(zip(columns, row, strict=True))
+
+    def integrity_ok(self) -> bool:
+        return bool(self._query("PRAGMA integrity_check", []).fetchone()[0] == "ok")
+
+    def _query(self, sql: str, params: Iterable[Any]) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, list(params))
+        except sqlite3.Error as err:
+            raise LedgerError(f"cannot read ledger {self.path}: {err}") from err

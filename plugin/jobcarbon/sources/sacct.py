@@ -1,0 +1,203 @@
+"""Reading Slurm accounting as ``sacct --parsable2`` prints it.
+
+The first line is the header (any column order; ``jobcarbon slurm sacct-format``
+prints the columns to ask for). Job-level rows carry the allocation; GPU counts
+come from ``AllocTRES`` (``gres/gpu=N`` and ``gres/gpu:<type>=N``), never from GRES
+strings. Step rows (``JobID`` with a dot) are skipped here. Times are read as UTC
+(run sacct with ``TZ=UTC``). A line that cannot be read becomes a
+``RecordProblem`` naming its line number; the lines around it are still read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+
+from ..config import AttributionConfig
+from ..records import Component, JobRecord, JobState, MeasuredEnergy, RecordProblem
+
+#: Columns to ask sacct for (``--format``); the reader needs those marked required.
+SACCT_FIELDS = (
+    "JobIDRaw",
+    "JobID",
+    "Cluster",
+    "User",
+    "Account",
+    "WCKey",
+    "Partition",
+    "State",
+    "Submit",
+    "Start",
+    "End",
+    "ElapsedRaw",
+    "AllocTRES",
+    "NNodes",
+    "NodeList",
+    "JobName",
+    "ConsumedEnergyRaw",
+)
+REQUIRED_FIELDS = (
+    "JobIDRaw",
+    "JobID",
+    "User",
+    "Account",
+    "Partition",
+    "State",
+    "Submit",
+    "Start",
+    "End",
+    "AllocTRES",
+)
+
+_STATES = {
+    "COMPLETED": JobState.COMPLETED,
+    "FAILED": JobState.FAILED,
+    "CANCELLED": JobState.CANCELLED,
+    "TIMEOUT": JobState.TIMEOUT,
+    "OUT_OF_MEMORY": JobState.OUT_OF_MEMORY,
+    "NODE_FAIL": JobState.NODE_FAIL,
+    "PREEMPTED": JobState.PREEMPTED,
+    "REQUEUED": JobState.REQUEUED,
+    "BOOT_FAIL": JobState.BOOT_FAIL,
+    "DEADLINE": JobState.DEADLINE,
+}
+_MEMORY_UNITS = {"K": 1 / 1024**2, "M": 1 / 1024, "G": 1.0, "T": 1024.0, "P": 1024.0**2}
+_GPU_TRES = re.compile(r"^gres/gpu(?::(?P<type>[^=]+))?$")
+
+
+def parse_time(text: str) -> datetime | None:
+    """A sacct timestamp (``2026-10-03T14:05:00``, read as UTC), or None for Unknown/None."""
+    text = text.strip()
+    if text in ("", "Unknown", "None"):
+        return None
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def parse_state(text: str) -> JobState:
+    """``CANCELLED by 1234`` → cancelled. Raises ValueError for running or unknown states."""
+    word = text.split()[0] if text.strip() else ""
+    if word not in _STATES:
+        raise ValueError(f"state {text!r} is not a final state")
+    return _STATES[word]
+
+
+def parse_memory_gb(text: str) -> float:
+    match = re.fullmatch(r"([0-9.]+)([KMGTP]?)", text.strip())
+    if not match:
+        raise ValueError(f"memory {text!r} is not a size like 64G")
+    return float(match.group(1)) * _MEMORY_UNITS[match.group(2) or "M"]
+
+
+def parse_alloc_tres(text: str) -> tuple[float, str | None, int, float, int]:
+    """``AllocTRES`` → (GPUs, GPU type or None, CPUs, memory GB, nodes).
+
+    Typed entries (``gres/gpu:a100=4``) name the model; the untyped total
+    (``gres/gpu=4``) is the count when present, else the typed entries are summed.
+    """
+    gpus_total: float | None = None
+    typed: dict[str, float] = {}
+    cpus, memory_gb, nodes = 0, 0.0, 1
+    for item in filter(None, text.strip().split(",")):
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"AllocTRES entry {item!r} has no '='")
+        gpu = _GPU_TRES.match(name)
+        if gpu:
+            if gpu.group("type"):
+                typed[gpu.group("type")] = float(value)
+            else:
+                gpus_total = float(value)
+        elif name == "cpu":
+            cpus = int(value)
+        elif name == "mem":
+            memory_gb = parse_memory_gb(value)
+        elif name == "node":
+            nodes = int(value)
+    gpu_count = gpus_total if gpus_total is not None else sum(typed.values())
+    gpu_type = next(iter(typed)) if len(typed) == 1 else None
+    return gpu_count, gpu_type, cpus, memory_gb, nodes
+
+
+def read_parsable(
+    lines: Iterable[str],
+    *,
+    cluster: str,
+    attribution: AttributionConfig | None = None,
+    source: str = "sacct",
+) -> Iterator[JobRecord | RecordProblem]:
+    """Stream ``sacct --parsable2`` output as records and problems, in input order."""
+    iterator = iter(lines)
+    header_line = next(iterator, "").rstrip("\n")
+    header = header_line.split("|")
+    missing = [f for f in REQUIRED_FIELDS if f not in header]
+    if missing:
+        yield RecordProblem(
+            f"{source} line 1",
+            f"header lacks column(s) {', '.join(missing)}; ask sacct for: {','.join(SACCT_FIELDS)}",
+        )
+        return
+    column = {name: i for i, name in enumerate(header)}
+    project_from = attribution.project_from if attribution else "account"
+    project_field = {"account": "Account", "wckey": "WCKey", "partition": "Partition"}[project_from]
+    for line_no, line in enumerate(iterator, start=2):
+        line = line.rstrip("\n")
+        if not line.strip():
+            continue
+        cells = line.split("|")
+        where = f"{source} line {line_no}"
+        if len(cells) != len(header):
+            yield RecordProblem(
+                where,
+                f"{len(cells)} fields where the header has {len(header)} "
+                "(a '|' in a job name? use --delimiter)",
+            )
+            continue
+        row = dict(zip(header, cells, strict=True))
+        if "." in row["JobID"]:
+            continue  # a step: usage, not allocation
+        try:
+            yield _record(row, column, cluster, project_field)
+        except (ValueError, KeyError) as err:
+            yield RecordProblem(f"{where} (job {row.get('JobID', '?')})", str(err))
+
+
+def _record(
+    row: dict[str, str], column: dict[str, int], cluster: str, project_field: str
+) -> JobRecord:
+    gpus, gpu_type, cpus, memory_gb, nodes = parse_alloc_tres(row["AllocTRES"])
+    state = parse_state(row["State"])
+    measured = None
+    energy = row.get("ConsumedEnergyRaw", "").strip()
+    if energy and float(energy) > 0:
+        # acct_gather_energy (IPMI) counts the whole node: GPU, CPU and memory
+        measured = MeasuredEnergy(float(energy), frozenset(Component))
+    job_id = row["JobID"] if "_" in row["JobID"] else row["JobIDRaw"]
+    if project_field not in column:
+        raise ValueError(f"column {project_field} (attribution.project_from) is missing")
+    return JobRecord(
+        cluster=row.get("Cluster") or cluster,
+        job_id=job_id,
+        user=row["User"],
+        project=row[project_field],
+        partition=row["Partition"],
+        state=state,
+        submit_time=_required_time(row, "Submit"),
+        start_time=parse_time(row["Start"]),
+        end_time=parse_time(row["End"]),
+        gpu_count=gpus,
+        gpu_model=gpu_type,
+        cpu_count=cpus,
+        memory_gb=memory_gb,
+        node_count=nodes if "NNodes" not in row else int(row["NNodes"] or nodes),
+        nodes=row.get("NodeList", ""),
+        name=row.get("JobName", ""),
+        measured=measured,
+    )
+
+
+def _required_time(row: dict[str, str], name: str) -> datetime:
+    value = parse_time(row[name])
+    if value is None:
+        raise ValueError(f"{name} is {row[name]!r}")
+    return value

@@ -1,0 +1,180 @@
+"""The command line, driven through click's runner: output, errors and exit codes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from jobcarbon.cli import main
+from jobcarbon.ledger import Filters, Ledger
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("demo") / "out"
+    result = CliRunner().invoke(main, ["demo", "--dir", str(directory)])
+    assert result.exit_code == 0, result.output
+    assert "accounted 2,02" in result.output and "0 problem(s)" in result.output
+    return directory
+
+
+def test_help_lists_the_commands(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for command in ("demo", "estimate", "summary", "export", "config", "factors", "ledger"):
+        assert command in result.output
+
+
+def test_estimate_json(runner: CliRunner) -> None:
+    result = runner.invoke(
+        main,
+        [
+            "estimate",
+            "--hardware",
+            "tesla v100-pcie-16gb",
+            "--hours",
+            "100",
+            "--region",
+            "gcp:us-central1",
+            "--dataset",
+            "mlco2-impact-2019",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    # 300 W × 100 h = 30 kWh × 566.3 g/kWh = 16.989 kg
+    assert data["energy_kwh"] == pytest.approx(30.0)
+    assert data["co2e_kg"] == pytest.approx(16.989)
+    for key in ("co2e_kg_low", "co2e_kg_high", "intensity_g_per_kwh", "pue", "method"):
+        assert key in data
+
+
+def test_estimate_unknown_region_exits_2_with_suggestions(runner: CliRunner) -> None:
+    result = runner.invoke(
+        main, ["estimate", "--tdp-w", "300", "--hours", "1", "--region", "frnace"]
+    )
+    assert result.exit_code == 2
+    assert "Error: unknown region 'frnace'" in result.output
+    assert "Closest:" in result.output
+
+
+def test_estimate_negative_hours_exits_2(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["estimate", "--tdp-w", "300", "--hours", "-3", "--region", "FR"])
+    assert result.exit_code == 2
+    assert "--hours must be > 0" in result.output
+
+
+def test_config_check_reports_all_problems(runner: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "sites:\n  s: {pue: 0.5, grid: {region: FR}}\nclusters:\n  c: {site: t}\nledgr: {}\n"
+    )
+    result = runner.invoke(main, ["config", "check", str(path)])
+    assert result.exit_code == 2
+    assert "sites.s.pue: Input should be greater than or equal to 1 (got 0.5)" in result.output
+    assert "ledgr: unknown key" in result.output
+
+
+def test_config_example_round_trips(runner: CliRunner, tmp_path: Path) -> None:
+    example = runner.invoke(main, ["config", "example"])
+    path = tmp_path / "config.yaml"
+    path.write_text(example.output)
+    result = runner.invoke(main, ["--config", str(path), "config", "check"])
+    assert result.exit_code == 0, result.output
+    assert "ok (1 site(s), 1 cluster(s))" in result.output
+
+
+def test_factors_listing_with_search(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["factors", "hardware", "--search", "h100"])
+    assert result.exit_code == 0 and "H100 SXM" in result.output and "A100" not in result.output
+    regions = runner.invoke(
+        main, ["factors", "regions", "--search", "france", "--dataset", "current"]
+    )
+    assert "FR" in regions.output and "56.039" in regions.output
+
+
+def test_summary_and_export_read_the_demo_ledger(runner: CliRunner, demo_dir: Path) -> None:
+    config = str(demo_dir / "config.yaml")
+    summary = runner.invoke(
+        main, ["--config", config, "summary", "--by", "project", "--month", "2026-10"]
+    )
+    assert summary.exit_code == 0, summary.output
+    assert "llm-pretrain" in summary.output and "total" in summary.output
+
+    with Ledger(demo_dir / "ledger.db") as ledger:
+        expected = ledger.totals(Filters(project="llm-pretrain"))
+    exported = runner.invoke(
+        main, ["--config", config, "export", "--format", "csv", "--project", "llm-pretrain"]
+    )
+    assert exported.exit_code == 0
+    rows = list(csv.DictReader(io.StringIO(exported.stdout)))
+    assert len(rows) == expected.jobs
+    assert sum(float(r["co2e_g"]) for r in rows) / 1000 == pytest.approx(expected.co2e_kg)
+    assert rows[0]["end_time"].endswith("+00:00") and rows[0]["factors_version"]
+
+    as_json = runner.invoke(
+        main,
+        [
+            "--config",
+            config,
+            "export",
+            "--format",
+            "json",
+            "--since",
+            "2026-10-30",
+            "--user",
+            "user03",
+        ],
+    )
+    assert as_json.exit_code == 0
+    jobs = json.loads(as_json.stdout)
+    assert jobs and all(j["user"] == "user03" and j["end_time"] >= "2026-10-30" for j in jobs)
+
+
+def test_demo_shows_measured_and_estimated_and_failed_share(demo_dir: Path) -> None:
+    with Ledger(demo_dir / "ledger.db") as ledger:
+        methods = {r["method"] for r in ledger.jobs()}
+        states = {r.key for r in ledger.summary("state")}
+    assert methods == {"measured", "estimated"}
+    assert {"failed", "timeout", "cancelled", "completed"} <= states
+
+
+def test_summary_bad_month(runner: CliRunner, demo_dir: Path) -> None:
+    result = runner.invoke(
+        main, ["--config", str(demo_dir / "config.yaml"), "summary", "--month", "October"]
+    )
+    assert result.exit_code == 2
+    assert "'October' is not a month like 2026-10" in result.output
+
+
+def test_summary_without_a_ledger(runner: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "sites: {s: {pue: 1.2, grid: {region: FR}}}\nclusters: {c: {site: s}}\n"
+        "ledger: {url: 'sqlite:///none.db'}\n"
+    )
+    result = runner.invoke(main, ["--config", str(path), "summary"])
+    assert result.exit_code == 4
+    assert "Error: no ledger at" in result.output
+
+
+def test_console_script_starts_fast_without_heavy_imports() -> None:
+    code = (
+        "import sys, jobcarbon.cli; "
+        "print(sorted(m for m in ('pydantic', 'yaml', 'rich', 'sqlite3') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,174 @@
+"""The ledger on real SQLite files: idempotent writes, whole batches, schema versions."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from jobcarbon.errors import LedgerError
+from jobcarbon.footprint import AccountedJob, Footprint, Method
+from jobcarbon.ledger import SCHEMA_VERSION, Filters, Ledger
+from jobcarbon.records import JobState
+from tests.conftest import make_job, utc
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def accounted(job_id: str, co2e_g: float = 100.0, **job_fields: object) -> AccountedJob:
+    job = make_job(job_id=job_id, **job_fields)
+    footprint = Footprint(
+        gpu_seconds=job.gpu_seconds,
+        cpu_seconds=job.cpu_seconds,
+        energy_gpu_kwh=1.0,
+        energy_cpu_kwh=0.0,
+        energy_memory_kwh=0.0,
+        energy_facility_kwh=1.5,
+        co2e_g=co2e_g,
+        co2e_g_low=co2e_g / 2,
+        co2e_g_high=co2e_g * 2,
+        method=Method.ESTIMATED,
+    )
+    return AccountedJob(job, footprint, "X", "s1", "tables-test")
+
+
+def test_writing_the_same_jobs_twice_counts_them_once(tmp_path: Path) -> None:
+    batch = [accounted(str(i)) for i in range(10)]
+    with Ledger(tmp_path / "l.db") as ledger:
+        first = ledger.write(batch)
+        second = ledger.write(batch)
+        assert (first.written, first.unchanged) == (10, 0)
+        assert (second.written, second.unchanged) == (0, 10)
+        assert ledger.count() == 10
+        assert ledger.totals().co2e_kg == pytest.approx(1.0)
+
+
+def test_a_changed_record_replaces_the_old_row(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "l.db") as ledger:
+        ledger.write([accounted("1", 100.0)])
+        result = ledger.write([accounted("1", 250.0, state=JobState.FAILED)])
+        assert result.written == 1
+        assert ledger.count() == 1
+        (row,) = ledger.jobs()
+        assert (row["co2e_g"], row["state"]) == (250.0, "failed")
+
+
+def test_same_job_id_on_two_clusters_is_two_jobs(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "l.db") as ledger:
+        ledger.write([accounted("7", cluster="a"), accounted("7", cluster="b")])
+        assert ledger.count() == 2
+
+
+def test_a_failing_batch_leaves_nothing_behind(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "l.db") as ledger:
+        ledger.write([accounted("1")])
+        good = accounted("2")
+        # the second row violates NOT NULL (name), after the first was already inserted
+        bad = replace(accounted("3"), job=replace(make_job(job_id="3"), name=None))  # type: ignore[arg-type]
+        with pytest.raises(LedgerError, match="cannot write 2 job"):
+            ledger.write([good, bad])
+        assert [r["job_id"] for r in ledger.jobs()] == ["1"]
+
+
+def test_summary_groups_and_filters(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "l.db") as ledger:
+        ledger.write(
+            [
+                accounted("1", 100.0, user="alice", project="p1"),
+                accounted("2", 300.0, user="bob", project="p1"),
+                accounted(
+                    "3",
+                    600.0,
+                    user="bob",
+                    project="p2",
+                    start_time=utc(2026, 11, 1, 10),
+                    end_time=utc(2026, 11, 1, 11),
+                ),
+            ]
+        )
+        by_user = {r.key: r for r in ledger.summary("user")}
+        assert by_user["bob"].co2e_kg == pytest.approx(0.9)
+        assert by_user["bob"].jobs == 2
+        assert by_user["alice"].gpu_hours == pytest.approx(1.0)
+        october = ledger.summary("project", Filters(month="2026-10"))
+        assert [(r.key, r.co2e_kg) for r in october] == [("p1", pytest.approx(0.4))]
+        assert ledger.totals(Filters(user="bob", month="2026-11")).jobs == 1
+        since = Filters(since=utc(2026, 10, 15))
+        assert [r["job_id"] for r in ledger.jobs(since)] == ["3"]
+        with pytest.raises(LedgerError, match="cannot group by"):
+            ledger.summary("job_id")  # type: ignore[arg-type]
+
+
+def test_never_started_job_belongs_to_its_submit_month(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "l.db") as ledger:
+        ledger.write(
+            [accounted("1", 0.0, start_time=None, end_time=None, state=JobState.CANCELLED)]
+        )
+        (row,) = ledger.jobs()
+        assert row["month"] == "2026-10" and row["end_time"] is None
+
+
+def test_newer_schema_is_refused_not_damaged(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    Ledger(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(LedgerError, match="newer than this jobcarbon"):
+        Ledger(path)
+
+
+def test_missing_ledger_without_migrate(tmp_path: Path) -> None:
+    with pytest.raises(LedgerError, match="no ledger at"):
+        Ledger(tmp_path / "absent.db", migrate=False)
+
+
+def test_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    path.write_text("this is not sqlite\n" * 100)
+    with pytest.raises(LedgerError, match="not"):
+        Ledger(path)
+
+
+WRITER = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, sys.argv[2])
+    from tests.test_ledger import accounted
+    from jobcarbon.ledger import Ledger
+    ledger = Ledger(sys.argv[1])
+    for batch in range(1000):
+        ledger.write([accounted(f"{batch}-{i}") for i in range(200)])
+        print(batch, flush=True)
+        time.sleep(0.01)
+""")
+
+
+def test_a_crash_between_batches_leaves_whole_batches(tmp_path: Path) -> None:
+    """SIGKILL a writer mid-run: the ledger is intact and holds only whole batches."""
+    path = tmp_path / "l.db"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path), str(ROOT)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "plugin")},
+    )
+    assert writer.stdout is not None
+    for _ in range(5):
+        writer.stdout.readline()  # five batches committed
+    time.sleep(0.003)  # land somewhere inside a later batch
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    with Ledger(path) as ledger:
+        assert ledger.integrity_ok()
+        count = ledger.count()
+        assert count >= 5 * 200
+        assert count % 200 == 0
+        ledger.write([accounted("after-crash")])
+        assert ledger.count() == count + 1
