@@ -1,5 +1,5 @@
 # The two set-up commands of the README: `make demo` and `make test`.
-# Each creates .venv (with tools/venv.py, which works on a bare Debian python3) first.
+# Each creates .venv (with tools/make_venv.py, which works on a bare Debian python3) first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test lint bench factors clean
 
 $(STAMP): pyproject.toml
-	$(PYTHON) tools/venv.py $(VENV)
+	$(PYTHON) tools/make_venv.py $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)

@@ -183,6 +183,7 @@ def _lookup(
     raise FactorError(f"unknown {what} {query!r}{where}." + (f" Closest: {hint}." if hint else ""))
 
 
+@cache
 def find_hardware(name: str) -> Hardware:
     """The table entry for ``name`` (forgiving match), or ``FactorError`` with suggestions."""
     return _lookup(name, _hardware_index(), "hardware", lambda h: f"{h.name} ({h.tdp_w:g} W)")

@@ -64,7 +64,7 @@ class HourlySeries:
             return self.fallback
         start = datetime.fromtimestamp(hour * HOUR_S, tz=UTC)
         raise FactorError(
-            f"intensity series {self.label or ''} has no value for the hour starting "
+            f"intensity series {self.label or '(unnamed)'} has no value for the hour starting "
             f"{start.isoformat()} and no fallback_g_per_kwh"
         )
 

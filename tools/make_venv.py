@@ -1,6 +1,6 @@
 """Create the project's virtual environment with pip in it, on a bare Debian python3.
 
-Usage: python3 tools/venv.py DIR
+Usage: python3 tools/make_venv.py DIR
 
 Debian's python3 lacks ensurepip unless python3-venv is installed. Then this makes
 the environment without pip and bootstraps pip from its wheel on the package index
