@@ -24,7 +24,7 @@ def bootstrap_pip(python: Path) -> None:
     index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
     with urllib.request.urlopen(f"{index}/pip/", timeout=60) as response:
         page = response.read().decode()
-    wheels = re.findall(r'href="([^"]*/(pip-(\d+)\.(\d+)(?:\.\d+)?-py3-none-any\.whl)[^"]*"', page)
+    wheels = re.findall(r'href="([^"]*/(pip-(\d+)\.(\d+)(?:\.\d+)?-py3-none-any\.whl)[^"]*)"', page)
     if not wheels:
         sys.exit(f"no pip wheel found at {index}/pip/; install python3-venv instead")
     url, name, *_ = max(wheels, key=lambda w: (int(w[2]), int(w[3])))
