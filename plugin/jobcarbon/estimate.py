@@ -208,6 +208,11 @@ def render_text(e: Estimate) -> str:
     return "\n".join(lines)
 
 
+def _amount(value: float) -> str:
+    """Three significant figures for small numbers, whole numbers with separators for large."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def _statement(e: Estimate, cite: str) -> str:
     offset = ""
     if e.offset_pct is not None:
@@ -215,8 +220,8 @@ def _statement(e: Estimate, cite: str) -> str:
     return (
         f"The experiments ran for {e.hours:g} hours on {e.count} {e.hardware} device(s) "
         f"(TDP {e.tdp_w:g} W) in {_where(e)}, at a PUE of {e.pue:g}. "
-        f"They used an estimated {e.energy_kwh:,.1f} kWh and emitted an estimated "
-        f"{e.co2e_kg:,.1f} kg CO2e (range {e.co2e_kg_low:,.1f} to {e.co2e_kg_high:,.1f}){offset}. "
+        f"They used an estimated {_amount(e.energy_kwh)} kWh and emitted an estimated "
+        f"{_amount(e.co2e_kg)} kg CO2e (range {_amount(e.co2e_kg_low)} to {_amount(e.co2e_kg_high)}){offset}. "
         f"Estimated with jobcarbon, following the method of {cite}."
     )
 
