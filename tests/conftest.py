@@ -7,17 +7,29 @@ their reason says how to enable them.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Generator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 
 from jobcarbon.records import JobRecord, JobState
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def load_tool(name: str) -> ModuleType:
+    """Import a build script from tools/ (they are scripts, not part of the package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.hookimpl(hookwrapper=True)

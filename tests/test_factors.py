@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import filecmp
-import importlib.util
 import json
 from importlib import resources
 from pathlib import Path
@@ -13,9 +12,8 @@ import pytest
 
 from jobcarbon import factors
 from jobcarbon.errors import FactorError
-from tests.conftest import SHARED_DATA
+from tests.conftest import ROOT, SHARED_DATA, load_tool
 
-ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "plugin" / "jobcarbon" / "data"
 needs_shared = pytest.mark.skipif(
     not SHARED_DATA.is_dir(),
@@ -134,12 +132,7 @@ def test_version_is_stable_digest() -> None:
 
 @needs_shared
 def test_shipped_tables_are_what_the_build_script_makes(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location(
-        "build_factors", ROOT / "tools" / "build_factors.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_tool("build_factors")
     module.build(SHARED_DATA, tmp_path)
     for table in ("hardware.csv", "cpus.csv", "regions.csv", "pue.csv", "equivalents.csv"):
         assert filecmp.cmp(tmp_path / table, DATA / table, shallow=False), table

@@ -17,25 +17,8 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-FIELDS = (
-    "JobIDRaw",
-    "JobID",
-    "Cluster",
-    "User",
-    "Account",
-    "WCKey",
-    "Partition",
-    "State",
-    "Submit",
-    "Start",
-    "End",
-    "ElapsedRaw",
-    "AllocTRES",
-    "NNodes",
-    "NodeList",
-    "JobName",
-    "ConsumedEnergyRaw",
-)
+from jobcarbon.sources.sacct import SACCT_FIELDS
+
 MONTH_START = datetime(2026, 10, 1, tzinfo=UTC)
 MONTH_END = datetime(2026, 11, 1, tzinfo=UTC)
 PROJECTS = [
@@ -89,7 +72,7 @@ def generate(seed: int = 2026) -> list[str]:
     rng = random.Random(seed)
     users = [(f"user{i:02d}", PROJECTS[i % len(PROJECTS)]) for i in range(36)]
     heavy = {u for u, _ in users[:5]}
-    lines = ["|".join(FIELDS)]
+    lines = ["|".join(SACCT_FIELDS)]
     job_id = 412000
     partitions = list(PARTITIONS)
     weights = [PARTITIONS[p][5] for p in partitions]

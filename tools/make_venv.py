@@ -42,6 +42,12 @@ def main() -> None:
         sys.exit(__doc__)
     target = Path(sys.argv[1])
     python = target / "bin" / "python"
+    if (
+        python.exists()
+        and subprocess.run([str(python), "-m", "pip", "--version"], capture_output=True).returncode
+        == 0
+    ):
+        return  # an environment with pip is already there: reuse it
     try:
         import ensurepip  # noqa: F401
 

@@ -221,7 +221,8 @@ def _statement(e: Estimate, cite: str) -> str:
         f"The experiments ran for {e.hours:g} hours on {e.count} {e.hardware} device(s) "
         f"(TDP {e.tdp_w:g} W) in {_where(e)}, at a PUE of {e.pue:g}. "
         f"They used an estimated {_amount(e.energy_kwh)} kWh and emitted an estimated "
-        f"{_amount(e.co2e_kg)} kg CO2e (range {_amount(e.co2e_kg_low)} to {_amount(e.co2e_kg_high)}){offset}. "
+        f"{_amount(e.co2e_kg)} kg CO2e (range {_amount(e.co2e_kg_low)} to "
+        f"{_amount(e.co2e_kg_high)}){offset}. "
         f"Estimated with jobcarbon, following the method of {cite}."
     )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from importlib import resources
 from pathlib import Path
 
@@ -11,9 +10,8 @@ import pytest
 from jobcarbon.config import AttributionConfig
 from jobcarbon.records import Component, JobRecord, JobState, RecordProblem
 from jobcarbon.sources.sacct import SACCT_FIELDS, parse_alloc_tres, parse_state, read_parsable
-from tests.conftest import utc
+from tests.conftest import load_tool, utc
 
-ROOT = Path(__file__).resolve().parents[2]
 HEADER = "JobID|JobIDRaw|User|Account|WCKey|Partition|State|Submit|Start|End|AllocTRES|JobName"
 
 
@@ -113,12 +111,7 @@ def test_consumed_energy_is_measured_for_the_whole_node() -> None:
 
 
 def test_shipped_demo_month_is_what_the_generator_makes(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location(
-        "make_demo_data", ROOT / "tools" / "make_demo_data.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_tool("make_demo_data")
     shipped = resources.files("jobcarbon").joinpath("data", "demo", "sacct-2026-10.txt")
     assert "\n".join(module.generate()) + "\n" == shipped.read_text()
 
