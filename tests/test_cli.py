@@ -104,6 +104,8 @@ def test_factors_listing_with_search(runner: CliRunner) -> None:
         main, ["factors", "regions", "--search", "france", "--dataset", "current"]
     )
     assert "FR" in regions.output and "56.039" in regions.output
+    pue = runner.invoke(main, ["factors", "pue"])
+    assert pue.exit_code == 0 and "Unknown" in pue.output and "1.56" in pue.output
 
 
 def test_summary_and_export_read_the_demo_ledger(runner: CliRunner, demo_dir: Path) -> None:

@@ -150,6 +150,15 @@ def factors_regions(search: str, dataset: str | None) -> None:
     )
 
 
+@factors_group.command("pue")
+def factors_pue() -> None:
+    """Default PUE per cloud provider and the industry average, for sites that measure none."""
+    from . import factors
+
+    rows = [(p.provider, f"{p.pue:g}", f"{p.source} [{p.licence}]") for p in factors.provider_pue()]
+    _table(["provider", "PUE", "source"], rows, f"tables {factors.version()}")
+
+
 def _table(headers: list[str], rows: Sequence[Sequence[str]], caption: str = "") -> None:
     from rich.console import Console
     from rich.table import Table

@@ -134,10 +134,21 @@ def equivalents() -> tuple[Equivalent, ...]:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ProviderPue:
+    provider: str
+    pue: float
+    source: str
+    licence: str
+
+
 @cache
-def provider_pue() -> dict[str, float]:
-    """Default PUE per cloud provider (and ``unknown`` for the industry average)."""
-    return {r["provider"].lower(): float(r["pue"]) for r in _rows("pue.csv")}
+def provider_pue() -> tuple[ProviderPue, ...]:
+    """Default PUE per cloud provider, and ``Unknown`` for the industry average."""
+    return tuple(
+        ProviderPue(r["provider"], float(r["pue"]), r["source"], r["licence"])
+        for r in _rows("pue.csv")
+    )
 
 
 @cache

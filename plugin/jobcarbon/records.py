@@ -40,10 +40,6 @@ class JobState(enum.StrEnum):
     DEADLINE = "deadline"
 
 
-#: States in which a job's work did not complete: its energy was still spent.
-UNSUCCESSFUL_STATES = frozenset(JobState) - {JobState.COMPLETED}
-
-
 @dataclass(frozen=True, slots=True)
 class MeasuredEnergy:
     """Energy the scheduler measured for a job, and which components it covers.
