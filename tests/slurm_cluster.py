@@ -1,0 +1,293 @@
+"""A real single-host Slurm cluster on loopback, for the integration tests.
+
+Debian 12's slurm-wlm 22.05, slurmdbd, munge and mariadb-server, started as plain
+background processes (no systemd) in a temporary directory and stopped by the PIDs
+recorded here. Four fake A100 GPUs are character devices (``mknod c 1 3``), which
+slurmd accepts as GRES files. Jobs run as real Unix users in real Slurm accounts.
+
+Run on its own to try it: ``python -m tests.slurm_cluster`` (as root).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PACKAGES = ("slurm-wlm", "slurmdbd", "munge", "mariadb-server")
+CLUSTER = "testcl"
+USERS = {"alice": "physics", "bob": "biology"}  # user → Slurm account
+GPUS = 4
+
+
+def missing_components() -> list[str]:
+    """What this machine lacks to run the cluster; empty when it can."""
+    missing = [b for b in ("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd", "sacct")
+               if shutil.which(b) is None and not Path(f"/usr/sbin/{b}").exists()]
+    if os.geteuid() != 0:
+        missing.append("root (to start munge, slurmd and create users)")
+    return missing
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(what: str, check, timeout: float = 60.0, interval: float = 0.2) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+@dataclass
+class SlurmCluster:
+    root: Path
+    epilog: Path | None = None
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "SLURM_CONF": str(self.root / "slurm.conf"), "TZ": "UTC"}
+
+    def run(self, *args: str, user: str | None = None, check: bool = True,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        command = ["runuser", "-u", user, "--", *args] if user else list(args)
+        return subprocess.run(command, env=self.env, capture_output=True, text=True,
+                              check=check, timeout=timeout)
+
+    # --- start -----------------------------------------------------------------------
+
+    def start(self) -> SlurmCluster:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o755)  # munged and the job users must reach their files
+        for name in ("state", "spool", "log", "db", "run"):
+            (self.root / name).mkdir(exist_ok=True)
+        self._users()
+        self._gpus()
+        self._munge()
+        self._mariadb()
+        self._slurmdbd()
+        self._accounts()
+        self._slurmctld_and_slurmd()
+        return self
+
+    def _users(self) -> None:
+        for user in USERS:
+            if subprocess.run(["id", user], capture_output=True).returncode != 0:
+                subprocess.run(["useradd", "--create-home", user], check=True)
+
+    def _gpus(self) -> None:
+        for i in range(GPUS):
+            device = self.root / f"gpu{i}"
+            if not device.exists():
+                subprocess.run(["mknod", str(device), "c", "1", "3"], check=True)
+
+    def _spawn(self, name: str, args: Sequence[str], user: str | None = None) -> None:
+        log = (self.root / "log" / f"{name}.out").open("ab")
+        command = ["runuser", "-u", user, "--", *args] if user else list(args)
+        self.processes[name] = subprocess.Popen(command, env=self.env, stdout=log,
+                                                stderr=subprocess.STDOUT,
+                                                start_new_session=True)
+
+    def _munge(self) -> None:
+        # Slurm's clients (sacctmgr, sbatch) look for munged at its default socket only
+        munge_dir = Path("/run/munge")
+        munge_dir.mkdir(exist_ok=True)
+        munge_dir.chmod(0o755)
+        shutil.chown(munge_dir, "munge", "munge")
+        self.munge_socket = munge_dir / "munge.socket.2"
+        self._spawn("munged", ["/usr/sbin/munged", "--foreground", "--force",
+                               f"--socket={self.munge_socket}",
+                               f"--pid-file={munge_dir / 'munged.pid'}",
+                               f"--log-file={munge_dir / 'munged.log'}",
+                               f"--seed-file={munge_dir / 'munge.seed'}"],
+                    user="munge")
+        wait_for("munged socket", self.munge_socket.exists, 15)
+
+    def _mariadb(self) -> None:
+        datadir = self.root / "db"
+        self.db_port = free_port()
+        self.db_socket = self.root / "run" / "mysqld.sock"
+        subprocess.run(["mariadb-install-db", f"--datadir={datadir}", "--user=root",
+                        "--auth-root-authentication-method=socket", "--skip-test-db"],
+                       check=True, capture_output=True)
+        self._spawn("mariadbd", ["/usr/sbin/mariadbd", f"--datadir={datadir}", "--user=root",
+                                 f"--port={self.db_port}", "--bind-address=127.0.0.1",
+                                 f"--socket={self.db_socket}",
+                                 f"--pid-file={self.root / 'run' / 'mariadbd.pid'}",
+                                 "--innodb-buffer-pool-size=64M",
+                                 "--innodb-lock-wait-timeout=900"])
+        wait_for("mariadb", lambda: subprocess.run(
+            ["mariadb", f"--socket={self.db_socket}", "-e", "SELECT 1"],
+            capture_output=True).returncode == 0, 60)
+        subprocess.run(["mariadb", f"--socket={self.db_socket}", "-e",
+                        "CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurmtest';"
+                        "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"],
+                       check=True, capture_output=True)
+
+    def _write(self, name: str, text: str, mode: int = 0o644) -> Path:
+        path = self.root / name
+        path.write_text(text)
+        path.chmod(mode)
+        return path
+
+    def _slurmdbd(self) -> None:
+        self.dbd_port = free_port()
+        self._write("slurmdbd.conf", f"""
+AuthType=auth/munge
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort={self.dbd_port}
+SlurmUser=root
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort={self.db_port}
+StorageUser=slurm
+StoragePass=slurmtest
+StorageLoc=slurm_acct_db
+LogFile={self.root / 'log' / 'slurmdbd.log'}
+PidFile={self.root / 'run' / 'slurmdbd.pid'}
+DebugLevel=info
+""", 0o600)
+        self._slurm_conf()
+        self.start_slurmdbd()
+
+    def start_slurmdbd(self) -> None:
+        self._spawn("slurmdbd", ["/usr/sbin/slurmdbd", "-D", "-s"])
+        wait_for("slurmdbd", lambda: self.run("sacctmgr", "-n", "list", "cluster",
+                                               check=False).returncode == 0, 60, 0.5)
+
+    def stop_slurmdbd(self) -> None:
+        self._stop("slurmdbd")
+
+    def _slurm_conf(self) -> None:
+        self.ctld_port = free_port()
+        self.slurmd_port = free_port()
+        epilog = f"EpilogSlurmctld={self.epilog}\n" if self.epilog else ""
+        self._write("gres.conf", f"NodeName=localhost Name=gpu Type=a100 "
+                                 f"File={self.root}/gpu[0-{GPUS - 1}]\n")
+        self._write("slurm.conf", f"""
+ClusterName={CLUSTER}
+SlurmctldHost=localhost(127.0.0.1)
+SlurmctldPort={self.ctld_port}
+SlurmdPort={self.slurmd_port}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+StateSaveLocation={self.root / 'state'}
+SlurmdSpoolDir={self.root / 'spool'}
+SlurmctldPidFile={self.root / 'run' / 'slurmctld.pid'}
+SlurmdPidFile={self.root / 'run' / 'slurmd.pid'}
+SlurmctldLogFile={self.root / 'log' / 'slurmctld.log'}
+SlurmdLogFile={self.root / 'log' / 'slurmd.log'}
+ProctrackType=proctrack/pgid
+TaskPlugin=task/none
+MpiDefault=none
+ReturnToService=2
+SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=1
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+SlurmdParameters=config_overrides
+GresTypes=gpu
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+AccountingStoragePort={self.dbd_port}
+AccountingStorageTRES=gres/gpu,gres/gpu:a100
+AccountingStorageEnforce=associations
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=1
+JobCompType=jobcomp/none
+MinJobAge=2
+KillWait=2
+InactiveLimit=0
+{epilog}NodeName=localhost NodeAddr=127.0.0.1 CPUs=8 RealMemory=8000 Gres=gpu:a100:{GPUS} State=UNKNOWN
+PartitionName=gpu Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+""")
+
+    def _accounts(self) -> None:
+        self.run("sacctmgr", "-i", "add", "cluster", CLUSTER)
+        for account in sorted(set(USERS.values())):
+            self.run("sacctmgr", "-i", "add", "account", account, f"cluster={CLUSTER}")
+        for user, account in USERS.items():
+            self.run("sacctmgr", "-i", "add", "user", user, f"account={account}",
+                     f"cluster={CLUSTER}")
+
+    def _slurmctld_and_slurmd(self) -> None:
+        self._spawn("slurmctld", ["/usr/sbin/slurmctld", "-D", "-i"])
+        wait_for("slurmctld", lambda: self.run("scontrol", "ping", check=False)
+                 .stdout.count("UP") > 0, 60, 0.5)
+        self._spawn("slurmd", ["/usr/sbin/slurmd", "-D", "-N", "localhost"])
+        wait_for("node idle", lambda: "idle" in self.run(
+            "sinfo", "-h", "-o", "%T", check=False).stdout, 60, 0.5)
+
+    # --- use -------------------------------------------------------------------------
+
+    def sbatch(self, user: str, *args: str) -> str:
+        """Submit a job as ``user``; returns the job id (``sbatch --parsable``)."""
+        out = self.run("sbatch", "--parsable", "--chdir=/tmp", "--output=/dev/null", *args,
+                       user=user, timeout=30)
+        return out.stdout.strip().split(";")[0]
+
+    def wait_idle(self, timeout: float = 120) -> None:
+        """Wait until no job is pending or running."""
+        wait_for("the queue to drain", lambda: self.run(
+            "squeue", "-h", "-o", "%i", check=False).stdout.strip() == "", timeout, 0.5)
+
+    # --- stop ------------------------------------------------------------------------
+
+    def _stop(self, name: str) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    def stop(self) -> None:
+        for name in ("slurmd", "slurmctld", "slurmdbd", "mariadbd", "munged"):
+            self._stop(name)
+
+    def logs(self) -> str:
+        parts = []
+        for path in sorted((self.root / "log").glob("*")):
+            text = path.read_text(errors="replace").splitlines()[-30:]
+            parts.append(f"--- {path.name}\n" + "\n".join(text))
+        return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    cluster = SlurmCluster(Path(tempfile.mkdtemp(prefix="slurm-")))
+    started = time.monotonic()
+    try:
+        cluster.start()
+        print(f"started in {time.monotonic() - started:.1f} s at {cluster.root}")
+        job = cluster.sbatch("alice", "--gres=gpu:a100:2", "-c", "2", "--mem=100",
+                             "--wrap", "sleep 2")
+        cluster.wait_idle()
+        time.sleep(2)
+        print(cluster.run("sacct", "-j", job, "--parsable2", "--allusers", "--duplicates",
+                          "--format=JobIDRaw,JobID,User,Account,State,AllocTRES,ElapsedRaw")
+              .stdout)
+    except Exception:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop()
