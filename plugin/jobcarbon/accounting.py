@@ -29,6 +29,13 @@ class IngestReport:
     def failed(self) -> int:
         return len(self.problems)
 
+    def add(self, other: IngestReport) -> None:
+        """Fold another report's counts and problems into this one."""
+        self.seen += other.seen
+        self.written += other.written
+        self.unchanged += other.unchanged
+        self.problems.extend(other.problems)
+
 
 class Accountant:
     """Turns a ``JobRecord`` into an ``AccountedJob`` with the site's config."""

@@ -7,8 +7,9 @@ imported inside the commands so that ``jobcarbon --help`` stays fast.
 
 from __future__ import annotations
 
+import io
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -362,6 +363,202 @@ def ledger_migrate(ctx: click.Context) -> None:
     path = _config(ctx).ledger_path()
     with Ledger(path, migrate=True) as ledger:
         click.echo(f"{path}: schema v{ledger.schema_version}")
+
+
+# --- slurm --------------------------------------------------------------------------------
+
+
+@main.group("slurm")
+def slurm_group() -> None:
+    """Account Slurm jobs: the collector, backfill and import of sacct dumps."""
+
+
+def _report_problems(report: Any, limit: int = 20) -> None:
+    for problem in report.problems[:limit]:
+        click.secho(f"  {problem}", fg="yellow", err=True)
+    if report.failed > limit:
+        click.secho(f"  ... and {report.failed - limit} more", fg="yellow", err=True)
+
+
+def _collector(ctx: click.Context, ledger: Any) -> Any:
+    from .sources.slurm import Collector, Sacct, Spool
+
+    config = _config(ctx)
+    settings = config.slurm
+    if settings.backend == "pyslurm":
+        from .errors import ConfigError
+
+        raise ConfigError(
+            ["slurm.backend: pyslurm is not supported by this version; use auto or sacct"]
+        )
+    spool = Spool(settings.spool_dir)
+    spool.create()
+    return Collector(
+        config, ledger, Sacct(settings.sacct, timeout_s=settings.sacct_timeout_s), spool
+    )
+
+
+@slurm_group.command("collect")
+@click.option("--once", is_flag=True, help="Process what is pending, sweep once, and exit.")
+@click.pass_context
+def slurm_collect(ctx: click.Context, once: bool) -> None:
+    """Drain the epilog's spool and sweep accounting into the ledger (a service)."""
+    import logging
+    import signal
+
+    from .ledger import Ledger
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    with Ledger(_config(ctx).ledger_path()) as ledger:
+        collector = _collector(ctx, ledger)
+        if not once:
+            stopping: list[int] = []
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda number, frame: stopping.append(number))
+            collector.run_forever(lambda: bool(stopping))
+            return
+        report = collector.collect_once()
+    click.echo(
+        f"accounted {report.accounted.written} job(s), {report.accounted.unchanged} "
+        f"unchanged, {report.pending} pending, {report.accounted.failed} problem(s), "
+        f"{len(report.given_up)} given up"
+    )
+    _report_problems(report.accounted)
+    for line in [*report.given_up, *report.errors]:
+        click.secho(f"  {line}", fg="red", err=True)
+    if report.errors:
+        sys.exit(3)
+    if report.accounted.failed or report.given_up:
+        sys.exit(1)
+
+
+@slurm_group.command("backfill")
+@click.option(
+    "--since",
+    required=True,
+    callback=lambda c, p, v: _date(v),
+    help="First day to read (UTC), e.g. 2025-01-01.",
+)
+@click.option(
+    "--until", callback=lambda c, p, v: _date(v), help="Stop before this day (UTC) [default: now]."
+)
+@click.option(
+    "--window-hours",
+    type=click.IntRange(1, 24 * 31),
+    default=24,
+    show_default=True,
+    help="Hours of accounting read per sacct call.",
+)
+@click.option("--restart", is_flag=True, help="Ignore where an earlier run stopped.")
+@click.pass_context
+def slurm_backfill(
+    ctx: click.Context, since: datetime, until: datetime | None, window_hours: int, restart: bool
+) -> None:
+    """Account every job that ended in a range, window by window; resumes where it stopped."""
+    from rich.progress import Progress
+
+    from .accounting import IngestReport, ingest
+    from .ledger import Ledger
+    from .sources.sacct import read_parsable
+    from .sources.slurm import backfill_windows
+
+    until = until or datetime.now(UTC)
+    mark_name = f"slurm.backfill.{int(since.timestamp())}"
+    with Ledger(_config(ctx).ledger_path()) as ledger:
+        collector = _collector(ctx, ledger)
+        mark = None if restart else ledger.watermark(mark_name)
+        start = since
+        if mark is not None and since.timestamp() < mark < until.timestamp():
+            start = datetime.fromtimestamp(mark, UTC)
+            click.echo(f"resuming at {start.isoformat()} (use --restart to read it all again)")
+        windows = list(backfill_windows(start, until, window_hours * 3600))
+        total = IngestReport()
+        with Progress(transient=True) as progress:
+            task = progress.add_task("backfill", total=len(windows))
+            for window_start, window_end in windows:
+                lines = collector.sacct.ended_between(window_start, window_end)
+                records = read_parsable(
+                    lines,
+                    cluster=collector.default_cluster,
+                    source=f"sacct {window_start:%Y-%m-%d %H:%M}",
+                )
+                total.add(ingest(records, collector.accountant, ledger))
+                ledger.set_watermark(mark_name, int(window_end.timestamp()))
+                progress.update(
+                    task, advance=1, description=f"backfill {window_end:%Y-%m-%d %H:%M}"
+                )
+    click.echo(
+        f"accounted {total.written} job(s), {total.unchanged} unchanged, "
+        f"{total.failed} problem(s) in {len(windows)} window(s)"
+    )
+    _report_problems(total)
+    if total.failed:
+        sys.exit(1)
+
+
+@slurm_group.command("import")
+@click.argument("source", type=click.File("r", lazy=False))
+@click.option(
+    "--cluster",
+    help="Cluster name when the dump has no Cluster column [default: the config's first cluster].",
+)
+@click.pass_context
+def slurm_import(ctx: click.Context, source: TextIO, cluster: str | None) -> None:
+    """Import a `sacct --parsable2` dump (FILE, or - for stdin), streaming."""
+    import os
+
+    from rich.progress import DownloadColumn, Progress
+
+    from .accounting import Accountant, ingest
+    from .ledger import Ledger
+    from .sources.sacct import read_parsable
+
+    config = _config(ctx)
+    cluster = cluster or next(iter(config.clusters))
+    attribution = config.cluster(cluster).attribution
+    try:
+        size = os.fstat(source.fileno()).st_size or None
+    except (OSError, io.UnsupportedOperation):
+        size = None
+    name = getattr(source, "name", "-")
+    with (
+        Ledger(config.ledger_path()) as ledger,
+        Progress(*Progress.get_default_columns(), DownloadColumn(), transient=True) as progress,
+    ):
+        task = progress.add_task(f"import {name}", total=size)
+
+        def lines() -> Iterator[str]:
+            done = 0
+            for line in source:
+                done += len(line)
+                if done & 0xFFFF < len(line):
+                    progress.update(task, completed=done)
+                yield line
+
+        report = ingest(
+            read_parsable(lines(), cluster=cluster, attribution=attribution, source=name),
+            Accountant(config),
+            ledger,
+        )
+    click.echo(
+        f"imported {report.written} job(s), {report.unchanged} unchanged, "
+        f"{report.failed} problem(s)"
+    )
+    _report_problems(report)
+    if report.failed:
+        sys.exit(1)
+
+
+@slurm_group.command("sacct-format")
+def slurm_sacct_format() -> None:
+    """Print the sacct command whose output `jobcarbon slurm import` reads."""
+    from .sources.sacct import DELIMITER, SACCT_FIELDS
+
+    click.echo(
+        f"TZ=UTC sacct --parsable2 --delimiter='{DELIMITER}' --allusers --duplicates "
+        f"--format={','.join(SACCT_FIELDS)} --starttime=2025-01-01 --endtime=now "
+        "--state=CA,CD,DL,F,NF,OOM,PR,RQ,TO,BF > jobs.txt"
+    )
 
 
 # --- demo ---------------------------------------------------------------------------------

@@ -204,6 +204,29 @@ class LedgerConfig(_Strict):
         return value
 
 
+class SlurmConfig(_Strict):
+    spool_dir: Path = Field(
+        Path("/var/spool/jobcarbon"), description="where the epilog writes (new/, tmp/, failed/)"
+    )
+    sacct: str = Field("sacct", description="the sacct command (a path, or a name on PATH)")
+    backend: Literal["auto", "sacct", "pyslurm"] = Field(
+        "auto", description="how accounting is read; auto uses sacct in this version"
+    )
+    batch_size: int = Field(500, ge=1, le=10_000, description="job ids per sacct call")
+    poll_interval_s: float = Field(5.0, gt=0, le=3600, description="spool check interval")
+    give_up_after_s: float = Field(
+        3600.0, gt=0, description="drop a spool entry whose job never completes in sacct"
+    )
+    sweep_interval_s: float = Field(300.0, gt=0, description="accounting sweep interval")
+    sweep_overlap_s: float = Field(
+        3600.0, ge=0, description="each sweep re-reads this much before the watermark"
+    )
+    sweep_first_lookback_s: float = Field(
+        86400.0, ge=0, description="how far back the very first sweep reads"
+    )
+    sacct_timeout_s: float = Field(120.0, gt=0, description="one sacct call at most")
+
+
 class ExporterConfig(_Strict):
     listen: str = Field("127.0.0.1:9877", pattern=r"^[^:\s]*:\d{1,5}$")
     drop_user_label: bool = Field(False, description="omit `user` from series (large sites)")
@@ -236,6 +259,7 @@ class Config(_Strict):
     uncertainty_measured: float = Field(
         0.05, ge=0, lt=1, description="relative error of measured energy"
     )
+    slurm: SlurmConfig = Field(default_factory=SlurmConfig)
     exporter: ExporterConfig = Field(default_factory=ExporterConfig)
     mail: MailConfig = Field(default_factory=MailConfig)
     #: where the file was read from, to resolve relative paths (not a YAML key)

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from .errors import LedgerError
 from .footprint import AccountedJob
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE jobs (
@@ -63,6 +63,12 @@ MIGRATIONS: dict[int, str] = {
     ) WITHOUT ROWID;
     CREATE INDEX jobs_month ON jobs (month);
     CREATE INDEX jobs_end_time ON jobs (end_time);
+    """,
+    2: """
+    CREATE TABLE watermarks (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID;
     """,
 }
 
@@ -297,6 +303,22 @@ class Ledger:
             raise LedgerError(f"cannot write {len(rows)} job(s) to {self.path}: {err}") from err
         written = self._db.total_changes - before
         return WriteResult(written=written, unchanged=len(rows) - written)
+
+    def watermark(self, name: str) -> int | None:
+        """A named position (epoch seconds) a source has reached, or None."""
+        row = self._query("SELECT value FROM watermarks WHERE name = ?", [name]).fetchone()
+        return None if row is None else int(row[0])
+
+    def set_watermark(self, name: str, value: int) -> None:
+        """Move a watermark forward (never back: concurrent sweeps cannot rewind it)."""
+        try:
+            self._db.execute(
+                "INSERT INTO watermarks (name, value) VALUES (?, ?) ON CONFLICT (name) "
+                "DO UPDATE SET value = MAX(value, excluded.value)",
+                [name, value],
+            )
+        except sqlite3.Error as err:
+            raise LedgerError(f"cannot write watermark {name!r} to {self.path}: {err}") from err
 
     def count(self, filters: Filters = Filters()) -> int:
         where, params = filters.where()

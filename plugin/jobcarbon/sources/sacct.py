@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from ..config import AttributionConfig
@@ -62,6 +63,9 @@ _STATES = {
     "BOOT_FAIL": JobState.BOOT_FAIL,
     "DEADLINE": JobState.DEADLINE,
 }
+_PROJECT_FIELDS = {"account": "Account", "wckey": "WCKey", "partition": "Partition"}
+#: What jobcarbon asks sacct to separate fields with: a job name may hold a "|".
+DELIMITER = "^|^"
 _MEMORY_UNITS = {"K": 1 / 1024**2, "M": 1 / 1024, "G": 1.0, "T": 1024.0, "P": 1024.0**2}
 _GPU_TRES = re.compile(r"^gres/gpu(?::(?P<type>[^=]+))?$")
 
@@ -119,17 +123,33 @@ def parse_alloc_tres(text: str) -> tuple[float, str | None, int, float, int]:
     return gpu_count, gpu_type, cpus, memory_gb, nodes
 
 
-def read_parsable(
-    lines: Iterable[str],
-    *,
-    cluster: str,
-    attribution: AttributionConfig | None = None,
-    source: str = "sacct",
-) -> Iterator[JobRecord | RecordProblem]:
-    """Stream ``sacct --parsable2`` output as records and problems, in input order."""
+@dataclass(frozen=True, slots=True)
+class SacctRow:
+    """One job-level row of sacct output, with where it came from."""
+
+    where: str
+    cells: dict[str, str]
+
+    @property
+    def job_id_raw(self) -> str:
+        return self.cells["JobIDRaw"]
+
+    @property
+    def is_final(self) -> bool:
+        state = self.cells["State"].split()
+        return bool(state) and state[0] in _STATES
+
+
+def read_rows(lines: Iterable[str], *, source: str = "sacct") -> Iterator[SacctRow | RecordProblem]:
+    """Job-level rows of sacct output (steps skipped); unreadable lines become problems.
+
+    The delimiter is ``|`` (``--parsable2``) unless the header uses ``DELIMITER``, which
+    jobcarbon asks sacct for so that a ``|`` in a job name cannot split a row.
+    """
     iterator = iter(lines)
     header_line = next(iterator, "").rstrip("\n")
-    header = header_line.split("|")
+    delimiter = DELIMITER if DELIMITER in header_line else "|"
+    header = header_line.split(delimiter)
     missing = [f for f in REQUIRED_FIELDS if f not in header]
     if missing:
         yield RecordProblem(
@@ -137,34 +157,53 @@ def read_parsable(
             f"header lacks column(s) {', '.join(missing)}; ask sacct for: {','.join(SACCT_FIELDS)}",
         )
         return
-    column = {name: i for i, name in enumerate(header)}
-    project_from = attribution.project_from if attribution else "account"
-    project_field = {"account": "Account", "wckey": "WCKey", "partition": "Partition"}[project_from]
     for line_no, line in enumerate(iterator, start=2):
         line = line.rstrip("\n")
         if not line.strip():
             continue
-        cells = line.split("|")
+        cells = line.split(delimiter)
         where = f"{source} line {line_no}"
         if len(cells) != len(header):
             yield RecordProblem(
                 where,
                 f"{len(cells)} fields where the header has {len(header)} "
-                "(a '|' in a job name? use --delimiter)",
+                f"(a '{delimiter}' or a line break in a job name?)",
             )
             continue
         row = dict(zip(header, cells, strict=True))
-        if "." in row["JobID"]:
-            continue  # a step: usage, not allocation
+        if "." not in row["JobID"]:  # steps carry usage, not the allocation
+            yield SacctRow(f"{where} (job {row['JobID']})", row)
+
+
+def read_parsable(
+    lines: Iterable[str],
+    *,
+    cluster: str,
+    attribution: AttributionConfig | None = None,
+    source: str = "sacct",
+) -> Iterator[JobRecord | RecordProblem]:
+    """Stream sacct output as records and problems, in input order."""
+    project_from = attribution.project_from if attribution else "account"
+    for item in read_rows(lines, source=source):
+        if isinstance(item, RecordProblem):
+            yield item
+            continue
         try:
-            yield _record(row, column, cluster, project_field)
+            yield to_record(item.cells, cluster, project_from)
         except (ValueError, KeyError) as err:
-            yield RecordProblem(f"{where} (job {row.get('JobID', '?')})", str(err))
+            yield RecordProblem(item.where, str(err))
 
 
-def _record(
-    row: dict[str, str], column: dict[str, int], cluster: str, project_field: str
-) -> JobRecord:
+def to_record(row: dict[str, str], cluster: str, project_from: str = "account") -> JobRecord:
+    """A job-level sacct row as a ``JobRecord``; ``ValueError`` names what is wrong.
+
+    Array tasks are keyed ``<array job>_<task>``; an earlier run of a requeued job
+    (``--duplicates`` shows it as REQUEUED) is keyed ``<id>+run@<start epoch>``, so
+    every run is counted once and the final run keeps the plain id.
+    """
+    project_field = _PROJECT_FIELDS[project_from]
+    if project_field not in row:
+        raise ValueError(f"column {project_field} (attribution.project_from) is missing")
     gpus, gpu_type, cpus, memory_gb, nodes = parse_alloc_tres(row["AllocTRES"])
     state = parse_state(row["State"])
     measured = None
@@ -172,9 +211,10 @@ def _record(
     if energy and float(energy) > 0:
         # acct_gather_energy (IPMI) counts the whole node: GPU, CPU and memory
         measured = MeasuredEnergy(float(energy), frozenset(Component))
+    start = parse_time(row["Start"])
     job_id = row["JobID"] if "_" in row["JobID"] else row["JobIDRaw"]
-    if project_field not in column:
-        raise ValueError(f"column {project_field} (attribution.project_from) is missing")
+    if state is JobState.REQUEUED:
+        job_id += f"+run@{int((start or _required_time(row, 'Submit')).timestamp())}"
     return JobRecord(
         cluster=row.get("Cluster") or cluster,
         job_id=job_id,
@@ -183,13 +223,13 @@ def _record(
         partition=row["Partition"],
         state=state,
         submit_time=_required_time(row, "Submit"),
-        start_time=parse_time(row["Start"]),
+        start_time=start,
         end_time=parse_time(row["End"]),
         gpu_count=gpus,
         gpu_model=gpu_type,
         cpu_count=cpus,
         memory_gb=memory_gb,
-        node_count=nodes if "NNodes" not in row else int(row["NNodes"] or nodes),
+        node_count=int(row.get("NNodes") or nodes),
         nodes=row.get("NodeList", ""),
         name=row.get("JobName", ""),
         measured=measured,
