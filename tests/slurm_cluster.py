@@ -16,7 +16,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +28,11 @@ GPUS = 4
 
 def missing_components() -> list[str]:
     """What this machine lacks to run the cluster; empty when it can."""
-    missing = [b for b in ("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd", "sacct")
-               if shutil.which(b) is None and not Path(f"/usr/sbin/{b}").exists()]
+    missing = [
+        b
+        for b in ("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd", "sacct")
+        if shutil.which(b) is None and not Path(f"/usr/sbin/{b}").exists()
+    ]
     if os.geteuid() != 0:
         missing.append("root (to start munge, slurmd and create users)")
     return missing
@@ -41,7 +44,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(what: str, check, timeout: float = 60.0, interval: float = 0.2) -> None:  # type: ignore[no-untyped-def]
+def wait_for(
+    what: str, check: Callable[[], bool], timeout: float = 60.0, interval: float = 0.2
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -60,11 +65,13 @@ class SlurmCluster:
     def env(self) -> dict[str, str]:
         return {**os.environ, "SLURM_CONF": str(self.root / "slurm.conf"), "TZ": "UTC"}
 
-    def run(self, *args: str, user: str | None = None, check: bool = True,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, user: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         command = ["runuser", "-u", user, "--", *args] if user else list(args)
-        return subprocess.run(command, env=self.env, capture_output=True, text=True,
-                              check=check, timeout=timeout)
+        return subprocess.run(
+            command, env=self.env, capture_output=True, text=True, check=check, timeout=timeout
+        )
 
     # --- start -----------------------------------------------------------------------
 
@@ -96,9 +103,9 @@ class SlurmCluster:
     def _spawn(self, name: str, args: Sequence[str], user: str | None = None) -> None:
         log = (self.root / "log" / f"{name}.out").open("ab")
         command = ["runuser", "-u", user, "--", *args] if user else list(args)
-        self.processes[name] = subprocess.Popen(command, env=self.env, stdout=log,
-                                                stderr=subprocess.STDOUT,
-                                                start_new_session=True)
+        self.processes[name] = subprocess.Popen(
+            command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def _munge(self) -> None:
         # Slurm's clients (sacctmgr, sbatch) look for munged at its default socket only
@@ -107,34 +114,71 @@ class SlurmCluster:
         munge_dir.chmod(0o755)
         shutil.chown(munge_dir, "munge", "munge")
         self.munge_socket = munge_dir / "munge.socket.2"
-        self._spawn("munged", ["/usr/sbin/munged", "--foreground", "--force",
-                               f"--socket={self.munge_socket}",
-                               f"--pid-file={munge_dir / 'munged.pid'}",
-                               f"--log-file={munge_dir / 'munged.log'}",
-                               f"--seed-file={munge_dir / 'munge.seed'}"],
-                    user="munge")
+        self._spawn(
+            "munged",
+            [
+                "/usr/sbin/munged",
+                "--foreground",
+                "--force",
+                f"--socket={self.munge_socket}",
+                f"--pid-file={munge_dir / 'munged.pid'}",
+                f"--log-file={munge_dir / 'munged.log'}",
+                f"--seed-file={munge_dir / 'munge.seed'}",
+            ],
+            user="munge",
+        )
         wait_for("munged socket", self.munge_socket.exists, 15)
 
     def _mariadb(self) -> None:
         datadir = self.root / "db"
         self.db_port = free_port()
         self.db_socket = self.root / "run" / "mysqld.sock"
-        subprocess.run(["mariadb-install-db", f"--datadir={datadir}", "--user=root",
-                        "--auth-root-authentication-method=socket", "--skip-test-db"],
-                       check=True, capture_output=True)
-        self._spawn("mariadbd", ["/usr/sbin/mariadbd", f"--datadir={datadir}", "--user=root",
-                                 f"--port={self.db_port}", "--bind-address=127.0.0.1",
-                                 f"--socket={self.db_socket}",
-                                 f"--pid-file={self.root / 'run' / 'mariadbd.pid'}",
-                                 "--innodb-buffer-pool-size=64M",
-                                 "--innodb-lock-wait-timeout=900"])
-        wait_for("mariadb", lambda: subprocess.run(
-            ["mariadb", f"--socket={self.db_socket}", "-e", "SELECT 1"],
-            capture_output=True).returncode == 0, 60)
-        subprocess.run(["mariadb", f"--socket={self.db_socket}", "-e",
-                        "CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurmtest';"
-                        "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                "mariadb-install-db",
+                f"--datadir={datadir}",
+                "--user=root",
+                "--auth-root-authentication-method=socket",
+                "--skip-test-db",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        self._spawn(
+            "mariadbd",
+            [
+                "/usr/sbin/mariadbd",
+                f"--datadir={datadir}",
+                "--user=root",
+                f"--port={self.db_port}",
+                "--bind-address=127.0.0.1",
+                f"--socket={self.db_socket}",
+                f"--pid-file={self.root / 'run' / 'mariadbd.pid'}",
+                "--innodb-buffer-pool-size=64M",
+                "--innodb-lock-wait-timeout=900",
+            ],
+        )
+        wait_for(
+            "mariadb",
+            lambda: (
+                subprocess.run(
+                    ["mariadb", f"--socket={self.db_socket}", "-e", "SELECT 1"], capture_output=True
+                ).returncode
+                == 0
+            ),
+            60,
+        )
+        subprocess.run(
+            [
+                "mariadb",
+                f"--socket={self.db_socket}",
+                "-e",
+                "CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurmtest';"
+                "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';",
+            ],
+            check=True,
+            capture_output=True,
+        )
 
     def _write(self, name: str, text: str, mode: int = 0o644) -> Path:
         path = self.root / name
@@ -144,7 +188,9 @@ class SlurmCluster:
 
     def _slurmdbd(self) -> None:
         self.dbd_port = free_port()
-        self._write("slurmdbd.conf", f"""
+        self._write(
+            "slurmdbd.conf",
+            f"""
 AuthType=auth/munge
 DbdHost=localhost
 DbdAddr=127.0.0.1
@@ -156,17 +202,23 @@ StoragePort={self.db_port}
 StorageUser=slurm
 StoragePass=slurmtest
 StorageLoc=slurm_acct_db
-LogFile={self.root / 'log' / 'slurmdbd.log'}
-PidFile={self.root / 'run' / 'slurmdbd.pid'}
+LogFile={self.root / "log" / "slurmdbd.log"}
+PidFile={self.root / "run" / "slurmdbd.pid"}
 DebugLevel=info
-""", 0o600)
+""",
+            0o600,
+        )
         self._slurm_conf()
         self.start_slurmdbd()
 
     def start_slurmdbd(self) -> None:
         self._spawn("slurmdbd", ["/usr/sbin/slurmdbd", "-D", "-s"])
-        wait_for("slurmdbd", lambda: self.run("sacctmgr", "-n", "list", "cluster",
-                                               check=False).returncode == 0, 60, 0.5)
+        wait_for(
+            "slurmdbd",
+            lambda: self.run("sacctmgr", "-n", "list", "cluster", check=False).returncode == 0,
+            60,
+            0.5,
+        )
 
     def stop_slurmdbd(self) -> None:
         self._stop("slurmdbd")
@@ -175,9 +227,13 @@ DebugLevel=info
         self.ctld_port = free_port()
         self.slurmd_port = free_port()
         epilog = f"EpilogSlurmctld={self.epilog}\n" if self.epilog else ""
-        self._write("gres.conf", f"NodeName=localhost Name=gpu Type=a100 "
-                                 f"File={self.root}/gpu[0-{GPUS - 1}]\n")
-        self._write("slurm.conf", f"""
+        self._write(
+            "gres.conf",
+            f"NodeName=localhost Name=gpu Type=a100 File={self.root}/gpu[0-{GPUS - 1}]\n",
+        )
+        self._write(
+            "slurm.conf",
+            f"""
 ClusterName={CLUSTER}
 SlurmctldHost=localhost(127.0.0.1)
 SlurmctldPort={self.ctld_port}
@@ -186,12 +242,12 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-StateSaveLocation={self.root / 'state'}
-SlurmdSpoolDir={self.root / 'spool'}
-SlurmctldPidFile={self.root / 'run' / 'slurmctld.pid'}
-SlurmdPidFile={self.root / 'run' / 'slurmd.pid'}
-SlurmctldLogFile={self.root / 'log' / 'slurmctld.log'}
-SlurmdLogFile={self.root / 'log' / 'slurmd.log'}
+StateSaveLocation={self.root / "state"}
+SlurmdSpoolDir={self.root / "spool"}
+SlurmctldPidFile={self.root / "run" / "slurmctld.pid"}
+SlurmdPidFile={self.root / "run" / "slurmd.pid"}
+SlurmctldLogFile={self.root / "log" / "slurmctld.log"}
+SlurmdLogFile={self.root / "log" / "slurmd.log"}
 ProctrackType=proctrack/pgid
 TaskPlugin=task/none
 MpiDefault=none
@@ -213,38 +269,60 @@ JobCompType=jobcomp/none
 MinJobAge=2
 KillWait=2
 InactiveLimit=0
-{epilog}NodeName=localhost NodeAddr=127.0.0.1 CPUs=8 RealMemory=8000 Gres=gpu:a100:{GPUS} State=UNKNOWN
+{epilog}NodeName=localhost NodeAddr=127.0.0.1 CPUs=8 RealMemory=8000 \
+    Gres=gpu:a100:{GPUS} State=UNKNOWN
 PartitionName=gpu Nodes=localhost Default=YES MaxTime=INFINITE State=UP
-""")
+""",
+        )
 
     def _accounts(self) -> None:
         self.run("sacctmgr", "-i", "add", "cluster", CLUSTER)
         for account in sorted(set(USERS.values())):
             self.run("sacctmgr", "-i", "add", "account", account, f"cluster={CLUSTER}")
         for user, account in USERS.items():
-            self.run("sacctmgr", "-i", "add", "user", user, f"account={account}",
-                     f"cluster={CLUSTER}")
+            self.run(
+                "sacctmgr", "-i", "add", "user", user, f"account={account}", f"cluster={CLUSTER}"
+            )
 
     def _slurmctld_and_slurmd(self) -> None:
         self._spawn("slurmctld", ["/usr/sbin/slurmctld", "-D", "-i"])
-        wait_for("slurmctld", lambda: self.run("scontrol", "ping", check=False)
-                 .stdout.count("UP") > 0, 60, 0.5)
+        wait_for(
+            "slurmctld",
+            lambda: self.run("scontrol", "ping", check=False).stdout.count("UP") > 0,
+            60,
+            0.5,
+        )
         self._spawn("slurmd", ["/usr/sbin/slurmd", "-D", "-N", "localhost"])
-        wait_for("node idle", lambda: "idle" in self.run(
-            "sinfo", "-h", "-o", "%T", check=False).stdout, 60, 0.5)
+        wait_for(
+            "node idle",
+            lambda: "idle" in self.run("sinfo", "-h", "-o", "%T", check=False).stdout,
+            60,
+            0.5,
+        )
 
     # --- use -------------------------------------------------------------------------
 
     def sbatch(self, user: str, *args: str) -> str:
         """Submit a job as ``user``; returns the job id (``sbatch --parsable``)."""
-        out = self.run("sbatch", "--parsable", "--chdir=/tmp", "--output=/dev/null", *args,
-                       user=user, timeout=30)
+        out = self.run(
+            "sbatch",
+            "--parsable",
+            "--chdir=/tmp",
+            "--output=/dev/null",
+            *args,
+            user=user,
+            timeout=30,
+        )
         return out.stdout.strip().split(";")[0]
 
     def wait_idle(self, timeout: float = 120) -> None:
         """Wait until no job is pending or running."""
-        wait_for("the queue to drain", lambda: self.run(
-            "squeue", "-h", "-o", "%i", check=False).stdout.strip() == "", timeout, 0.5)
+        wait_for(
+            "the queue to drain",
+            lambda: self.run("squeue", "-h", "-o", "%i", check=False).stdout.strip() == "",
+            timeout,
+            0.5,
+        )
 
     # --- stop ------------------------------------------------------------------------
 
@@ -279,13 +357,22 @@ if __name__ == "__main__":
     try:
         cluster.start()
         print(f"started in {time.monotonic() - started:.1f} s at {cluster.root}")
-        job = cluster.sbatch("alice", "--gres=gpu:a100:2", "-c", "2", "--mem=100",
-                             "--wrap", "sleep 2")
+        job = cluster.sbatch(
+            "alice", "--gres=gpu:a100:2", "-c", "2", "--mem=100", "--wrap", "sleep 2"
+        )
         cluster.wait_idle()
         time.sleep(2)
-        print(cluster.run("sacct", "-j", job, "--parsable2", "--allusers", "--duplicates",
-                          "--format=JobIDRaw,JobID,User,Account,State,AllocTRES,ElapsedRaw")
-              .stdout)
+        print(
+            cluster.run(
+                "sacct",
+                "-j",
+                job,
+                "--parsable2",
+                "--allusers",
+                "--duplicates",
+                "--format=JobIDRaw,JobID,User,Account,State,AllocTRES,ElapsedRaw",
+            ).stdout
+        )
     except Exception:
         print(cluster.logs())
         raise

@@ -1,0 +1,5 @@
+"""``python -m jobcarbon``: the same as the ``jobcarbon`` command."""
+
+from .cli import main
+
+main()

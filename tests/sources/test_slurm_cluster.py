@@ -1,0 +1,322 @@
+"""Every job accounted, on a real Slurm cluster (tests/slurm_cluster.py).
+
+The cluster runs the repository's own ``slurm/epilog`` as EpilogSlurmctld; the
+collector runs as the ``jobcarbon`` command would. Checks are against what sacct
+itself reports for the same jobs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jobcarbon.ledger import Ledger
+from jobcarbon.sources.sacct import SACCT_FIELDS, SacctRow, read_rows
+from tests.conftest import ROOT
+from tests.slurm_cluster import CLUSTER, USERS, SlurmCluster, missing_components, wait_for
+
+JOBCARBON = [sys.executable, "-m", "jobcarbon"]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[SlurmCluster]:
+    missing = missing_components()
+    if missing:
+        pytest.skip(
+            f"no Slurm test cluster: missing {', '.join(missing)}. Enable with "
+            "`apt-get install slurm-wlm slurmdbd munge mariadb-server` and run as root"
+        )
+    # not under pytest's 0700 tmp dir: the job users must read slurm.conf
+    root = Path(tempfile.mkdtemp(prefix="jobcarbon-slurm-"))
+    root.chmod(0o755)
+    spool = root / "jobcarbon-spool"
+    for sub in ("new", "tmp", "failed"):
+        (spool / sub).mkdir(parents=True)
+    epilog = root / "epilog"
+    epilog.write_text(f"#!/bin/sh\nJOBCARBON_SPOOL={spool} exec {ROOT / 'slurm' / 'epilog'}\n")
+    epilog.chmod(0o755)
+    slurm = SlurmCluster(root / "cluster", epilog=epilog)
+    try:
+        slurm.start()
+    except Exception:
+        print(slurm.logs())
+        slurm.stop()
+        raise
+    yield slurm
+    slurm.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def config_file(cluster: SlurmCluster) -> Path:
+    path = cluster.root.parent / "config.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "sites": {
+                    "lab": {
+                        "pue": 1.0,
+                        "pue_uncertainty": 0.0,
+                        "grid": {"intensity_g_per_kwh": 100},
+                    }
+                },
+                "clusters": {
+                    CLUSTER: {
+                        "site": "lab",
+                        "hardware": [
+                            {"match": {"gpu_type": "a100"}, "gpu_model": "A100 SXM4 80 GB"}
+                        ],
+                    }
+                },
+                "ledger": {"url": "sqlite:///ledger.db"},
+                "slurm": {
+                    "spool_dir": str(cluster.root.parent / "jobcarbon-spool"),
+                    "give_up_after_s": 600,
+                    "sweep_first_lookback_s": 3600,
+                },
+            }
+        )
+    )
+    return path
+
+
+def jobcarbon(
+    config: Path, *args: str, env: dict[str, str] | None = None, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*JOBCARBON, "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=check,
+        env={**os.environ, **(env or {}), "PYTHONPATH": str(ROOT / "plugin")},
+    )
+
+
+def collect_until_spool_empty(config: Path, cluster: SlurmCluster, timeout: float = 90) -> None:
+    spool_new = cluster.root.parent / "jobcarbon-spool" / "new"
+
+    def done() -> bool:
+        result = jobcarbon(config, "slurm", "collect", "--once", env=cluster.env)
+        assert result.returncode in (0, 1, 3), result.stderr
+        return not any(spool_new.iterdir())
+
+    wait_for("the spool to drain", done, timeout, 1.0)
+
+
+def sacct_jobs(cluster: SlurmCluster) -> dict[str, dict[str, str]]:
+    """sacct's own job-level rows, keyed as jobcarbon keys them."""
+    lines = cluster.run(
+        # without --state, sacct leaves out jobs cancelled while pending (never eligible)
+        "sacct",
+        "--parsable2",
+        "--allusers",
+        "--duplicates",
+        "--starttime=2000-01-01",
+        "--endtime=now",
+        "--state=CA,CD,DL,F,NF,OOM,PR,RQ,TO,BF",
+        f"--format={','.join(SACCT_FIELDS)}",
+        "--delimiter=^|^",
+    ).stdout.splitlines()
+    rows = {}
+    for row in read_rows(lines):
+        assert isinstance(row, SacctRow), f"{row}: {lines}"
+        cells = row.cells
+        key = cells["JobID"] if "_" in cells["JobID"] else cells["JobIDRaw"]
+        rows[key] = cells
+    return rows
+
+
+def gpus_in(tres: str) -> int:
+    return next(
+        (int(item.split("=")[1]) for item in tres.split(",") if item.startswith("gres/gpu=")), 0
+    )
+
+
+@pytest.fixture(scope="module")
+def workload(cluster: SlurmCluster, config_file: Path) -> dict[str, str]:
+    """Submit the mix, let it run, and collect it. Returns name → job id."""
+    ids: dict[str, str] = {}
+    gpu = ["--gres=gpu:a100:{}", "-c", "1", "--mem=100"]
+    for n in (1, 2, 4):
+        ids[f"gpu{n}"] = cluster.sbatch("alice", *[a.format(n) for a in gpu], "--wrap", "sleep 3")
+    ids["array"] = cluster.sbatch(
+        "bob", "--array=0-3", "--gres=gpu:a100:1", "-c", "1", "--mem=100", "--wrap", "sleep 1"
+    )
+    ids["failed"] = cluster.sbatch("bob", "-c", "1", "--mem=100", "--wrap", "sleep 1; exit 3")
+    ids["timeout"] = cluster.sbatch(
+        "alice", "-c", "1", "--mem=100", "--time=1", "--wrap", "sleep 300"
+    )
+    ids["multistep"] = cluster.sbatch(
+        "alice", "--gres=gpu:a100:1", "-c", "1", "--mem=100", "--wrap", "srun sleep 1; srun sleep 1"
+    )
+    ids["odd-name"] = cluster.sbatch(
+        "bob",
+        "-c",
+        "1",
+        "--mem=100",
+        "--job-name=a|b \"c\" 'd' $(touch /tmp/jc-pwned) e",
+        "--wrap",
+        "sleep 1",
+    )
+    ids["pending-cancelled"] = cluster.sbatch(
+        "alice", "--hold", "-c", "1", "--mem=100", "--wrap", "sleep 1"
+    )
+    cluster.run("scancel", ids["pending-cancelled"])
+    for i in range(50):
+        ids[f"burst{i}"] = cluster.sbatch(
+            list(USERS)[i % 2], "-c", "1", "--mem=10", "--wrap", "true"
+        )
+    cluster.wait_idle(timeout=180)
+    collect_until_spool_empty(config_file, cluster)
+    return ids
+
+
+def ledger_rows(config: Path) -> dict[str, dict[str, object]]:
+    with Ledger(config.parent / "ledger.db") as ledger:
+        return {str(r["job_id"]): r for r in ledger.jobs()}
+
+
+@pytest.mark.integration
+def test_every_job_once_with_gpu_seconds_from_sacct(
+    cluster: SlurmCluster, config_file: Path, workload: dict[str, str]
+) -> None:
+    expected = sacct_jobs(cluster)
+    rows = ledger_rows(config_file)
+    assert set(rows) == set(expected)
+    assert len(expected) >= 3 + 4 + 5 + 50
+    for key, cells in expected.items():
+        row = rows[key]
+        assert row["gpu_seconds"] == gpus_in(cells["AllocTRES"]) * int(cells["ElapsedRaw"]), key
+        assert row["user"] == cells["User"]
+        assert row["project"] == USERS[cells["User"]] == cells["Account"]
+    # 4 A100s (400 W each) for ElapsedRaw seconds, PUE 1, 100 g/kWh
+    four = rows[workload["gpu4"]]
+    assert four["gpu_model"] == "A100 SXM4 80 GB"
+    elapsed_h = float(four["gpu_seconds"]) / 4 / 3600  # type: ignore[arg-type]
+    assert four["energy_gpu_kwh"] == pytest.approx(4 * 0.4 * elapsed_h)
+
+
+@pytest.mark.integration
+def test_states_arrays_and_names(
+    cluster: SlurmCluster, config_file: Path, workload: dict[str, str]
+) -> None:
+    rows = ledger_rows(config_file)
+    assert rows[workload["failed"]]["state"] == "failed"
+    assert rows[workload["timeout"]]["state"] == "timeout"
+    assert float(rows[workload["timeout"]]["co2e_g"]) > 0  # type: ignore[arg-type]
+    cancelled = rows[workload["pending-cancelled"]]
+    # Slurm 22.05's parsable output gives a job cancelled while pending Start = End
+    assert (cancelled["state"], cancelled["co2e_g"], cancelled["gpu_seconds"]) == (
+        "cancelled",
+        0.0,
+        0.0,
+    )
+    assert cancelled["start_time"] in (None, cancelled["end_time"])
+    tasks = [k for k in rows if k.startswith(f"{workload['array']}_")]
+    assert sorted(tasks) == [f"{workload['array']}_{i}" for i in range(4)]
+    # the name as accounting holds it (slurmdbd stores " as `), whole and uninterpreted
+    name = rows[workload["odd-name"]]["name"]
+    assert name == sacct_jobs(cluster)[workload["odd-name"]]["JobName"]
+    assert name == "a|b `c` 'd' $(touch /tmp/jc-pwned) e"
+    assert not Path("/tmp/jc-pwned").exists()
+
+
+@pytest.mark.integration
+def test_the_same_spool_entry_twice_counts_once(
+    cluster: SlurmCluster, config_file: Path, workload: dict[str, str]
+) -> None:
+    spool = cluster.root.parent / "jobcarbon-spool"
+    before = ledger_rows(config_file)
+    for _ in range(2):
+        (spool / "new" / workload["gpu1"]).write_text(f"job_id={workload['gpu1']}\n")
+        result = jobcarbon(config_file, "slurm", "collect", "--once", env=cluster.env)
+        assert result.returncode == 0, result.stderr
+        assert "accounted 0 job(s)" in result.stdout
+    assert ledger_rows(config_file) == before
+
+
+@pytest.mark.integration
+def test_slurmdbd_down_then_back(
+    cluster: SlurmCluster, config_file: Path, workload: dict[str, str]
+) -> None:
+    cluster.stop_slurmdbd()
+    try:
+        job = cluster.sbatch(
+            "alice", "--gres=gpu:a100:1", "-c", "1", "--mem=100", "--wrap", "sleep 1"
+        )
+        cluster.wait_idle()
+        result = jobcarbon(config_file, "slurm", "collect", "--once", env=cluster.env)
+        assert result.returncode == 3, result.stdout + result.stderr
+        assert (cluster.root.parent / "jobcarbon-spool" / "new" / job).exists()
+    finally:
+        cluster.start_slurmdbd()
+    collect_until_spool_empty(config_file, cluster)
+    assert job in ledger_rows(config_file)
+
+
+@pytest.mark.integration
+def test_collector_killed_mid_run_loses_and_doubles_nothing(
+    cluster: SlurmCluster, config_file: Path, workload: dict[str, str]
+) -> None:
+    ids = [cluster.sbatch("bob", "-c", "1", "--mem=10", "--wrap", "true") for _ in range(30)]
+    cluster.wait_idle()
+    service = subprocess.Popen(
+        [*JOBCARBON, "--config", str(config_file), "slurm", "collect"],
+        env={**cluster.env, "PYTHONPATH": str(ROOT / "plugin")},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.5)
+    service.send_signal(signal.SIGKILL)
+    service.wait()
+    collect_until_spool_empty(config_file, cluster)
+    rows = ledger_rows(config_file)
+    assert all(i in rows for i in ids)
+    assert set(rows) == set(sacct_jobs(cluster))
+
+
+@pytest.mark.integration
+def test_sweep_accounts_jobs_whose_epilog_entry_was_lost(
+    cluster: SlurmCluster, config_file: Path, workload: dict[str, str]
+) -> None:
+    job = cluster.sbatch("alice", "-c", "1", "--mem=10", "--wrap", "true")
+    cluster.wait_idle()
+    spool_new = cluster.root.parent / "jobcarbon-spool" / "new"
+    wait_for("the epilog entry", (spool_new / job).exists, 30)
+    (spool_new / job).unlink()  # the spool is lost
+    result = jobcarbon(config_file, "slurm", "collect", "--once", env=cluster.env)
+    assert result.returncode == 0, result.stderr
+    assert job in ledger_rows(config_file)
+
+
+@pytest.mark.integration
+def test_import_of_a_real_dump_with_a_broken_line(
+    cluster: SlurmCluster, config_file: Path, workload: dict[str, str], tmp_path: Path
+) -> None:
+    fmt = jobcarbon(config_file, "slurm", "sacct-format", check=True).stdout
+    command = fmt.split(">")[0].replace("TZ=UTC ", "").replace("'", "")
+    dump = cluster.run(*command.split()).stdout.splitlines()
+    dump.insert(3, "this line is broken")
+    path = tmp_path / "dump.txt"
+    path.write_text("\n".join(dump) + "\n")
+    other = tmp_path / "other.yaml"
+    other.write_text(
+        config_file.read_text().replace("sqlite:///ledger.db", f"sqlite:///{tmp_path / 'l.db'}")
+    )
+    result = jobcarbon(other, "slurm", "import", str(path))
+    assert result.returncode == 1
+    assert f"{path} line 4: 1 fields where the header has" in result.stderr
+    with Ledger(tmp_path / "l.db") as ledger:
+        assert ledger.count() == len(sacct_jobs(cluster))
+    shutil.rmtree(tmp_path, ignore_errors=True)
