@@ -26,6 +26,7 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/epilog.py
 
 # Rebuild the bundled factor tables and demo month from ../shared/data (maintainers).
 factors: $(STAMP)
