@@ -32,15 +32,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as spool:
         for sub in ("new", "tmp"):
             os.mkdir(os.path.join(spool, sub))
-        env = {**os.environ, "JOBCARBON_SPOOL": spool, "SLURM_JOB_ID": "4242",
-               "SLURM_JOB_USER": "alice", "SLURM_JOB_ACCOUNT": "physics",
-               "SLURM_JOB_PARTITION": "gpu", "SLURM_CLUSTER_NAME": "bench"}
+        env = {
+            **os.environ,
+            "JOBCARBON_SPOOL": spool,
+            "SLURM_JOB_ID": "4242",
+            "SLURM_JOB_USER": "alice",
+            "SLURM_JOB_ACCOUNT": "physics",
+            "SLURM_JOB_PARTITION": "gpu",
+            "SLURM_CLUSTER_NAME": "bench",
+        }
         true_ms = median_ms(["/bin/true"], env, args.runs)
         epilog_ms = median_ms([str(EPILOG)], env, args.runs)
         assert (Path(spool) / "new" / "4242").exists()
-    print(f"epilog median over {args.runs} runs: {epilog_ms:.2f} ms "
-          f"(/bin/true {true_ms:.2f} ms; the epilog adds {epilog_ms - true_ms:.2f} ms, "
-          f"{epilog_ms / true_ms:.1f}x)")
+    print(
+        f"epilog median over {args.runs} runs: {epilog_ms:.2f} ms "
+        f"(/bin/true {true_ms:.2f} ms; the epilog adds {epilog_ms - true_ms:.2f} ms, "
+        f"{epilog_ms / true_ms:.1f}x)"
+    )
 
 
 if __name__ == "__main__":
