@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench factors clean
+.PHONY: demo test lint bench factors dashboards clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) tools/make_venv.py $(VENV)
@@ -27,11 +27,17 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/epilog.py
+	$(BIN)/python bench/scrape.py
 
 # Rebuild the bundled factor tables and demo month from ../shared/data (maintainers).
 factors: $(STAMP)
 	$(BIN)/python tools/build_factors.py
 	$(BIN)/python tools/make_demo_data.py
+
+# Regenerate dashboards/*.json and docs/metrics.md from the code (maintainers).
+dashboards: $(STAMP)
+	$(BIN)/python tools/make_dashboards.py
+	$(BIN)/jobcarbon metrics --docs > docs/metrics.md
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache

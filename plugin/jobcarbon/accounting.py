@@ -76,18 +76,22 @@ def ingest(
         if on_batch is not None:
             on_batch(report)
 
+    errors = {"parse": 0, "account": 0}
     for item in items:
         report.seen += 1
         if isinstance(item, RecordProblem):
             report.problems.append(item)
+            errors["parse"] += 1
             continue
         try:
             batch.append(accountant.account(item))
         except (FactorError, InputError) as err:
             report.problems.append(RecordProblem(f"job {item.cluster}/{item.job_id}", str(err)))
+            errors["account"] += 1
             continue
         if len(batch) >= batch_size:
             flush()
     if batch:
         flush()
+    ledger.add_ingest_errors(errors)
     return report

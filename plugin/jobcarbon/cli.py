@@ -365,6 +365,67 @@ def ledger_migrate(ctx: click.Context) -> None:
         click.echo(f"{path}: schema v{ledger.schema_version}")
 
 
+# --- metrics ------------------------------------------------------------------------------
+
+
+def _exporter(ctx: click.Context) -> Any:
+    from .exporter import Exporter, LedgerCollector
+
+    config = _config(ctx)
+    return Exporter(LedgerCollector(config.ledger_path(), config))
+
+
+@main.command()
+@click.option(
+    "--listen",
+    help="host:port to serve on [default: exporter.listen in the config, 127.0.0.1:9877].",
+)
+@click.pass_context
+def serve(ctx: click.Context, listen: str | None) -> None:
+    """Serve Prometheus metrics from the ledger (GET /metrics)."""
+    import logging
+
+    from .server import serve_metrics
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    exporter = _exporter(ctx)
+    address = listen or _config(ctx).exporter.listen
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        raise click.BadParameter(f"{address!r} is not host:port", param_hint="--listen")
+    serve_metrics(exporter, host or "0.0.0.0", int(port))
+
+
+@main.command()
+@click.option(
+    "--textfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the metrics to this file atomically (node_exporter textfile "
+    "collector); otherwise print them.",
+)
+@click.option("--docs", is_flag=True, help="Print the metrics reference (docs/metrics.md).")
+@click.pass_context
+def metrics(ctx: click.Context, textfile: Path | None, docs: bool) -> None:
+    """Print or write the Prometheus metrics once, or their reference."""
+    if docs:
+        from .exporter import metrics_reference
+
+        click.echo(metrics_reference(), nl=False)
+        return
+    exporter = _exporter(ctx)
+    if textfile is None:
+        click.echo(exporter.render().decode(), nl=False)
+        return
+    from .exporter import write_textfile
+
+    try:
+        write_textfile(exporter, textfile)
+    except OSError as err:
+        from .errors import JobcarbonError
+
+        raise JobcarbonError(f"cannot write {textfile}: {err.strerror}") from err
+
+
 # --- slurm --------------------------------------------------------------------------------
 
 

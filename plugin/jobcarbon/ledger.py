@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +22,7 @@ from typing import Any, Literal
 from .errors import LedgerError
 from .footprint import AccountedJob
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE jobs (
@@ -68,6 +68,115 @@ MIGRATIONS: dict[int, str] = {
     CREATE TABLE watermarks (
         name TEXT PRIMARY KEY,
         value INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
+    3: """
+    CREATE TABLE totals (
+        cluster TEXT NOT NULL,
+        user TEXT NOT NULL,
+        project TEXT NOT NULL,
+        partition TEXT NOT NULL,
+        gpu_model TEXT NOT NULL,
+        state TEXT NOT NULL,
+        method TEXT NOT NULL,
+        jobs INTEGER NOT NULL,
+        gpu_seconds REAL NOT NULL,
+        cpu_seconds REAL NOT NULL,
+        energy_gpu_kwh REAL NOT NULL,
+        energy_cpu_kwh REAL NOT NULL,
+        energy_memory_kwh REAL NOT NULL,
+        energy_facility_kwh REAL NOT NULL,
+        co2e_g REAL NOT NULL,
+        last_end_time INTEGER NOT NULL,
+        PRIMARY KEY (cluster, user, project, partition, gpu_model, state, method)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs BEGIN
+        INSERT INTO totals VALUES (
+            NEW.cluster, NEW.user, NEW.project, NEW.partition,
+            COALESCE(NEW.gpu_model, ''), NEW.state, NEW.method, 1,
+            NEW.gpu_seconds, NEW.cpu_seconds, NEW.energy_gpu_kwh,
+            NEW.energy_cpu_kwh, NEW.energy_memory_kwh, NEW.energy_facility_kwh,
+            NEW.co2e_g, COALESCE(NEW.end_time, 0))
+        ON CONFLICT (cluster, user, project, partition, gpu_model, state, method)
+        DO UPDATE SET
+            jobs = jobs + excluded.jobs,
+            gpu_seconds = gpu_seconds + excluded.gpu_seconds,
+            cpu_seconds = cpu_seconds + excluded.cpu_seconds,
+            energy_gpu_kwh = energy_gpu_kwh + excluded.energy_gpu_kwh,
+            energy_cpu_kwh = energy_cpu_kwh + excluded.energy_cpu_kwh,
+            energy_memory_kwh = energy_memory_kwh + excluded.energy_memory_kwh,
+            energy_facility_kwh = energy_facility_kwh + excluded.energy_facility_kwh,
+            co2e_g = co2e_g + excluded.co2e_g,
+            last_end_time = MAX(last_end_time, excluded.last_end_time);
+    END;
+    CREATE TRIGGER jobs_count_update AFTER UPDATE ON jobs BEGIN
+        INSERT INTO totals VALUES (
+            OLD.cluster, OLD.user, OLD.project, OLD.partition,
+            COALESCE(OLD.gpu_model, ''), OLD.state, OLD.method, -1,
+            -OLD.gpu_seconds, -OLD.cpu_seconds, -OLD.energy_gpu_kwh,
+            -OLD.energy_cpu_kwh, -OLD.energy_memory_kwh, -OLD.energy_facility_kwh,
+            -OLD.co2e_g, 0)
+        ON CONFLICT (cluster, user, project, partition, gpu_model, state, method)
+        DO UPDATE SET
+            jobs = jobs + excluded.jobs,
+            gpu_seconds = gpu_seconds + excluded.gpu_seconds,
+            cpu_seconds = cpu_seconds + excluded.cpu_seconds,
+            energy_gpu_kwh = energy_gpu_kwh + excluded.energy_gpu_kwh,
+            energy_cpu_kwh = energy_cpu_kwh + excluded.energy_cpu_kwh,
+            energy_memory_kwh = energy_memory_kwh + excluded.energy_memory_kwh,
+            energy_facility_kwh = energy_facility_kwh + excluded.energy_facility_kwh,
+            co2e_g = co2e_g + excluded.co2e_g,
+            last_end_time = MAX(last_end_time, excluded.last_end_time);
+        INSERT INTO totals VALUES (
+            NEW.cluster, NEW.user, NEW.project, NEW.partition,
+            COALESCE(NEW.gpu_model, ''), NEW.state, NEW.method, 1,
+            NEW.gpu_seconds, NEW.cpu_seconds, NEW.energy_gpu_kwh,
+            NEW.energy_cpu_kwh, NEW.energy_memory_kwh, NEW.energy_facility_kwh,
+            NEW.co2e_g, COALESCE(NEW.end_time, 0))
+        ON CONFLICT (cluster, user, project, partition, gpu_model, state, method)
+        DO UPDATE SET
+            jobs = jobs + excluded.jobs,
+            gpu_seconds = gpu_seconds + excluded.gpu_seconds,
+            cpu_seconds = cpu_seconds + excluded.cpu_seconds,
+            energy_gpu_kwh = energy_gpu_kwh + excluded.energy_gpu_kwh,
+            energy_cpu_kwh = energy_cpu_kwh + excluded.energy_cpu_kwh,
+            energy_memory_kwh = energy_memory_kwh + excluded.energy_memory_kwh,
+            energy_facility_kwh = energy_facility_kwh + excluded.energy_facility_kwh,
+            co2e_g = co2e_g + excluded.co2e_g,
+            last_end_time = MAX(last_end_time, excluded.last_end_time);
+    END;
+    CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs BEGIN
+        INSERT INTO totals VALUES (
+            OLD.cluster, OLD.user, OLD.project, OLD.partition,
+            COALESCE(OLD.gpu_model, ''), OLD.state, OLD.method, -1,
+            -OLD.gpu_seconds, -OLD.cpu_seconds, -OLD.energy_gpu_kwh,
+            -OLD.energy_cpu_kwh, -OLD.energy_memory_kwh, -OLD.energy_facility_kwh,
+            -OLD.co2e_g, 0)
+        ON CONFLICT (cluster, user, project, partition, gpu_model, state, method)
+        DO UPDATE SET
+            jobs = jobs + excluded.jobs,
+            gpu_seconds = gpu_seconds + excluded.gpu_seconds,
+            cpu_seconds = cpu_seconds + excluded.cpu_seconds,
+            energy_gpu_kwh = energy_gpu_kwh + excluded.energy_gpu_kwh,
+            energy_cpu_kwh = energy_cpu_kwh + excluded.energy_cpu_kwh,
+            energy_memory_kwh = energy_memory_kwh + excluded.energy_memory_kwh,
+            energy_facility_kwh = energy_facility_kwh + excluded.energy_facility_kwh,
+            co2e_g = co2e_g + excluded.co2e_g,
+            last_end_time = MAX(last_end_time, excluded.last_end_time);
+    END;
+    INSERT INTO totals
+        SELECT cluster, user, project, partition, COALESCE(gpu_model, ''), state, method,
+            COUNT(*), SUM(gpu_seconds), SUM(cpu_seconds), SUM(energy_gpu_kwh),
+            SUM(energy_cpu_kwh), SUM(energy_memory_kwh), SUM(energy_facility_kwh), SUM(co2e_g),
+            COALESCE(MAX(end_time), 0)
+        FROM jobs GROUP BY 1, 2, 3, 4, 5, 6, 7;
+    CREATE TABLE ingest_errors (
+        stage TEXT PRIMARY KEY,
+        count INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE gauges (
+        name TEXT PRIMARY KEY,
+        value REAL NOT NULL
     ) WITHOUT ROWID;
     """,
 }
@@ -136,6 +245,43 @@ class WriteResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Aggregate:
+    """Running totals of the jobs sharing one combination of labels."""
+
+    cluster: str
+    user: str
+    project: str
+    partition: str
+    gpu_model: str
+    state: str
+    method: str
+    jobs: int
+    gpu_seconds: float
+    cpu_seconds: float
+    energy_gpu_kwh: float
+    energy_cpu_kwh: float
+    energy_memory_kwh: float
+    energy_facility_kwh: float
+    co2e_g: float
+    last_end_time: int
+
+    def plus(self, other: Aggregate) -> Aggregate:
+        """These labels with both totals added."""
+        return replace(
+            self,
+            jobs=self.jobs + other.jobs,
+            gpu_seconds=self.gpu_seconds + other.gpu_seconds,
+            cpu_seconds=self.cpu_seconds + other.cpu_seconds,
+            energy_gpu_kwh=self.energy_gpu_kwh + other.energy_gpu_kwh,
+            energy_cpu_kwh=self.energy_cpu_kwh + other.energy_cpu_kwh,
+            energy_memory_kwh=self.energy_memory_kwh + other.energy_memory_kwh,
+            energy_facility_kwh=self.energy_facility_kwh + other.energy_facility_kwh,
+            co2e_g=self.co2e_g + other.co2e_g,
+            last_end_time=max(self.last_end_time, other.last_end_time),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class SummaryRow:
     key: str
     jobs: int
@@ -172,6 +318,18 @@ class Filters:
                 clauses.append(f"{column} = ?")
                 params.append(value)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of a migration (triggers hold semicolons of their own)."""
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            yield buffer
+            buffer = ""
+    if buffer.strip():
+        raise LedgerError(f"incomplete statement in a migration: {buffer.strip()[:60]}")
 
 
 def _epoch(moment: datetime | None) -> int | None:
@@ -221,17 +379,19 @@ def _row(accounted: AccountedJob) -> tuple[Any, ...]:
 class Ledger:
     """A SQLite ledger file. Use as a context manager, or call ``close()``."""
 
-    def __init__(self, path: str | Path, *, migrate: bool = True) -> None:
+    def __init__(
+        self, path: str | Path, *, migrate: bool = True, busy_timeout_s: float = 30.0
+    ) -> None:
         self.path = Path(path)
         try:
             if migrate:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             elif not self.path.exists():
                 raise LedgerError(f"no ledger at {self.path}")
-            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
+            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.execute("PRAGMA busy_timeout = 30000")
         except sqlite3.Error as err:
             raise LedgerError(f"cannot open ledger {self.path}: {err}") from err
         except OSError as err:
@@ -277,9 +437,8 @@ class Ledger:
         try:
             version = self.schema_version  # re-read under the write lock
             for target in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[target].split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
+                for statement in _statements(MIGRATIONS[target]):
+                    self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {target}")
             self._db.execute("COMMIT")
         except BaseException:
@@ -291,17 +450,16 @@ class Ledger:
         recorded_at = _epoch(now or datetime.now(UTC))
         rows = [(*_row(a), recorded_at) for a in batch]
         try:
-            before = self._db.total_changes
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(_UPSERT, rows)
+                # rowcount: rows the upsert inserted or changed (not the triggers' rows)
+                written = max(self._db.executemany(_UPSERT, rows).rowcount, 0)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as err:
             raise LedgerError(f"cannot write {len(rows)} job(s) to {self.path}: {err}") from err
-        written = self._db.total_changes - before
         return WriteResult(written=written, unchanged=len(rows) - written)
 
     def watermark(self, name: str) -> int | None:
@@ -319,6 +477,47 @@ class Ledger:
             )
         except sqlite3.Error as err:
             raise LedgerError(f"cannot write watermark {name!r} to {self.path}: {err}") from err
+
+    def aggregates(self) -> list[Aggregate]:
+        """The running totals per label combination, kept by triggers as jobs are written.
+
+        Reading them costs the same whatever the number of jobs: this is what the
+        Prometheus exporter serves.
+        """
+        sql = f"SELECT {', '.join(Aggregate.__dataclass_fields__)} FROM totals WHERE jobs != 0"
+        return [Aggregate(*row) for row in self._query(sql, [])]
+
+    def add_ingest_errors(self, counts: dict[str, int]) -> None:
+        """Add to the persistent count of records that failed, per stage."""
+        try:
+            self._db.executemany(
+                "INSERT INTO ingest_errors (stage, count) VALUES (?, ?) ON CONFLICT (stage) "
+                "DO UPDATE SET count = count + excluded.count",
+                [(stage, n) for stage, n in counts.items() if n],
+            )
+        except sqlite3.Error as err:
+            raise LedgerError(f"cannot count ingest errors in {self.path}: {err}") from err
+
+    def ingest_errors(self) -> dict[str, int]:
+        return dict(self._query("SELECT stage, count FROM ingest_errors", []).fetchall())
+
+    def set_gauge(self, name: str, value: float) -> None:
+        try:
+            self._db.execute(
+                "INSERT INTO gauges (name, value) VALUES (?, ?) ON CONFLICT (name) "
+                "DO UPDATE SET value = excluded.value",
+                [name, value],
+            )
+        except sqlite3.Error as err:
+            raise LedgerError(f"cannot write gauge {name!r} to {self.path}: {err}") from err
+
+    def gauges(self) -> dict[str, float]:
+        return dict(self._query("SELECT name, value FROM gauges", []).fetchall())
+
+    def data_version(self) -> tuple[int, int]:
+        """Changes when anyone (this connection or another) commits to the ledger."""
+        row = self._query("PRAGMA data_version", []).fetchone()
+        return int(row[0]), self._db.total_changes
 
     def count(self, filters: Filters = Filters()) -> int:
         where, params = filters.where()

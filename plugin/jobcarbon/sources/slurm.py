@@ -37,6 +37,7 @@ log = logging.getLogger("jobcarbon.slurm")
 #: States sacct is asked for when sweeping by end time (jobs that have ended).
 FINAL_STATES = "CA,CD,DL,F,NF,OOM,PR,RQ,TO,BF"
 SWEEP_WATERMARK = "slurm.sweep"
+PENDING_GAUGE = "slurm.pending_jobs"
 
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
 
@@ -188,6 +189,7 @@ class Collector:
             try:
                 lines = self.sacct.jobs(sorted(wanted))
             except SourceError as err:
+                self.ledger.add_ingest_errors({"sacct": 1})
                 report.errors.append(str(err))
                 report.pending += len(batch)
                 continue
@@ -215,6 +217,7 @@ class Collector:
                     report.given_up.append(reason)
                 else:
                     report.pending += 1
+        self.ledger.set_gauge(PENDING_GAUGE, report.pending)
 
     def sweep(self, report: CollectReport) -> None:
         now = int(self.clock())
@@ -229,6 +232,7 @@ class Collector:
                 datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(now, UTC)
             )
         except SourceError as err:
+            self.ledger.add_ingest_errors({"sacct": 1})
             report.errors.append(str(err))
             return
         rows = [

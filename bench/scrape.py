@@ -1,0 +1,109 @@
+"""Scrape time of `jobcarbon serve` as the ledger grows: 10k, 100k and 1M jobs.
+
+Usage: python bench/scrape.py [--max-jobs 1000000]. The jobs spread over 5,000
+(user, project, partition) combinations. Prints the median of 20 scrapes, rendered
+afresh each time (the ledger changed since the last scrape) and from the cache (it
+did not). Figures only; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from jobcarbon.config import parse_config
+from jobcarbon.exporter import Exporter, LedgerCollector
+from jobcarbon.footprint import AccountedJob, Footprint, Method
+from jobcarbon.ledger import Ledger
+from jobcarbon.records import JobRecord, JobState
+
+START = datetime(2026, 10, 1, tzinfo=UTC)
+CONFIG = parse_config(
+    {
+        "sites": {"s": {"pue": 1.3, "grid": {"intensity_g_per_kwh": 300}}},
+        "clusters": {"bench": {"site": "s"}},
+    }
+)
+STATES = (JobState.COMPLETED, JobState.COMPLETED, JobState.COMPLETED, JobState.FAILED)
+
+
+def jobs(first: int, count: int) -> list[AccountedJob]:
+    template = JobRecord(
+        "bench",
+        "0",
+        "u",
+        "p",
+        "gpu",
+        JobState.COMPLETED,
+        START,
+        START,
+        START + timedelta(hours=1),
+        1,
+        "A100",
+    )
+    footprint = Footprint(3600, 0, 0.4, 0.0, 0.0, 0.52, 156.0, 100.0, 200.0, Method.ESTIMATED)
+    batch = []
+    for i in range(first, first + count):
+        combo = i % 5000
+        job = replace(
+            template,
+            job_id=str(i),
+            user=f"user{combo}",
+            project=f"proj{combo % 250}",
+            partition=f"part{combo % 5}",
+            state=STATES[i % 4],
+        )
+        batch.append(AccountedJob(job, footprint, "A100", "s", "bench"))
+    return batch
+
+
+def fresh_render(exporter: Exporter) -> bytes:
+    """A render as after a ledger change: the rendered cache is dropped first."""
+    exporter._cached = None
+    return exporter.render()
+
+
+def median_ms(render, runs: int = 20) -> float:  # type: ignore[no-untyped-def]
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        render()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-jobs", type=int, default=1_000_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ledger.db"
+        written = 0
+        with Ledger(path) as ledger:
+            for target in (10_000, 100_000, 1_000_000):
+                if target > args.max_jobs:
+                    break
+                started = time.perf_counter()
+                while written < target:
+                    ledger.write(jobs(written, 10_000))
+                    written += 10_000
+                fill_s = time.perf_counter() - started
+                exporter = Exporter(LedgerCollector(path, CONFIG))
+                fresh = median_ms(lambda e=exporter: fresh_render(e))
+                cached = median_ms(exporter.render)
+                size_kb = len(exporter.render()) / 1024
+                series = len(ledger.aggregates())
+                print(
+                    f"{target:>9,} jobs ({series:,} label sets, {size_kb:,.0f} KiB): "
+                    f"scrape median {fresh:6.1f} ms fresh, {cached:5.2f} ms cached "
+                    f"(filled in {fill_s:.1f} s)"
+                )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""The exporter through a real registry: counters equal the ledger, and survive restarts."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from jobcarbon.config import parse_config
+from jobcarbon.exporter import Exporter, LedgerCollector, metrics_reference, write_textfile
+from jobcarbon.ledger import SCHEMA_VERSION, Filters, Ledger
+from jobcarbon.records import JobState
+from tests.conftest import ROOT
+from tests.test_ledger import accounted
+
+CONFIG = {
+    "sites": {"s1": {"pue": 1.5, "grid": {"intensity_g_per_kwh": 200}}},
+    "clusters": {"c1": {"site": "s1"}},
+}
+LABELS = {
+    "cluster": "c1",
+    "user": "alice",
+    "project": "proj",
+    "partition": "gpu",
+    "gpu_model": "X",
+    "state": "completed",
+    "method": "estimated",
+}
+
+
+def fill(path: Path) -> None:
+    # accounted(): 1 GPU for 1 h, gpu 1 kWh, facility 1.5 kWh, co2e as given
+    with Ledger(path) as ledger:
+        ledger.write(
+            [
+                accounted("1", 100.0),
+                accounted("2", 300.0),
+                accounted("3", 50.0, user="bob", state=JobState.FAILED),
+            ]
+        )
+        ledger.add_ingest_errors({"parse": 2})
+        ledger.set_gauge("slurm.pending_jobs", 4)
+
+
+def registry_for(path: Path, **exporter: object) -> CollectorRegistry:
+    config = parse_config({**CONFIG, "exporter": exporter})
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(LedgerCollector(path, config, clock=lambda: 1.8e9))
+    return registry
+
+
+def test_counters_equal_the_ledger(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    fill(path)
+    registry = registry_for(path)
+    value = registry.get_sample_value
+    assert value("jobcarbon_jobs_total", LABELS) == 2
+    assert value("jobcarbon_gpu_seconds_total", LABELS) == 7200
+    assert value("jobcarbon_co2e_grams_total", {**LABELS, "scope": "operational"}) == 400
+    # per job: gpu 1 kWh = 3.6 MJ, facility 1.5 kWh → overhead 0.5 kWh = 1.8 MJ
+    assert value("jobcarbon_energy_joules_total", {**LABELS, "component": "gpu"}) == 7.2e6
+    assert value(
+        "jobcarbon_energy_joules_total", {**LABELS, "component": "facility_overhead"}
+    ) == pytest.approx(3.6e6)
+    failed = {**LABELS, "user": "bob", "state": "failed"}
+    assert value("jobcarbon_jobs_total", failed) == 1
+    assert value("jobcarbon_ingest_errors_total", {"stage": "parse"}) == 2
+    assert value("jobcarbon_ingest_pending_jobs", {"source": "slurm"}) == 4
+    assert value("jobcarbon_pue_ratio", {"cluster": "c1", "site": "s1"}) == 1.5
+    assert (
+        value("jobcarbon_grid_intensity_grams_per_kilowatt_hour", {"cluster": "c1", "site": "s1"})
+        == 200
+    )
+    assert value("jobcarbon_ledger_up") == 1
+    assert value("jobcarbon_build_info", {"version": "0.1.0"}) == 1
+    with Ledger(path) as ledger:
+        total = ledger.totals(Filters())
+    co2e = sum(
+        s.value for m in registry.collect() if m.name == "jobcarbon_co2e_grams" for s in m.samples
+    )
+    assert co2e == pytest.approx(total.co2e_kg * 1000)
+
+
+def test_a_restarted_exporter_serves_the_same_counters(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    fill(path)
+    first = registry_for(path).get_sample_value("jobcarbon_jobs_total", LABELS)
+    assert registry_for(path).get_sample_value("jobcarbon_jobs_total", LABELS) == first == 2
+
+
+def test_totals_follow_a_changed_job_to_its_new_series(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    fill(path)
+    with Ledger(path) as ledger:
+        ledger.write([accounted("2", 300.0, state=JobState.TIMEOUT)])
+        ledger.write([accounted("2", 300.0, state=JobState.TIMEOUT)])  # unchanged: no-op
+    registry = registry_for(path)
+    assert registry.get_sample_value("jobcarbon_jobs_total", LABELS) == 1
+    assert registry.get_sample_value("jobcarbon_jobs_total", {**LABELS, "state": "timeout"}) == 1
+    with sqlite3.connect(path) as db:
+        by_jobs = db.execute(
+            "SELECT user, state, COUNT(*), SUM(co2e_g) FROM jobs GROUP BY 1, 2 ORDER BY 1, 2"
+        ).fetchall()
+        by_totals = db.execute(
+            "SELECT user, state, SUM(jobs), SUM(co2e_g) FROM totals "
+            "WHERE jobs != 0 GROUP BY 1, 2 ORDER BY 1, 2"
+        ).fetchall()
+    assert by_jobs == by_totals
+
+
+def test_drop_user_label_sums_over_users(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    with Ledger(path) as ledger:
+        ledger.write([accounted("1", 100.0), accounted("2", 300.0, user="bob")])
+    registry = registry_for(path, drop_user_label=True)
+    assert registry.get_sample_value("jobcarbon_jobs_total", {**LABELS, "user": ""}) == 2
+    assert registry.get_sample_value("jobcarbon_jobs_total", LABELS) is None
+
+
+@pytest.mark.parametrize("damage", ["missing", "newer", "locked"])
+def test_a_broken_ledger_answers_ledger_up_0(
+    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "l.db"
+    blocker = None
+    if damage != "missing":
+        fill(path)
+    if damage == "newer":
+        with sqlite3.connect(path) as db:
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    if damage == "locked":
+        # exclusive locking mode on a WAL database: no other connection may even read
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("PRAGMA locking_mode = EXCLUSIVE")
+        blocker.execute("BEGIN EXCLUSIVE")
+        blocker.execute("UPDATE gauges SET value = value")
+    registry = registry_for(path)
+    value = registry.get_sample_value
+    assert value("jobcarbon_ledger_up") == 0
+    assert value("jobcarbon_ledger_errors_total") == 2  # one per scrape, two scrapes so far
+    assert value("jobcarbon_jobs_total", LABELS) is None
+    assert value("jobcarbon_build_info", {"version": "0.1.0"}) == 1
+    assert "scrape cannot read the ledger" in caplog.text
+    if blocker is not None:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        assert value("jobcarbon_ledger_up") == 1  # back as soon as the lock is gone
+
+
+def test_render_is_cached_until_the_ledger_changes(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    fill(path)
+    exporter = Exporter(LedgerCollector(path, parse_config(CONFIG)))
+    first = exporter.render()
+    assert exporter.render() is first
+    with Ledger(path) as ledger:
+        ledger.write([accounted("9", 10.0)])
+    assert exporter.render() != first
+
+
+def test_textfile_is_written_atomically(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    fill(path)
+    exporter = Exporter(LedgerCollector(path, parse_config(CONFIG)))
+    target = tmp_path / "jobcarbon.prom"
+    write_textfile(exporter, target)
+    assert target.read_bytes() == exporter.render()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_exposition_passes_promtool(tmp_path: Path) -> None:
+    if shutil.which("promtool") is None:
+        pytest.skip("promtool not found: apt-get install prometheus")
+    path = tmp_path / "l.db"
+    fill(path)
+    body = Exporter(LedgerCollector(path, parse_config(CONFIG))).render()
+    result = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_metrics_reference_is_up_to_date() -> None:
+    assert (ROOT / "docs" / "metrics.md").read_text() == metrics_reference()
+
+
+def test_no_per_job_labels() -> None:
+    from jobcarbon.exporter import METRICS
+
+    for spec in METRICS:
+        assert not {"job_id", "name", "pod", "email"} & set(spec.labels), spec.name

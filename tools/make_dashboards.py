@@ -1,0 +1,336 @@
+"""Generate the Grafana dashboards in dashboards/ (run `make dashboards`; commit the result).
+
+Three dashboards share one layout grammar: a cluster overview, a project dashboard and a
+user dashboard. Each has a ``datasource`` variable (no hard-coded UIDs) and ``cluster``,
+``project`` and ``user`` variables from ``label_values``. The test suite checks that the
+committed JSON is what this script makes, and runs every expression against a real
+Prometheus.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+DS = {"type": "prometheus", "uid": "${datasource}"}
+CO2E = "jobcarbon_co2e_grams_total"
+ENERGY = "jobcarbon_energy_joules_total"
+GPU_S = "jobcarbon_gpu_seconds_total"
+UNSUCCESSFUL = 'state!="completed"'
+
+
+def variable(name: str, query: str, multi: bool = True) -> dict[str, Any]:
+    return {
+        "name": name,
+        "label": name,
+        "type": "query",
+        "datasource": DS,
+        "definition": query,
+        "query": {"query": query, "refId": f"{name}-values"},
+        "refresh": 2,
+        "includeAll": multi,
+        "multi": multi,
+        "allValue": ".*",
+        "sort": 1,
+        "current": {},
+        "options": [],
+        "hide": 0,
+    }
+
+
+def panel(
+    title: str,
+    kind: str,
+    targets: list[tuple[str, str]],
+    unit: str,
+    pos: tuple[int, int, int, int],
+    description: str = "",
+) -> dict[str, Any]:
+    x, y, w, h = pos
+    result: dict[str, Any] = {
+        "title": title,
+        "type": kind,
+        "datasource": DS,
+        "description": description,
+        "gridPos": {"x": x, "y": y, "w": w, "h": h},
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "targets": [
+            {
+                "refId": chr(65 + i),
+                "datasource": DS,
+                "expr": expr,
+                "legendFormat": legend,
+                **(
+                    {"instant": True, "range": False}
+                    if kind in ("bargauge", "stat", "table")
+                    else {}
+                ),
+            }
+            for i, (expr, legend) in enumerate(targets)
+        ],
+    }
+    if kind == "bargauge":
+        result["options"] = {
+            "orientation": "horizontal",
+            "displayMode": "basic",
+            "reduceOptions": {"calcs": ["lastNotNull"], "values": False},
+        }
+    return result
+
+
+def dashboard(
+    uid: str, title: str, variables: list[str], panels: list[dict[str, Any]]
+) -> dict[str, Any]:
+    queries = {
+        "cluster": "label_values(jobcarbon_jobs_total, cluster)",
+        "project": 'label_values(jobcarbon_jobs_total{cluster=~"$cluster"}, project)',
+        "user": 'label_values(jobcarbon_jobs_total{cluster=~"$cluster", '
+        'project=~"$project"}, user)',
+    }
+    templating = [
+        {
+            "name": "datasource",
+            "label": "data source",
+            "type": "datasource",
+            "query": "prometheus",
+            "current": {},
+            "hide": 0,
+        }
+    ]
+    templating += [variable(v, queries[v], multi=v == "cluster") for v in variables]
+    for i, item in enumerate(panels):
+        item["id"] = i + 1
+    return {
+        "uid": uid,
+        "title": title,
+        "tags": ["jobcarbon"],
+        "timezone": "utc",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "refresh": "5m",
+        "time": {"from": "now-30d", "to": "now"},
+        "graphTooltip": 1,
+        "templating": {"list": templating},
+        "annotations": {"list": []},
+        "panels": panels,
+        "description": "jobcarbon: energy and emissions of the jobs in the ledger",
+    }
+
+
+def scoped(selector: str) -> dict[str, str]:
+    """Expressions for one scope (a label selector), shared by the three dashboards."""
+
+    def inc(metric: str, extra: str = "", window: str = "$__range") -> str:
+        labels = ", ".join(filter(None, [selector, extra]))
+        return f"increase({metric}{{{labels}}}[{window}])"
+
+    return {
+        "co2e_kg_per_day": f"sum by (cluster) ({inc(CO2E, window='1d')}) / 1000",
+        "energy_kwh_per_day": f"sum by (component) ({inc(ENERGY, window='1d')}) / 3.6e6",
+        "co2e_kg": f"sum({inc(CO2E)}) / 1000",
+        "energy_kwh": f"sum({inc(ENERGY)}) / 3.6e6",
+        "gpu_hours": f"sum({inc(GPU_S)}) / 3600",
+        "g_per_gpu_hour": f"sum({inc(CO2E)}) / (sum({inc(GPU_S)}) / 3600)",
+        # "or vector(0)": a scope without unsuccessful jobs shows 0 %, not "no data"
+        "failed_share": f"(sum({inc(ENERGY, UNSUCCESSFUL)}) or vector(0)) / sum({inc(ENERGY)})",
+        "by_project": f"sort_desc(sum by (project) ({inc(CO2E)})) / 1000",
+        "by_partition": f"sort_desc(sum by (partition) ({inc(CO2E)})) / 1000",
+        "by_gpu_model": f"sort_desc(sum by (gpu_model) ({inc(GPU_S)})) / 3600",
+        "top_users": f"topk(10, sum by (user) ({inc(CO2E)})) / 1000",
+        "by_state": f"sum by (state) ({inc(ENERGY)}) / 3.6e6",
+        "jobs": f"sum by (state) ({inc('jobcarbon_jobs_total')})",
+    }
+
+
+def common_panels(q: dict[str, str], y: int) -> list[dict[str, Any]]:
+    return [
+        panel(
+            "Emissions",
+            "stat",
+            [(q["co2e_kg"], "kg CO2e")],
+            "none",
+            (0, y, 4, 4),
+            "kg CO2e of the jobs that ended in the time range",
+        ),
+        panel("Energy", "stat", [(q["energy_kwh"], "kWh")], "kwatth", (4, y, 4, 4)),
+        panel("GPU-hours", "stat", [(q["gpu_hours"], "GPU-h")], "none", (8, y, 4, 4)),
+        panel(
+            "gCO2e per GPU-hour", "stat", [(q["g_per_gpu_hour"], "g/GPU-h")], "none", (12, y, 4, 4)
+        ),
+        panel(
+            "Energy on unsuccessful jobs",
+            "stat",
+            [(q["failed_share"], "share")],
+            "percentunit",
+            (16, y, 8, 4),
+            "failed, timed-out, cancelled ... jobs",
+        ),
+        panel(
+            "Emissions per day",
+            "timeseries",
+            [(q["co2e_kg_per_day"], "{{cluster}}")],
+            "none",
+            (0, y + 4, 12, 8),
+            "kg CO2e per day",
+        ),
+        panel(
+            "Energy per day by component",
+            "timeseries",
+            [(q["energy_kwh_per_day"], "{{component}}")],
+            "kwatth",
+            (12, y + 4, 12, 8),
+        ),
+    ]
+
+
+def cluster_dashboard() -> dict[str, Any]:
+    q = scoped('cluster=~"$cluster"')
+    panels = [
+        *common_panels(q, 0),
+        panel(
+            "Emissions by project (kg)",
+            "bargauge",
+            [(q["by_project"], "{{project}}")],
+            "none",
+            (0, 12, 8, 10),
+        ),
+        panel(
+            "Emissions by partition (kg)",
+            "bargauge",
+            [(q["by_partition"], "{{partition}}")],
+            "none",
+            (8, 12, 8, 10),
+        ),
+        panel(
+            "Top users (kg)", "bargauge", [(q["top_users"], "{{user}}")], "none", (16, 12, 8, 10)
+        ),
+        panel(
+            "GPU-hours by GPU model",
+            "bargauge",
+            [(q["by_gpu_model"], "{{gpu_model}}")],
+            "none",
+            (0, 22, 8, 8),
+        ),
+        panel(
+            "PUE in use",
+            "stat",
+            [('jobcarbon_pue_ratio{cluster=~"$cluster"}', "{{cluster}} ({{site}})")],
+            "none",
+            (8, 22, 4, 4),
+        ),
+        panel(
+            "Grid intensity in use",
+            "stat",
+            [
+                (
+                    'jobcarbon_grid_intensity_grams_per_kilowatt_hour{cluster=~"$cluster"}',
+                    "{{cluster}} ({{site}})",
+                )
+            ],
+            "none",
+            (12, 22, 4, 4),
+            "gCO2e/kWh",
+        ),
+        panel(
+            "Minutes since the last job was accounted",
+            "stat",
+            [
+                (
+                    "(time() - max by (cluster) "
+                    '(jobcarbon_last_job_end_timestamp_seconds{cluster=~"$cluster"})) / 60',
+                    "{{cluster}}",
+                )
+            ],
+            "none",
+            (16, 22, 4, 4),
+        ),
+        panel(
+            "Ingest errors",
+            "stat",
+            [("sum by (stage) (increase(jobcarbon_ingest_errors_total[$__range]))", "{{stage}}")],
+            "none",
+            (20, 22, 4, 4),
+        ),
+        panel(
+            "Jobs pending in collectors",
+            "stat",
+            [("sum by (source) (jobcarbon_ingest_pending_jobs)", "{{source}}")],
+            "none",
+            (8, 26, 8, 4),
+        ),
+        panel(
+            "Energy by final state (kWh)",
+            "bargauge",
+            [(q["by_state"], "{{state}}")],
+            "none",
+            (16, 26, 8, 4),
+        ),
+    ]
+    return dashboard("jobcarbon-cluster", "jobcarbon / cluster overview", ["cluster"], panels)
+
+
+def project_dashboard() -> dict[str, Any]:
+    q = scoped('cluster=~"$cluster", project="$project"')
+    panels = [
+        *common_panels(q, 0),
+        panel(
+            "Members by emissions (kg)",
+            "bargauge",
+            [(q["top_users"], "{{user}}")],
+            "none",
+            (0, 12, 12, 10),
+        ),
+        panel(
+            "GPU-hours by GPU model",
+            "bargauge",
+            [(q["by_gpu_model"], "{{gpu_model}}")],
+            "none",
+            (12, 12, 12, 10),
+        ),
+        panel(
+            "Jobs by final state", "bargauge", [(q["jobs"], "{{state}}")], "none", (0, 22, 12, 8)
+        ),
+    ]
+    return dashboard("jobcarbon-project", "jobcarbon / project", ["cluster", "project"], panels)
+
+
+def user_dashboard() -> dict[str, Any]:
+    q = scoped('cluster=~"$cluster", user="$user"')
+    panels = [
+        *common_panels(q, 0),
+        panel(
+            "Emissions by project (kg)",
+            "bargauge",
+            [(q["by_project"], "{{project}}")],
+            "none",
+            (0, 12, 12, 10),
+        ),
+        panel(
+            "Jobs by final state", "bargauge", [(q["jobs"], "{{state}}")], "none", (12, 12, 12, 10)
+        ),
+    ]
+    return dashboard("jobcarbon-user", "jobcarbon / user", ["cluster", "project", "user"], panels)
+
+
+DASHBOARDS = {
+    "jobcarbon-cluster.json": cluster_dashboard,
+    "jobcarbon-project.json": project_dashboard,
+    "jobcarbon-user.json": user_dashboard,
+}
+
+
+def render(make: Any) -> str:
+    return json.dumps(make(), indent=2) + "\n"
+
+
+def main() -> None:
+    out = Path(__file__).resolve().parents[1] / "dashboards"
+    out.mkdir(exist_ok=True)
+    for name, make in DASHBOARDS.items():
+        (out / name).write_text(render(make))
+
+
+if __name__ == "__main__":
+    main()
