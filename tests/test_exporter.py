@@ -191,3 +191,32 @@ def test_no_per_job_labels() -> None:
 
     for spec in METRICS:
         assert not {"job_id", "name", "pod", "email"} & set(spec.labels), spec.name
+
+
+def _samples(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+
+
+def test_incremental_scrapes_equal_a_full_render(tmp_path: Path) -> None:
+    """The exporter re-reads only changed totals; what it serves must equal a full read."""
+    from jobcarbon.exporter import _text
+
+    path = tmp_path / "l.db"
+    fill(path)
+    collector = LedgerCollector(path, parse_config(CONFIG))
+    exporter = Exporter(collector)
+    exporter.render()
+    with Ledger(path) as ledger:
+        ledger.write([accounted("10", 5.0, user="dave"), accounted("11", 7.0)])
+        ledger.write([accounted("3", 50.0, user="bob", state=JobState.COMPLETED)])  # moves
+    incremental = _samples(exporter.render())
+    assert incremental == _samples(_text(collector.snapshot()))
+    failed_bob = {**LABELS, "user": "bob", "state": "failed"}
+    assert ("jobcarbon_jobs_total", tuple(sorted(failed_bob.items()))) not in incremental
+    assert incremental[("jobcarbon_jobs_total", tuple(sorted(LABELS.items())))] == 3

@@ -88,15 +88,29 @@ MIGRATIONS: dict[int, str] = {
         energy_facility_kwh REAL NOT NULL,
         co2e_g REAL NOT NULL,
         last_end_time INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
         PRIMARY KEY (cluster, user, project, partition, gpu_model, state, method)
     ) WITHOUT ROWID;
+    CREATE INDEX totals_by_seq ON totals (seq);
+    CREATE TRIGGER totals_touch_insert AFTER INSERT ON totals BEGIN
+        UPDATE totals SET seq = (SELECT MAX(seq) FROM totals) + 1
+        WHERE cluster = NEW.cluster AND user = NEW.user AND project = NEW.project
+            AND partition = NEW.partition AND gpu_model = NEW.gpu_model
+            AND state = NEW.state AND method = NEW.method;
+    END;
+    CREATE TRIGGER totals_touch_update AFTER UPDATE OF jobs ON totals BEGIN
+        UPDATE totals SET seq = (SELECT MAX(seq) FROM totals) + 1
+        WHERE cluster = NEW.cluster AND user = NEW.user AND project = NEW.project
+            AND partition = NEW.partition AND gpu_model = NEW.gpu_model
+            AND state = NEW.state AND method = NEW.method;
+    END;
     CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs BEGIN
         INSERT INTO totals VALUES (
             NEW.cluster, NEW.user, NEW.project, NEW.partition,
             COALESCE(NEW.gpu_model, ''), NEW.state, NEW.method, 1,
             NEW.gpu_seconds, NEW.cpu_seconds, NEW.energy_gpu_kwh,
             NEW.energy_cpu_kwh, NEW.energy_memory_kwh, NEW.energy_facility_kwh,
-            NEW.co2e_g, COALESCE(NEW.end_time, 0))
+            NEW.co2e_g, COALESCE(NEW.end_time, 0), 0)
         ON CONFLICT (cluster, user, project, partition, gpu_model, state, method)
         DO UPDATE SET
             jobs = jobs + excluded.jobs,
@@ -115,7 +129,7 @@ MIGRATIONS: dict[int, str] = {
             COALESCE(OLD.gpu_model, ''), OLD.state, OLD.method, -1,
             -OLD.gpu_seconds, -OLD.cpu_seconds, -OLD.energy_gpu_kwh,
             -OLD.energy_cpu_kwh, -OLD.energy_memory_kwh, -OLD.energy_facility_kwh,
-            -OLD.co2e_g, 0)
+            -OLD.co2e_g, 0, 0)
         ON CONFLICT (cluster, user, project, partition, gpu_model, state, method)
         DO UPDATE SET
             jobs = jobs + excluded.jobs,
@@ -132,7 +146,7 @@ MIGRATIONS: dict[int, str] = {
             COALESCE(NEW.gpu_model, ''), NEW.state, NEW.method, 1,
             NEW.gpu_seconds, NEW.cpu_seconds, NEW.energy_gpu_kwh,
             NEW.energy_cpu_kwh, NEW.energy_memory_kwh, NEW.energy_facility_kwh,
-            NEW.co2e_g, COALESCE(NEW.end_time, 0))
+            NEW.co2e_g, COALESCE(NEW.end_time, 0), 0)
         ON CONFLICT (cluster, user, project, partition, gpu_model, state, method)
         DO UPDATE SET
             jobs = jobs + excluded.jobs,
@@ -151,7 +165,7 @@ MIGRATIONS: dict[int, str] = {
             COALESCE(OLD.gpu_model, ''), OLD.state, OLD.method, -1,
             -OLD.gpu_seconds, -OLD.cpu_seconds, -OLD.energy_gpu_kwh,
             -OLD.energy_cpu_kwh, -OLD.energy_memory_kwh, -OLD.energy_facility_kwh,
-            -OLD.co2e_g, 0)
+            -OLD.co2e_g, 0, 0)
         ON CONFLICT (cluster, user, project, partition, gpu_model, state, method)
         DO UPDATE SET
             jobs = jobs + excluded.jobs,
@@ -168,7 +182,7 @@ MIGRATIONS: dict[int, str] = {
         SELECT cluster, user, project, partition, COALESCE(gpu_model, ''), state, method,
             COUNT(*), SUM(gpu_seconds), SUM(cpu_seconds), SUM(energy_gpu_kwh),
             SUM(energy_cpu_kwh), SUM(energy_memory_kwh), SUM(energy_facility_kwh), SUM(co2e_g),
-            COALESCE(MAX(end_time), 0)
+            COALESCE(MAX(end_time), 0), 0
         FROM jobs GROUP BY 1, 2, 3, 4, 5, 6, 7;
     CREATE TABLE ingest_errors (
         stage TEXT PRIMARY KEY,
@@ -486,6 +500,19 @@ class Ledger:
         """
         sql = f"SELECT {', '.join(Aggregate.__dataclass_fields__)} FROM totals WHERE jobs != 0"
         return [Aggregate(*row) for row in self._query(sql, [])]
+
+    def changed_aggregates(self, after: int) -> tuple[list[Aggregate], int]:
+        """Totals changed since change number ``after`` (with emptied ones), and the latest.
+
+        Every write to a label set's totals gives it a new change number, so a reader
+        that keeps the totals it has seen only fetches what changed since.
+        """
+        columns = ", ".join(Aggregate.__dataclass_fields__)
+        rows = self._query(
+            f"SELECT {columns}, seq FROM totals WHERE seq > ? ORDER BY seq", [after]
+        ).fetchall()
+        latest = rows[-1][-1] if rows else after
+        return [Aggregate(*row[:-1]) for row in rows], int(latest)
 
     def add_ingest_errors(self, counts: dict[str, int]) -> None:
         """Add to the persistent count of records that failed, per stage."""
