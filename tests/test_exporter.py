@@ -139,6 +139,8 @@ def test_a_broken_ledger_answers_ledger_up_0(
         blocker.execute("BEGIN EXCLUSIVE")
         blocker.execute("UPDATE gauges SET value = value")
     registry = registry_for(path)
+    served = Exporter(LedgerCollector(path, parse_config(CONFIG))).render()
+    assert b"jobcarbon_ledger_up 0.0\n" in served  # the HTTP path answers too, no traceback
     value = registry.get_sample_value
     assert value("jobcarbon_ledger_up") == 0
     assert value("jobcarbon_ledger_errors_total") == 2  # one per scrape, two scrapes so far

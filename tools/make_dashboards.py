@@ -128,6 +128,8 @@ def scoped(selector: str) -> dict[str, str]:
 
     return {
         "co2e_kg_per_day": f"sum by (cluster) ({inc(CO2E, window='1d')}) / 1000",
+        "co2e_kg_per_day_by_project": f"sum by (project) ({inc(CO2E, window='1d')}) / 1000",
+        "co2e_kg_per_day_by_partition": f"sum by (partition) ({inc(CO2E, window='1d')}) / 1000",
         "energy_kwh_per_day": f"sum by (component) ({inc(ENERGY, window='1d')}) / 3.6e6",
         "co2e_kg": f"sum({inc(CO2E)}) / 1000",
         "energy_kwh": f"sum({inc(ENERGY)}) / 3.6e6",
@@ -189,6 +191,22 @@ def cluster_dashboard() -> dict[str, Any]:
     q = scoped('cluster=~"$cluster"')
     panels = [
         *common_panels(q, 0),
+        panel(
+            "Emissions per day by project",
+            "timeseries",
+            [(q["co2e_kg_per_day_by_project"], "{{project}}")],
+            "none",
+            (0, 30, 12, 8),
+            "kg CO2e per day",
+        ),
+        panel(
+            "Emissions per day by partition",
+            "timeseries",
+            [(q["co2e_kg_per_day_by_partition"], "{{partition}}")],
+            "none",
+            (12, 30, 12, 8),
+            "kg CO2e per day",
+        ),
         panel(
             "Emissions by project (kg)",
             "bargauge",
