@@ -176,15 +176,7 @@ JOB_METRICS = (
 
 def job_series(row: Aggregate) -> list[tuple[int, tuple[str, ...], float]]:
     """The series of one label set: (index into JOB_METRICS, label values, value)."""
-    labels = (
-        row.cluster,
-        row.user,
-        row.project,
-        row.partition,
-        row.gpu_model,
-        row.state,
-        row.method,
-    )
+    labels = row.labels
     overhead_kwh = (
         row.energy_facility_kwh - row.energy_gpu_kwh - row.energy_cpu_kwh - row.energy_memory_kwh
     )
@@ -373,19 +365,10 @@ class Exporter:
             self._seen, self._rows = -1, {}
             return _text(self.collector.snapshot())  # answers ledger_up 0
         for row in changed:
-            key = (
-                row.cluster,
-                row.user,
-                row.project,
-                row.partition,
-                row.gpu_model,
-                row.state,
-                row.method,
-            )
             if row.jobs:
-                self._rows[key] = (row, _row_lines(row))
+                self._rows[row.labels] = (row, _row_lines(row))
             else:
-                self._rows.pop(key, None)
+                self._rows.pop(row.labels, None)
         out = [_text(self.collector.snapshot(include_jobs=False))]
         for index, name in enumerate(JOB_METRICS):
             out.append(_header(_SPEC[name]).encode())

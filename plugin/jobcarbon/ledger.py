@@ -279,6 +279,19 @@ class Aggregate:
     co2e_g: float
     last_end_time: int
 
+    @property
+    def labels(self) -> tuple[str, str, str, str, str, str, str]:
+        """The label set: cluster, user, project, partition, gpu_model, state, method."""
+        return (
+            self.cluster,
+            self.user,
+            self.project,
+            self.partition,
+            self.gpu_model,
+            self.state,
+            self.method,
+        )
+
     def plus(self, other: Aggregate) -> Aggregate:
         """These labels with both totals added."""
         return replace(
