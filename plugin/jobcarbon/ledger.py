@@ -92,25 +92,14 @@ MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (cluster, user, project, partition, gpu_model, state, method)
     ) WITHOUT ROWID;
     CREATE INDEX totals_by_seq ON totals (seq);
-    CREATE TRIGGER totals_touch_insert AFTER INSERT ON totals BEGIN
-        UPDATE totals SET seq = (SELECT MAX(seq) FROM totals) + 1
-        WHERE cluster = NEW.cluster AND user = NEW.user AND project = NEW.project
-            AND partition = NEW.partition AND gpu_model = NEW.gpu_model
-            AND state = NEW.state AND method = NEW.method;
-    END;
-    CREATE TRIGGER totals_touch_update AFTER UPDATE OF jobs ON totals BEGIN
-        UPDATE totals SET seq = (SELECT MAX(seq) FROM totals) + 1
-        WHERE cluster = NEW.cluster AND user = NEW.user AND project = NEW.project
-            AND partition = NEW.partition AND gpu_model = NEW.gpu_model
-            AND state = NEW.state AND method = NEW.method;
-    END;
     CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs BEGIN
         INSERT INTO totals VALUES (
             NEW.cluster, NEW.user, NEW.project, NEW.partition,
             COALESCE(NEW.gpu_model, ''), NEW.state, NEW.method, 1,
             NEW.gpu_seconds, NEW.cpu_seconds, NEW.energy_gpu_kwh,
             NEW.energy_cpu_kwh, NEW.energy_memory_kwh, NEW.energy_facility_kwh,
-            NEW.co2e_g, COALESCE(NEW.end_time, 0), 0)
+            NEW.co2e_g, COALESCE(NEW.end_time, 0),
+            (SELECT COALESCE(MAX(seq), 0) + 1 FROM totals))
         ON CONFLICT (cluster, user, project, partition, gpu_model, state, method)
         DO UPDATE SET
             jobs = jobs + excluded.jobs,
@@ -121,7 +110,8 @@ MIGRATIONS: dict[int, str] = {
             energy_memory_kwh = energy_memory_kwh + excluded.energy_memory_kwh,
             energy_facility_kwh = energy_facility_kwh + excluded.energy_facility_kwh,
             co2e_g = co2e_g + excluded.co2e_g,
-            last_end_time = MAX(last_end_time, excluded.last_end_time);
+            last_end_time = MAX(last_end_time, excluded.last_end_time),
+            seq = excluded.seq;
     END;
     CREATE TRIGGER jobs_count_update AFTER UPDATE ON jobs BEGIN
         INSERT INTO totals VALUES (
@@ -129,7 +119,8 @@ MIGRATIONS: dict[int, str] = {
             COALESCE(OLD.gpu_model, ''), OLD.state, OLD.method, -1,
             -OLD.gpu_seconds, -OLD.cpu_seconds, -OLD.energy_gpu_kwh,
             -OLD.energy_cpu_kwh, -OLD.energy_memory_kwh, -OLD.energy_facility_kwh,
-            -OLD.co2e_g, 0, 0)
+            -OLD.co2e_g, 0,
+            (SELECT COALESCE(MAX(seq), 0) + 1 FROM totals))
         ON CONFLICT (cluster, user, project, partition, gpu_model, state, method)
         DO UPDATE SET
             jobs = jobs + excluded.jobs,
@@ -140,13 +131,15 @@ MIGRATIONS: dict[int, str] = {
             energy_memory_kwh = energy_memory_kwh + excluded.energy_memory_kwh,
             energy_facility_kwh = energy_facility_kwh + excluded.energy_facility_kwh,
             co2e_g = co2e_g + excluded.co2e_g,
-            last_end_time = MAX(last_end_time, excluded.last_end_time);
+            last_end_time = MAX(last_end_time, excluded.last_end_time),
+            seq = excluded.seq;
         INSERT INTO totals VALUES (
             NEW.cluster, NEW.user, NEW.project, NEW.partition,
             COALESCE(NEW.gpu_model, ''), NEW.state, NEW.method, 1,
             NEW.gpu_seconds, NEW.cpu_seconds, NEW.energy_gpu_kwh,
             NEW.energy_cpu_kwh, NEW.energy_memory_kwh, NEW.energy_facility_kwh,
-            NEW.co2e_g, COALESCE(NEW.end_time, 0), 0)
+            NEW.co2e_g, COALESCE(NEW.end_time, 0),
+            (SELECT COALESCE(MAX(seq), 0) + 1 FROM totals))
         ON CONFLICT (cluster, user, project, partition, gpu_model, state, method)
         DO UPDATE SET
             jobs = jobs + excluded.jobs,
@@ -157,7 +150,8 @@ MIGRATIONS: dict[int, str] = {
             energy_memory_kwh = energy_memory_kwh + excluded.energy_memory_kwh,
             energy_facility_kwh = energy_facility_kwh + excluded.energy_facility_kwh,
             co2e_g = co2e_g + excluded.co2e_g,
-            last_end_time = MAX(last_end_time, excluded.last_end_time);
+            last_end_time = MAX(last_end_time, excluded.last_end_time),
+            seq = excluded.seq;
     END;
     CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs BEGIN
         INSERT INTO totals VALUES (
@@ -165,7 +159,8 @@ MIGRATIONS: dict[int, str] = {
             COALESCE(OLD.gpu_model, ''), OLD.state, OLD.method, -1,
             -OLD.gpu_seconds, -OLD.cpu_seconds, -OLD.energy_gpu_kwh,
             -OLD.energy_cpu_kwh, -OLD.energy_memory_kwh, -OLD.energy_facility_kwh,
-            -OLD.co2e_g, 0, 0)
+            -OLD.co2e_g, 0,
+            (SELECT COALESCE(MAX(seq), 0) + 1 FROM totals))
         ON CONFLICT (cluster, user, project, partition, gpu_model, state, method)
         DO UPDATE SET
             jobs = jobs + excluded.jobs,
@@ -176,7 +171,8 @@ MIGRATIONS: dict[int, str] = {
             energy_memory_kwh = energy_memory_kwh + excluded.energy_memory_kwh,
             energy_facility_kwh = energy_facility_kwh + excluded.energy_facility_kwh,
             co2e_g = co2e_g + excluded.co2e_g,
-            last_end_time = MAX(last_end_time, excluded.last_end_time);
+            last_end_time = MAX(last_end_time, excluded.last_end_time),
+            seq = excluded.seq;
     END;
     INSERT INTO totals
         SELECT cluster, user, project, partition, COALESCE(gpu_model, ''), state, method,
@@ -517,7 +513,8 @@ class Ledger:
     def changed_aggregates(self, after: int) -> tuple[list[Aggregate], int]:
         """Totals changed since change number ``after`` (with emptied ones), and the latest.
 
-        Every write to a label set's totals gives it a new change number, so a reader
+        Every write to a label set's totals gives it a new change number (``seq``, set by
+        the triggers; totals made by the migration itself start at 0), so a reader
         that keeps the totals it has seen only fetches what changed since.
         """
         columns = ", ".join(Aggregate.__dataclass_fields__)
