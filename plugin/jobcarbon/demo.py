@@ -98,9 +98,10 @@ def run_demo(directory: Path, console: Console | None = None) -> IngestReport:
         '  jobcarbon estimate --hardware "A100 SXM4 80 GB" --count 8 --hours 72 --region DE'
     )
     console.print(
-        "Prometheus metrics, Grafana dashboards and monthly e-mails read this same "
-        "ledger; see the README for which of them this version ships."
+        f"  {prefix} serve      (Prometheus metrics on 127.0.0.1:9877/metrics; "
+        "Grafana dashboards in dashboards/)"
     )
+    console.print("Monthly e-mails will read this same ledger (not in this version yet).")
     return report
 
 
