@@ -9,7 +9,14 @@ import pytest
 
 from jobcarbon.config import AttributionConfig
 from jobcarbon.records import Component, JobRecord, JobState, RecordProblem
-from jobcarbon.sources.sacct import SACCT_FIELDS, parse_alloc_tres, parse_state, read_parsable
+from jobcarbon.sources.sacct import (
+    SACCT_FIELDS,
+    SacctRow,
+    parse_alloc_tres,
+    parse_state,
+    read_parsable,
+    read_rows,
+)
 from tests.conftest import load_tool, utc
 
 HEADER = "JobID|JobIDRaw|User|Account|WCKey|Partition|State|Submit|Start|End|AllocTRES|JobName"
@@ -126,3 +133,19 @@ def test_demo_month_reads_without_problems() -> None:
     assert any("_" in r.job_id for r in records)  # array tasks
     assert any(r.run_seconds > 3 * 86400 for r in records)  # multi-day
     assert len({r.user for r in records}) == 36
+
+
+def test_a_final_state_without_an_end_is_not_complete() -> None:
+    # Seen on Slurm 22.05 (Debian 12) right after slurmdbd restarted: sacct -j showed
+    # "32|COMPLETED|2026-11-23T17:15:55|2026-11-23T17:15:56|Unknown" for a few seconds,
+    # until slurmctld replayed the end record. Counting it then would cost it nothing.
+    lines = [
+        HEADER,
+        "32|32|bob|biology||gpu|COMPLETED|2026-11-23T17:15:55|2026-11-23T17:15:56|"
+        "Unknown|cpu=1,mem=10M,node=1|wrap",
+    ]
+    (row,) = list(read_rows(lines))
+    assert isinstance(row, SacctRow) and not row.is_final
+    (problem,) = list(read_parsable(lines, cluster="c1"))
+    assert isinstance(problem, RecordProblem)
+    assert "End is 'Unknown': the accounting record is not complete yet" in problem.message

@@ -136,8 +136,14 @@ class SacctRow:
 
     @property
     def is_final(self) -> bool:
+        """Ended, and its end record is in: after slurmdbd restarts, sacct shows jobs
+        COMPLETED with End=Unknown for a few seconds, until slurmctld replays the end."""
         state = self.cells["State"].split()
-        return bool(state) and state[0] in _STATES
+        return (
+            bool(state)
+            and state[0] in _STATES
+            and self.cells["End"].strip() not in ("", "Unknown", "None")
+        )
 
 
 def read_rows(lines: Iterable[str], *, source: str = "sacct") -> Iterator[SacctRow | RecordProblem]:
@@ -212,6 +218,11 @@ def to_record(row: dict[str, str], cluster: str, project_from: str = "account") 
         # acct_gather_energy (IPMI) counts the whole node: GPU, CPU and memory
         measured = MeasuredEnergy(float(energy), frozenset(Component))
     start = parse_time(row["Start"])
+    if start is not None and parse_time(row["End"]) is None:
+        raise ValueError(
+            f"State is {row['State']} but End is {row['End']!r}: the accounting "
+            "record is not complete yet"
+        )
     job_id = row["JobID"] if "_" in row["JobID"] else row["JobIDRaw"]
     if state is JobState.REQUEUED:
         job_id += f"+run@{int((start or _required_time(row, 'Submit')).timestamp())}"
