@@ -518,9 +518,9 @@ def slurm_backfill(
     """Account every job that ended in a range, window by window; resumes where it stopped."""
     from rich.progress import Progress
 
-    from .accounting import IngestReport, ingest
+    from .accounting import IngestReport
     from .ledger import Ledger
-    from .sources.sacct import read_parsable
+    from .sources.sacct import read_rows
     from .sources.slurm import backfill_windows
 
     until = until or datetime.now(UTC)
@@ -538,12 +538,8 @@ def slurm_backfill(
             task = progress.add_task("backfill", total=len(windows))
             for window_start, window_end in windows:
                 lines = collector.sacct.ended_between(window_start, window_end)
-                records = read_parsable(
-                    lines,
-                    cluster=collector.default_cluster,
-                    source=f"sacct {window_start:%Y-%m-%d %H:%M}",
-                )
-                total.add(ingest(records, collector.accountant, ledger))
+                source = f"sacct {window_start:%Y-%m-%d %H:%M}"
+                total.add(collector.account_rows(read_rows(lines, source=source)))
                 ledger.set_watermark(mark_name, int(window_end.timestamp()))
                 progress.update(
                     task, advance=1, description=f"backfill {window_end:%Y-%m-%d %H:%M}"
@@ -576,7 +572,7 @@ def slurm_import(ctx: click.Context, source: TextIO, cluster: str | None) -> Non
 
     config = _config(ctx)
     cluster = cluster or next(iter(config.clusters))
-    attribution = config.cluster(cluster).attribution
+    config.cluster(cluster)  # an unknown --cluster fails here, before reading anything
     try:
         size = os.fstat(source.fileno()).st_size or None
     except (OSError, io.UnsupportedOperation):
@@ -597,7 +593,7 @@ def slurm_import(ctx: click.Context, source: TextIO, cluster: str | None) -> Non
                 yield line
 
         report = ingest(
-            read_parsable(lines(), cluster=cluster, attribution=attribution, source=name),
+            read_parsable(lines(), cluster=cluster, attributions=config.attributions, source=name),
             Accountant(config),
             ledger,
         )

@@ -277,6 +277,11 @@ class Config(_Strict):
                 f"cluster {name!r} is not in the config (known: {', '.join(self.clusters)})"
             ) from None
 
+    @property
+    def attributions(self) -> dict[str, AttributionConfig]:
+        """Each cluster's attribution rules, by cluster name."""
+        return {name: cluster.attribution for name, cluster in self.clusters.items()}
+
     @cached_property
     def site_factors(self) -> dict[str, SiteFactors]:
         """Each site's PUE and intensity schedules; series files are read here, once."""

@@ -46,7 +46,7 @@ def run_demo(directory: Path, console: Console | None = None) -> IngestReport:
     records = read_parsable(
         sacct_lines,
         cluster=cluster,
-        attribution=config.clusters[cluster].attribution,
+        attributions=config.attributions,
         source=DEMO_FILE,
     )
     with Ledger(config.ledger_path()) as ledger:

@@ -66,7 +66,9 @@ def test_rows_become_records_with_header_in_any_order() -> None:
     assert first.cluster == "c1"
     assert (second.job_id, second.started, second.state) == ("80_3", False, JobState.CANCELLED)
     (by_wckey,) = list(
-        read_parsable(lines[:2], cluster="c1", attribution=AttributionConfig(project_from="wckey"))
+        read_parsable(
+            lines[:2], cluster="c1", attributions={"c1": AttributionConfig(project_from="wckey")}
+        )
     )
     assert isinstance(by_wckey, JobRecord) and by_wckey.project == "wk"
 
@@ -149,3 +151,17 @@ def test_a_final_state_without_an_end_is_not_complete() -> None:
     (problem,) = list(read_parsable(lines, cluster="c1"))
     assert isinstance(problem, RecordProblem)
     assert "End is 'Unknown': the accounting record is not complete yet" in problem.message
+
+
+def test_each_row_uses_the_attribution_of_the_cluster_it_names() -> None:
+    header = HEADER + "|Cluster"
+    row = (
+        "1|1|a|acct|wk|gpu|COMPLETED|2026-10-01T09:00:00|2026-10-01T10:00:00|"
+        "2026-10-01T11:00:00|cpu=1,node=1|x|{}"
+    )
+    lines = [header, row.format("west"), row.format("east").replace("1|1|", "2|2|")]
+    attributions = {"west": AttributionConfig(project_from="wckey")}
+    west, east = list(read_parsable(lines, cluster="west", attributions=attributions))
+    assert isinstance(west, JobRecord) and isinstance(east, JobRecord)
+    assert (west.cluster, west.project) == ("west", "wk")
+    assert (east.cluster, east.project) == ("east", "acct")  # not in attributions: account

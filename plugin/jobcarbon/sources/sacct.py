@@ -11,7 +11,7 @@ strings. Step rows (``JobID`` with a dot) are skipped here. Times are read as UT
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -181,23 +181,38 @@ def read_rows(lines: Iterable[str], *, source: str = "sacct") -> Iterator[SacctR
             yield SacctRow(f"{where} (job {row['JobID']})", row)
 
 
-def read_parsable(
-    lines: Iterable[str],
+def to_records(
+    items: Iterable[SacctRow | RecordProblem],
     *,
     cluster: str,
-    attribution: AttributionConfig | None = None,
-    source: str = "sacct",
+    attributions: Mapping[str, AttributionConfig] | None = None,
 ) -> Iterator[JobRecord | RecordProblem]:
-    """Stream sacct output as records and problems, in input order."""
-    project_from = attribution.project_from if attribution else "account"
-    for item in read_rows(lines, source=source):
+    """Rows as records; a row that cannot be one becomes a problem naming its line.
+
+    A row's project follows the attribution of the cluster it names (its ``Cluster``
+    column, else ``cluster``); clusters not in ``attributions`` use the Slurm account.
+    """
+    for item in items:
         if isinstance(item, RecordProblem):
             yield item
             continue
+        attribution = (attributions or {}).get(item.cells.get("Cluster") or cluster)
+        project_from = attribution.project_from if attribution else "account"
         try:
             yield to_record(item.cells, cluster, project_from)
         except (ValueError, KeyError) as err:
             yield RecordProblem(item.where, str(err))
+
+
+def read_parsable(
+    lines: Iterable[str],
+    *,
+    cluster: str,
+    attributions: Mapping[str, AttributionConfig] | None = None,
+    source: str = "sacct",
+) -> Iterator[JobRecord | RecordProblem]:
+    """Stream sacct output as records and problems, in input order."""
+    return to_records(read_rows(lines, source=source), cluster=cluster, attributions=attributions)
 
 
 def to_record(row: dict[str, str], cluster: str, project_from: str = "account") -> JobRecord:

@@ -29,8 +29,8 @@ from ..accounting import Accountant, IngestReport, ingest
 from ..config import Config
 from ..errors import SourceError
 from ..ledger import Ledger
-from ..records import JobRecord, RecordProblem
-from .sacct import DELIMITER, SACCT_FIELDS, SacctRow, read_rows, to_record
+from ..records import RecordProblem
+from .sacct import DELIMITER, SACCT_FIELDS, SacctRow, read_rows, to_records
 
 log = logging.getLogger("jobcarbon.slurm")
 
@@ -168,19 +168,12 @@ class Collector:
         self.accountant = Accountant(config)
         self.default_cluster = next(iter(config.clusters))
 
-    def _records(
-        self, rows: Iterable[SacctRow | RecordProblem]
-    ) -> Iterator[JobRecord | RecordProblem]:
-        for row in rows:
-            if isinstance(row, RecordProblem):
-                yield row
-                continue
-            cluster = self.config.clusters.get(row.cells.get("Cluster") or self.default_cluster)
-            project_from = cluster.attribution.project_from if cluster else "account"
-            try:
-                yield to_record(row.cells, self.default_cluster, project_from)
-            except (ValueError, KeyError) as err:
-                yield RecordProblem(row.where, str(err))
+    def account_rows(self, rows: Iterable[SacctRow | RecordProblem]) -> IngestReport:
+        """Account sacct rows into the ledger, each with its cluster's attribution."""
+        records = to_records(
+            rows, cluster=self.default_cluster, attributions=self.config.attributions
+        )
+        return ingest(records, self.accountant, self.ledger)
 
     def drain_spool(self, report: CollectReport) -> None:
         entries = self.spool.entries()
@@ -200,8 +193,7 @@ class Collector:
             ]
             final = [r for r in rows if isinstance(r, RecordProblem) or r.is_final]
             not_final = {r.job_id_raw for r in rows if isinstance(r, SacctRow) and not r.is_final}
-            result = ingest(self._records(final), self.accountant, self.ledger)
-            report.accounted.add(result)
+            report.accounted.add(self.account_rows(final))
             complete = {r.job_id_raw for r in final if isinstance(r, SacctRow)} - not_final
             now = self.clock()
             for entry in batch:
@@ -240,7 +232,7 @@ class Collector:
             for r in read_rows(lines, source="sacct sweep")
             if isinstance(r, RecordProblem) or r.is_final
         ]
-        report.accounted.add(ingest(self._records(rows), self.accountant, self.ledger))
+        report.accounted.add(self.account_rows(rows))
         self.ledger.set_watermark(SWEEP_WATERMARK, now)
 
     def collect_once(self, sweep: bool = True) -> CollectReport:
