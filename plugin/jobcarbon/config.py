@@ -214,6 +214,12 @@ class SlurmConfig(_Strict):
     )
     batch_size: int = Field(500, ge=1, le=10_000, description="job ids per sacct call")
     poll_interval_s: float = Field(5.0, gt=0, le=3600, description="spool check interval")
+    retry_first_s: float = Field(
+        0.5, gt=0, le=3600, description="first wait before asking sacct again for a job"
+    )
+    retry_max_s: float = Field(
+        60.0, gt=0, le=3600, description="longest wait between two tries (doubling up to it)"
+    )
     give_up_after_s: float = Field(
         3600.0, gt=0, description="drop a spool entry whose job never completes in sacct"
     )

@@ -5,19 +5,21 @@ The chain is built so that nothing is lost when one link fails:
 - the epilog (``slurm/epilog``) writes one spool entry per ended job, atomically;
 - the collector drains the spool: it asks sacct for those jobs in batches and deletes
   an entry only once its job is in the ledger. The end record often reaches slurmdbd
-  after the epilog ran, so a job not yet final stays for the next round, until
-  ``give_up_after_s``, when the entry moves to ``failed/`` with the reason;
+  after the epilog ran, so a job not yet final is asked again with backoff
+  (``retry_first_s`` doubling up to ``retry_max_s``), until ``give_up_after_s``, when
+  the entry moves to ``failed/`` with the reason;
 - it also sweeps accounting by end time from a watermark kept in the ledger (windows
   overlap, writes are idempotent), so a job whose epilog never ran, or a spool lost
   with its disk, is still accounted;
-- sacct failing (slurmdbd down) leaves spool and watermark as they were: the next
-  round retries.
+- sacct failing (slurmdbd down) leaves spool and watermark as they were: the collector
+  retries with backoff and jitter, so that it does not hammer a slurmdbd coming back.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -143,6 +145,19 @@ class CollectReport:
     errors: list[str] = field(default_factory=list)  # sacct or ledger failures, retried
 
 
+def backoff_s(attempt: int, first_s: float, max_s: float, rng: random.Random) -> float:
+    """Delay before retry ``attempt`` (1, 2, ...): ``first_s`` doubling up to ``max_s``,
+    less a random jitter of up to half, so that retries of many collectors spread out."""
+    delay = min(max_s, first_s * 2.0 ** min(attempt - 1, 60))
+    return delay * rng.uniform(0.5, 1.0)
+
+
+@dataclass(slots=True)
+class _Retry:
+    attempts: int
+    due: float  # clock time of the next try
+
+
 def _batches(items: list[SpoolEntry], size: int) -> Iterator[list[SpoolEntry]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -167,6 +182,27 @@ class Collector:
         self.clock = clock
         self.accountant = Accountant(config)
         self.default_cluster = next(iter(config.clusters))
+        self.rng = random.Random()
+        self._retries: dict[str, _Retry] = {}  # spool entries waiting for their job
+        self._sacct_failures = 0  # consecutive failed sacct calls
+
+    def _backoff_s(self, attempt: int) -> float:
+        return backoff_s(attempt, self.settings.retry_first_s, self.settings.retry_max_s, self.rng)
+
+    def _sacct_failed(self, report: CollectReport, err: SourceError) -> None:
+        self._sacct_failures += 1
+        self.ledger.add_ingest_errors({"sacct": 1})
+        report.errors.append(str(err))
+
+    def seconds_to_next_round(self) -> float:
+        """How long to wait: the poll interval, less when a retry is due sooner, and
+        the backoff while sacct keeps failing."""
+        if self._sacct_failures:
+            return self._backoff_s(self._sacct_failures)
+        wait = self.settings.poll_interval_s
+        if self._retries:
+            wait = min(wait, min(r.due for r in self._retries.values()) - self.clock())
+        return max(wait, 0.0)
 
     def account_rows(self, rows: Iterable[SacctRow | RecordProblem]) -> IngestReport:
         """Account sacct rows into the ledger, each with its cluster's attribution."""
@@ -176,16 +212,25 @@ class Collector:
         return ingest(records, self.accountant, self.ledger)
 
     def drain_spool(self, report: CollectReport) -> None:
+        now = self.clock()
         entries = self.spool.entries()
-        for batch in _batches(entries, self.settings.batch_size):
+        present = {e.job_id for e in entries}
+        self._retries = {k: r for k, r in self._retries.items() if k in present}
+        due = [
+            e
+            for e in entries
+            if e.job_id not in self._retries or self._retries[e.job_id].due <= now
+        ]
+        report.pending += len(entries) - len(due)
+        for batch in _batches(due, self.settings.batch_size):
             wanted = {e.job_id for e in batch}
             try:
                 lines = self.sacct.jobs(sorted(wanted))
             except SourceError as err:
-                self.ledger.add_ingest_errors({"sacct": 1})
-                report.errors.append(str(err))
+                self._sacct_failed(report, err)
                 report.pending += len(batch)
                 continue
+            self._sacct_failures = 0
             rows = [
                 r
                 for r in read_rows(lines, source="sacct")
@@ -199,6 +244,7 @@ class Collector:
             for entry in batch:
                 if entry.job_id in complete:
                     self.spool.done(entry)
+                    self._retries.pop(entry.job_id, None)
                 elif now - entry.written_at > self.settings.give_up_after_s:
                     reason = (
                         f"job {entry.job_id}: not complete in accounting "
@@ -206,8 +252,12 @@ class Collector:
                         "(the sweep still accounts it if it ends)"
                     )
                     self.spool.give_up(entry, reason)
+                    self._retries.pop(entry.job_id, None)
                     report.given_up.append(reason)
                 else:
+                    retry = self._retries.setdefault(entry.job_id, _Retry(0, now))
+                    retry.attempts += 1
+                    retry.due = now + self._backoff_s(retry.attempts)
                     report.pending += 1
         self.ledger.set_gauge(PENDING_GAUGE, report.pending)
 
@@ -224,9 +274,9 @@ class Collector:
                 datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(now, UTC)
             )
         except SourceError as err:
-            self.ledger.add_ingest_errors({"sacct": 1})
-            report.errors.append(str(err))
+            self._sacct_failed(report, err)
             return
+        self._sacct_failures = 0
         rows = [
             r
             for r in read_rows(lines, source="sacct sweep")
@@ -243,7 +293,8 @@ class Collector:
         return report
 
     def run_forever(self, should_stop: Callable[[], bool]) -> None:
-        """Poll the spool every ``poll_interval_s``; sweep every ``sweep_interval_s``."""
+        """Poll the spool every ``poll_interval_s`` (sooner when a retry is due, later
+        while sacct fails); sweep every ``sweep_interval_s``."""
         last_sweep = 0.0
         while not should_stop():
             due = self.clock() - last_sweep >= self.settings.sweep_interval_s
@@ -251,7 +302,7 @@ class Collector:
             if due and not report.errors:
                 last_sweep = self.clock()
             _log(report)
-            deadline = time.monotonic() + self.settings.poll_interval_s
+            deadline = time.monotonic() + self.seconds_to_next_round()
             while time.monotonic() < deadline and not should_stop():
                 time.sleep(0.2)
 
