@@ -14,6 +14,7 @@ from jobcarbon.sources.sacct import (
     SacctRow,
     parse_alloc_tres,
     parse_state,
+    parse_usage,
     read_parsable,
     read_rows,
 )
@@ -110,7 +111,7 @@ def test_consumed_energy_is_measured_for_the_whole_node() -> None:
     lines = [
         "|".join(SACCT_FIELDS),
         "5|5|c1|a|p||gpu|COMPLETED|2026-10-01T09:00:00|2026-10-01T10:00:00|"
-        "2026-10-01T11:00:00|3600|cpu=2,gres/gpu=1,node=1|1|n1|x|7200000",
+        "2026-10-01T11:00:00|3600|cpu=2,gres/gpu=1,node=1|1|n1|x|7200000|",
     ]
     (record,) = list(read_parsable(lines, cluster="ignored"))
     assert isinstance(record, JobRecord)
@@ -165,3 +166,117 @@ def test_each_row_uses_the_attribution_of_the_cluster_it_names() -> None:
     assert isinstance(west, JobRecord) and isinstance(east, JobRecord)
     assert (west.cluster, west.project) == ("west", "wk")
     assert (east.cluster, east.project) == ("east", "acct")  # not in attributions: account
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # this machine's Slurm 22.05, a batch step (no GPU gathering)
+        (
+            "cpu=00:00:00,energy=0,fs/disk=56089,mem=10824K,pages=0,vmem=219576K",
+            {
+                "cpu": 0,
+                "energy": 0,
+                "fs/disk": 56089,
+                "mem": 10824 * 1024,
+                "pages": 0,
+                "vmem": 219576 * 1024,
+            },
+        ),
+        # Aalto scicomp-docs, triton/examples/monitoring/gpu.rst (TRESUsageInAve)
+        (
+            "cpu=01:09:20,energy=909169,fs/disk=192466115,gres/gpumem=1648M,gres/gpuutil=66,"
+            "mem=2810884K,pages=8,vmem=0",
+            {
+                "cpu": 4160,
+                "energy": 909169,
+                "fs/disk": 192466115,
+                "gres/gpumem": 1648 * 1024**2,
+                "gres/gpuutil": 66,
+                "mem": 2810884 * 1024,
+                "pages": 8,
+                "vmem": 0,
+            },
+        ),
+        # days in CPU time, two-decimal units, and a TRES sacct prints as NONE
+        ("cpu=1-02:03:04,energy=1687.50K,gres/gpuutil=NONE", {"cpu": 93784, "energy": 1728000}),
+    ],
+)
+def test_usage(text: str, expected: dict[str, float]) -> None:
+    assert parse_usage(text) == expected
+
+
+STEP_HEADER = "|".join(SACCT_FIELDS)
+
+
+def job_with_steps(*steps: str, energy: str = "0") -> list[str]:
+    """A 4-GPU job of two hours (10:00-12:00) and the step rows given."""
+    return [
+        STEP_HEADER,
+        "9|9|c1|alice|p||gpu|COMPLETED|2026-10-01T09:00:00|2026-10-01T10:00:00|"
+        f"2026-10-01T12:00:00|7200|cpu=8,gres/gpu=4,mem=64G,node=1|1|n1|train|{energy}|",
+        *steps,
+    ]
+
+
+def step(name: str, elapsed_s: int, usage: str, gpus: int = 4, energy: str = "0") -> str:
+    return (
+        f"9.{name}|9.{name}|c1||p||gpu|COMPLETED|2026-10-01T10:00:00|2026-10-01T10:00:00|"
+        f"2026-10-01T12:00:00|{elapsed_s}|cpu=8,gres/gpu={gpus},mem=64G,node=1|1|n1|{name}|"
+        f"{energy}|{usage}"
+    )
+
+
+def test_gpu_utilization_is_busy_gpu_seconds_of_the_steps_over_the_allocation() -> None:
+    lines = job_with_steps(
+        step("batch", 7200, "cpu=00:01:00,gres/gpuutil=0,mem=1G"),  # the script itself
+        step("extern", 7200, "cpu=00:00:00,gres/gpuutil=0"),
+        step("0", 3600, "cpu=10:00:00,gres/gpuutil=300,mem=30G"),  # 4 GPUs at 75 %
+    )
+    (record,) = list(read_parsable(lines, cluster="c1"))
+    assert isinstance(record, JobRecord)
+    # busy: 300 % × 3600 s = 10,800 GPU-s; allocated: 4 GPUs × 7200 s = 28,800 GPU-s
+    assert record.gpu_utilization == pytest.approx(10_800 / 28_800)
+
+
+def test_without_gpu_gathering_utilization_stays_unknown() -> None:
+    lines = job_with_steps(
+        step("batch", 7200, "cpu=00:01:00,energy=0,mem=1G"),
+        # NVML's "not available" (2^64 - 1) summed in: far above 100 % per GPU
+        step("0", 3600, "cpu=10:00:00,gres/gpuutil=16777216T"),
+    )
+    (record,) = list(read_parsable(lines, cluster="c1"))
+    assert isinstance(record, JobRecord) and record.gpu_utilization is None
+
+
+def test_the_extern_step_energy_is_the_job_energy_without_overlaps() -> None:
+    # slurmctld adds every step's node energy into the job's: the batch step (the
+    # whole script) and the srun step inside it overlap; the extern step spans the
+    # allocation once
+    lines = job_with_steps(
+        step("batch", 7200, "energy=4000000", energy="4000000"),
+        step("extern", 7200, "energy=4100000", energy="4100000"),
+        step("0", 3600, "energy=2000000", energy="2000000"),
+        energy="10100000",
+    )
+    (record,) = list(read_parsable(lines, cluster="c1"))
+    assert isinstance(record, JobRecord) and record.measured is not None
+    assert record.measured.energy_j == 4_100_000
+
+
+def test_a_broken_energy_counter_is_not_a_measurement() -> None:
+    # Slurm prints NO_VAL64 for energy it could not read
+    (record,) = list(read_parsable(job_with_steps(energy="18446744073709551614"), cluster="c1"))
+    assert isinstance(record, JobRecord) and record.measured is None
+
+
+def test_steps_belong_to_the_job_row_above_them_only() -> None:
+    lines = [
+        *job_with_steps(),
+        "10|10|c1|bob|p||gpu|COMPLETED|2026-10-01T09:00:00|2026-10-01T10:00:00|"
+        "2026-10-01T12:00:00|7200|cpu=8,gres/gpu=4,mem=64G,node=1|1|n1|x|0|",
+        step("0", 3600, "gres/gpuutil=400"),  # job 9's step, out of place: not job 10's
+    ]
+    first, second = list(read_rows(lines))
+    assert isinstance(first, SacctRow) and isinstance(second, SacctRow)
+    assert first.steps == [] and second.steps == []

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from jobcarbon.ledger import Ledger
-from jobcarbon.sources.sacct import SACCT_FIELDS, SacctRow, read_rows
+from jobcarbon.sources.sacct import SACCT_FIELDS, SacctRow, parse_usage, read_rows, to_record
 from tests.conftest import ROOT
 from tests.slurm_cluster import CLUSTER, USERS, SlurmCluster, missing_components, wait_for
 
@@ -230,6 +230,25 @@ def test_states_arrays_and_names(
     assert name == sacct_jobs(cluster)[workload["odd-name"]]["JobName"]
     assert name == "a|b `c` 'd' $(touch /tmp/jc-pwned) e"
     assert not Path("/tmp/jc-pwned").exists()
+
+
+@pytest.mark.integration
+def test_step_rows_of_a_real_job_fold_into_it(
+    cluster: SlurmCluster, config_file: Path, workload: dict[str, str]
+) -> None:
+    job_id = workload["multistep"]
+    lines = cluster.run(
+        "sacct", "--parsable2", "--allusers", f"--format={','.join(SACCT_FIELDS)}", "-j", job_id
+    ).stdout.splitlines()
+    (row,) = [r for r in read_rows(lines) if isinstance(r, SacctRow)]
+    steps = sorted(step["JobID"] for step in row.steps)
+    assert steps == sorted(f"{job_id}.{s}" for s in ("batch", "0", "1"))  # no Contain: no extern
+    usage = parse_usage(next(s for s in row.steps if s["JobID"].endswith(".0"))["TRESUsageInTot"])
+    assert {"cpu", "mem", "energy"} <= set(usage)
+    # no NVML here: no gres/gpuutil, so the utilisation stays unknown (TDP is used)
+    assert "gres/gpuutil" not in usage
+    record = to_record(row.cells, "unused", steps=row.steps)
+    assert record.gpu_utilization is None and record.measured is None
 
 
 @pytest.mark.integration

@@ -3,16 +3,18 @@
 The first line is the header (any column order; ``jobcarbon slurm sacct-format``
 prints the columns to ask for). Job-level rows carry the allocation; GPU counts
 come from ``AllocTRES`` (``gres/gpu=N`` and ``gres/gpu:<type>=N``), never from GRES
-strings. Step rows (``JobID`` with a dot) are skipped here. Times are read as UTC
-(run sacct with ``TZ=UTC``). A line that cannot be read becomes a
-``RecordProblem`` naming its line number; the lines around it are still read.
+strings. Step rows (``JobID`` with a dot) follow their job's row, as sacct prints
+them, and carry usage (``TRESUsageInTot``, ``ConsumedEnergyRaw``), which is folded
+into the job (``step_usage``). Times are read as UTC (run sacct with ``TZ=UTC``).
+A line that cannot be read becomes a ``RecordProblem`` naming its line number; the
+lines around it are still read.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ..config import AttributionConfig
@@ -37,6 +39,7 @@ SACCT_FIELDS = (
     "NodeList",
     "JobName",
     "ConsumedEnergyRaw",
+    "TRESUsageInTot",
 )
 REQUIRED_FIELDS = (
     "JobIDRaw",
@@ -68,6 +71,13 @@ _PROJECT_FIELDS = {"account": "Account", "wckey": "WCKey", "partition": "Partiti
 DELIMITER = "^|^"
 _MEMORY_UNITS = {"K": 1 / 1024**2, "M": 1 / 1024, "G": 1.0, "T": 1024.0, "P": 1024.0**2}
 _GPU_TRES = re.compile(r"^gres/gpu(?::(?P<type>[^=]+))?$")
+#: sacct prints usage with binary unit suffixes unless --noconvert (1687.50K = 1,728,000)
+_USAGE_UNITS = {"": 1.0, "K": 1024.0, "M": 1024.0**2, "G": 1024.0**3, "T": 1024.0**4}
+_USAGE_VALUE = re.compile(r"([0-9]+(?:\.[0-9]+)?)([KMGT]?)")
+_CPU_TIME = re.compile(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+(?:\.\d+)?)")
+#: Above this a node's average draw is not a measurement but a broken counter (Slurm
+#: prints NO_VAL64, 18446744073709551614, for energy it could not read).
+MAX_NODE_POWER_W = 100_000.0
 
 
 def parse_time(text: str) -> datetime | None:
@@ -123,12 +133,92 @@ def parse_alloc_tres(text: str) -> tuple[float, str | None, int, float, int]:
     return gpu_count, gpu_type, cpus, memory_gb, nodes
 
 
+def parse_usage(text: str) -> dict[str, float]:
+    """``TRESUsageInTot`` → {TRES: value}: ``cpu`` in seconds, the rest in base units
+    (``energy`` J, ``mem`` bytes, ``gres/gpuutil`` percent summed over GPUs and tasks).
+
+    Entries sacct could not measure (``NONE``, or anything unreadable) are left out:
+    usage only refines an estimate, it never makes a job unreadable.
+    """
+    usage: dict[str, float] = {}
+    for item in filter(None, text.strip().split(",")):
+        name, _, value = item.partition("=")
+        if name == "cpu":
+            time_match = _CPU_TIME.fullmatch(value)
+            if time_match:
+                days, hours, minutes, seconds = time_match.groups()
+                usage[name] = (
+                    int(days or 0) * 86400
+                    + int(hours or 0) * 3600
+                    + int(minutes) * 60
+                    + float(seconds)
+                )
+            continue
+        value_match = _USAGE_VALUE.fullmatch(value)
+        if value_match:
+            usage[name] = float(value_match.group(1)) * _USAGE_UNITS[value_match.group(2)]
+    return usage
+
+
+@dataclass(frozen=True, slots=True)
+class StepUsage:
+    """What a job's steps measured: GPU utilisation and energy, when they did."""
+
+    gpu_utilization: float | None  # busy fraction of the allocated GPU-seconds
+    energy_j: float | None  # the extern step's energy: the whole allocation, every node
+
+
+def step_usage(steps: Iterable[Mapping[str, str]], gpu_seconds: float) -> StepUsage:
+    """Fold a job's step rows into one usage.
+
+    GPU utilisation: Slurm's NVML/RSMI gathering (Slurm >= 23.02.3, gres/gpuutil) reports
+    per step the utilisation in percent summed over its GPUs and tasks; × the step's
+    elapsed seconds / 100 that is busy GPU-seconds. Their sum over the steps (the
+    extern step runs no work), over the job's allocated GPU-seconds, is the job's
+    utilisation, at most 1. A step value above 100 % per GPU is NVML's "not
+    available" and is left out. Energy: the extern step spans the allocation on every
+    node, so its energy is the job's without the overlap of batch and srun steps.
+    """
+    busy_gpu_s = 0.0
+    seen_gpu_use = False
+    extern_energy_j: float | None = None
+    for step in steps:
+        usage = parse_usage(step.get("TRESUsageInTot", ""))
+        if step.get("JobID", "").endswith(".extern"):
+            energy = _float(step.get("ConsumedEnergyRaw", ""))
+            if energy is not None and energy > 0:
+                extern_energy_j = energy
+            continue
+        util_percent = usage.get("gres/gpuutil")
+        if util_percent is None:
+            continue
+        try:
+            step_gpus = parse_alloc_tres(step.get("AllocTRES", ""))[0]
+        except ValueError:
+            continue
+        elapsed = _float(step.get("ElapsedRaw", ""))
+        if elapsed is None or not 0 <= util_percent <= 100 * step_gpus:
+            continue
+        seen_gpu_use = True
+        busy_gpu_s += util_percent / 100 * elapsed
+    utilization = min(1.0, busy_gpu_s / gpu_seconds) if seen_gpu_use and gpu_seconds > 0 else None
+    return StepUsage(utilization, extern_energy_j)
+
+
+def _float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class SacctRow:
-    """One job-level row of sacct output, with where it came from."""
+    """One job-level row of sacct output, its step rows, and where it came from."""
 
     where: str
     cells: dict[str, str]
+    steps: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def job_id_raw(self) -> str:
@@ -163,6 +253,7 @@ def read_rows(lines: Iterable[str], *, source: str = "sacct") -> Iterator[SacctR
             f"header lacks column(s) {', '.join(missing)}; ask sacct for: {','.join(SACCT_FIELDS)}",
         )
         return
+    job: SacctRow | None = None  # held until its steps (the rows after it) are read
     for line_no, line in enumerate(iterator, start=2):
         line = line.rstrip("\n")
         if not line.strip():
@@ -177,8 +268,15 @@ def read_rows(lines: Iterable[str], *, source: str = "sacct") -> Iterator[SacctR
             )
             continue
         row = dict(zip(header, cells, strict=True))
-        if "." not in row["JobID"]:  # steps carry usage, not the allocation
-            yield SacctRow(f"{where} (job {row['JobID']})", row)
+        if "." in row["JobID"]:  # a step: usage of the job above it
+            if job is not None and row["JobIDRaw"].split(".")[0] == job.job_id_raw:
+                job.steps.append(row)
+            continue
+        if job is not None:
+            yield job
+        job = SacctRow(f"{where} (job {row['JobID']})", row)
+    if job is not None:
+        yield job
 
 
 def to_records(
@@ -199,7 +297,7 @@ def to_records(
         attribution = (attributions or {}).get(item.cells.get("Cluster") or cluster)
         project_from = attribution.project_from if attribution else "account"
         try:
-            yield to_record(item.cells, cluster, project_from)
+            yield to_record(item.cells, cluster, project_from, item.steps)
         except (ValueError, KeyError) as err:
             yield RecordProblem(item.where, str(err))
 
@@ -215,8 +313,14 @@ def read_parsable(
     return to_records(read_rows(lines, source=source), cluster=cluster, attributions=attributions)
 
 
-def to_record(row: dict[str, str], cluster: str, project_from: str = "account") -> JobRecord:
-    """A job-level sacct row as a ``JobRecord``; ``ValueError`` names what is wrong.
+def to_record(
+    row: dict[str, str],
+    cluster: str,
+    project_from: str = "account",
+    steps: Iterable[Mapping[str, str]] = (),
+) -> JobRecord:
+    """A job-level sacct row (with its step rows) as a ``JobRecord``; ``ValueError``
+    names what is wrong.
 
     Array tasks are keyed ``<array job>_<task>``; an earlier run of a requeued job
     (``--duplicates`` shows it as REQUEUED) is keyed ``<id>+run@<start epoch>``, so
@@ -227,17 +331,20 @@ def to_record(row: dict[str, str], cluster: str, project_from: str = "account") 
         raise ValueError(f"column {project_field} (attribution.project_from) is missing")
     gpus, gpu_type, cpus, memory_gb, nodes = parse_alloc_tres(row["AllocTRES"])
     state = parse_state(row["State"])
-    measured = None
-    energy = row.get("ConsumedEnergyRaw", "").strip()
-    if energy and float(energy) > 0:
-        # acct_gather_energy (IPMI) counts the whole node: GPU, CPU and memory
-        measured = MeasuredEnergy(float(energy), frozenset(Component))
-    start = parse_time(row["Start"])
-    if start is not None and parse_time(row["End"]) is None:
+    start, end = parse_time(row["Start"]), parse_time(row["End"])
+    if start is not None and end is None:
         raise ValueError(
             f"State is {row['State']} but End is {row['End']!r}: the accounting "
             "record is not complete yet"
         )
+    run_s = (end - start).total_seconds() if start is not None and end is not None else 0.0
+    usage = step_usage(steps, gpus * run_s)
+    energy_j = usage.energy_j or _float(row.get("ConsumedEnergyRaw", "").strip() or "0")
+    node_count = int(row.get("NNodes") or nodes)
+    measured = None
+    if energy_j and run_s > 0 and energy_j / run_s / max(node_count, 1) <= MAX_NODE_POWER_W:
+        # acct_gather_energy (IPMI) counts the whole node: GPU, CPU and memory
+        measured = MeasuredEnergy(energy_j, frozenset(Component))
     job_id = row["JobID"] if "_" in row["JobID"] else row["JobIDRaw"]
     if state is JobState.REQUEUED:
         job_id += f"+run@{int((start or _required_time(row, 'Submit')).timestamp())}"
@@ -250,14 +357,15 @@ def to_record(row: dict[str, str], cluster: str, project_from: str = "account") 
         state=state,
         submit_time=_required_time(row, "Submit"),
         start_time=start,
-        end_time=parse_time(row["End"]),
+        end_time=end,
         gpu_count=gpus,
         gpu_model=gpu_type,
         cpu_count=cpus,
         memory_gb=memory_gb,
-        node_count=int(row.get("NNodes") or nodes),
+        node_count=node_count,
         nodes=row.get("NodeList", ""),
         name=row.get("JobName", ""),
+        gpu_utilization=usage.gpu_utilization,
         measured=measured,
     )
 
