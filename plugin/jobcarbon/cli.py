@@ -442,21 +442,12 @@ def _report_problems(report: Any, limit: int = 20) -> None:
 
 
 def _collector(ctx: click.Context, ledger: Any) -> Any:
-    from .sources.slurm import Collector, Sacct, Spool
+    from .sources.slurm import Collector, Spool, open_accounting
 
     config = _config(ctx)
-    settings = config.slurm
-    if settings.backend == "pyslurm":
-        from .errors import ConfigError
-
-        raise ConfigError(
-            ["slurm.backend: pyslurm is not supported by this version; use auto or sacct"]
-        )
-    spool = Spool(settings.spool_dir)
+    spool = Spool(config.slurm.spool_dir)
     spool.create()
-    return Collector(
-        config, ledger, Sacct(settings.sacct, timeout_s=settings.sacct_timeout_s), spool
-    )
+    return Collector(config, ledger, open_accounting(config.slurm), spool)
 
 
 @slurm_group.command("collect")
@@ -520,7 +511,6 @@ def slurm_backfill(
 
     from .accounting import IngestReport
     from .ledger import Ledger
-    from .sources.sacct import read_rows
     from .sources.slurm import backfill_windows
 
     until = until or datetime.now(UTC)
@@ -537,9 +527,7 @@ def slurm_backfill(
         with Progress(transient=True) as progress:
             task = progress.add_task("backfill", total=len(windows))
             for window_start, window_end in windows:
-                lines = collector.sacct.ended_between(window_start, window_end)
-                source = f"sacct {window_start:%Y-%m-%d %H:%M}"
-                total.add(collector.account_rows(read_rows(lines, source=source)))
+                total.add(collector.account_window(window_start, window_end))
                 ledger.set_watermark(mark_name, int(window_end.timestamp()))
                 progress.update(
                     task, advance=1, description=f"backfill {window_end:%Y-%m-%d %H:%M}"

@@ -210,7 +210,7 @@ class SlurmConfig(_Strict):
     )
     sacct: str = Field("sacct", description="the sacct command (a path, or a name on PATH)")
     backend: Literal["auto", "sacct", "pyslurm"] = Field(
-        "auto", description="how accounting is read; auto uses sacct in this version"
+        "auto", description="how accounting is read; auto: pyslurm when it matches Slurm"
     )
     batch_size: int = Field(500, ge=1, le=10_000, description="job ids per sacct call")
     poll_interval_s: float = Field(5.0, gt=0, le=3600, description="spool check interval")

@@ -116,7 +116,8 @@ METRICS = (
         "records",
         ("stage",),
         "Records that could not be accounted, by stage: parse (unreadable accounting "
-        "line), account (unknown hardware, impossible record), sacct (a failed call).",
+        "line), account (unknown hardware, impossible record), sacct (a failed call to "
+        "Slurm accounting, through sacct or pyslurm).",
     ),
     MetricSpec(
         "jobcarbon_ledger_up",

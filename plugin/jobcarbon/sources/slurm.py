@@ -17,22 +17,25 @@ The chain is built so that nothing is lost when one link fails:
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import random
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Protocol
 
 from ..accounting import Accountant, IngestReport, ingest
-from ..config import Config
-from ..errors import SourceError
+from ..config import Config, SlurmConfig
+from ..errors import ConfigError, SourceError
 from ..ledger import Ledger
 from ..records import RecordProblem
 from .sacct import DELIMITER, SACCT_FIELDS, SacctRow, read_rows, to_records
+from .slurmdb import PySlurm, matches
 
 log = logging.getLogger("jobcarbon.slurm")
 
@@ -42,10 +45,27 @@ SWEEP_WATERMARK = "slurm.sweep"
 PENDING_GAUGE = "slurm.pending_jobs"
 
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
+Rows = list[SacctRow | RecordProblem]
+
+
+class Accounting(Protocol):
+    """Where Slurm accounting is read: job rows (with their steps) in sacct's terms.
+
+    ``SourceError`` when accounting cannot be reached; the caller retries.
+    """
+
+    def jobs(self, job_ids: Sequence[str]) -> Rows:
+        """Every run of these jobs (and, for an array job's id, of all its tasks)."""
+        ...
+
+    def ended_between(self, start: datetime, end: datetime) -> Rows:
+        """Jobs that ended between ``start`` and ``end`` (and possibly others: callers
+        keep the final ones)."""
+        ...
 
 
 class Sacct:
-    """Runs ``sacct`` with the options jobcarbon needs; returns its output lines."""
+    """Runs ``sacct`` with the options jobcarbon needs; returns its rows."""
 
     def __init__(
         self, command: str = "sacct", run: Runner = subprocess.run, timeout_s: float = 120.0
@@ -79,18 +99,82 @@ class Sacct:
             )
         return list(result.stdout.splitlines())
 
-    def jobs(self, job_ids: Iterable[str]) -> list[str]:
-        """Every row of these jobs (and, for an array job's id, of all its tasks)."""
-        return self._call(f"--jobs={','.join(job_ids)}")
+    def jobs(self, job_ids: Sequence[str]) -> Rows:
+        return list(read_rows(self._call(f"--jobs={','.join(job_ids)}"), source="sacct"))
 
-    def ended_between(self, start: datetime, end: datetime) -> list[str]:
-        """Jobs that ended (in a final state) between ``start`` and ``end``."""
+    def ended_between(self, start: datetime, end: datetime) -> Rows:
         stamp = "%Y-%m-%dT%H:%M:%S"
-        return self._call(
+        lines = self._call(
             f"--starttime={start.strftime(stamp)}",
             f"--endtime={end.strftime(stamp)}",
             f"--state={FINAL_STATES}",
         )
+        return list(read_rows(lines, source=f"sacct {start:%Y-%m-%d %H:%M}"))
+
+    def version(self) -> str:
+        """The running Slurm's version, as ``sacct --version`` prints it (``22.05.8``)."""
+        try:
+            result = self.run(
+                [self.command, "--version"],
+                capture_output=True,
+                text=True,
+                timeout=self.timeout_s,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise SourceError(f"cannot run {self.command} --version: {err}") from err
+        words = result.stdout.split()
+        if result.returncode != 0 or len(words) != 2:
+            raise SourceError(f"{self.command} --version printed {result.stdout.strip()!r}")
+        return words[1]
+
+
+def _import_pyslurm() -> Any:
+    return importlib.import_module("pyslurm")
+
+
+def open_accounting(
+    settings: SlurmConfig, import_pyslurm: Callable[[], Any] = _import_pyslurm
+) -> Accounting:
+    """The backend ``slurm.backend`` asks for: ``sacct``; ``pyslurm`` (an error when it
+    does not import or was built for another Slurm); ``auto``, pyslurm when it imports
+    and matches the running Slurm (``sacct --version``), else sacct."""
+    sacct = Sacct(settings.sacct, timeout_s=settings.sacct_timeout_s)
+    if settings.backend == "sacct":
+        return sacct
+    try:
+        pyslurm = import_pyslurm()
+        built_for = str(pyslurm.__version__)
+    except (ImportError, AttributeError) as err:
+        if settings.backend == "pyslurm":
+            raise ConfigError(
+                [
+                    f"slurm.backend: pyslurm, but pyslurm does not import ({err}); install "
+                    "the pyslurm release built for this Slurm, or use backend: sacct"
+                ]
+            ) from err
+        log.info("reading accounting with sacct (pyslurm does not import: %s)", err)
+        return sacct
+    try:
+        running = sacct.version()
+    except SourceError as err:
+        if settings.backend == "pyslurm":
+            log.warning("cannot tell the running Slurm's version (%s); using pyslurm", err)
+            return PySlurm(pyslurm)
+        log.info("reading accounting with sacct (%s)", err)
+        return sacct
+    if matches(built_for, running):
+        log.info("reading accounting with pyslurm %s (Slurm %s)", built_for, running)
+        return PySlurm(pyslurm)
+    if settings.backend == "pyslurm":
+        raise ConfigError(
+            [
+                f"slurm.backend: pyslurm {built_for} is built for another Slurm than the "
+                f"running {running}; install the matching pyslurm, or use backend: sacct"
+            ]
+        )
+    log.info("reading accounting with sacct (pyslurm %s, Slurm %s)", built_for, running)
+    return sacct
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,35 +254,35 @@ class Collector:
         self,
         config: Config,
         ledger: Ledger,
-        sacct: Sacct,
+        accounting: Accounting,
         spool: Spool,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.settings = config.slurm
         self.ledger = ledger
-        self.sacct = sacct
+        self.accounting = accounting
         self.spool = spool
         self.clock = clock
         self.accountant = Accountant(config)
         self.default_cluster = next(iter(config.clusters))
         self.rng = random.Random()
         self._retries: dict[str, _Retry] = {}  # spool entries waiting for their job
-        self._sacct_failures = 0  # consecutive failed sacct calls
+        self._accounting_failures = 0  # consecutive failed calls to accounting
 
     def _backoff_s(self, attempt: int) -> float:
         return backoff_s(attempt, self.settings.retry_first_s, self.settings.retry_max_s, self.rng)
 
-    def _sacct_failed(self, report: CollectReport, err: SourceError) -> None:
-        self._sacct_failures += 1
+    def _accounting_failed(self, report: CollectReport, err: SourceError) -> None:
+        self._accounting_failures += 1
         self.ledger.add_ingest_errors({"sacct": 1})
         report.errors.append(str(err))
 
     def seconds_to_next_round(self) -> float:
         """How long to wait: the poll interval, less when a retry is due sooner, and
         the backoff while sacct keeps failing."""
-        if self._sacct_failures:
-            return self._backoff_s(self._sacct_failures)
+        if self._accounting_failures:
+            return self._backoff_s(self._accounting_failures)
         wait = self.settings.poll_interval_s
         if self._retries:
             wait = min(wait, min(r.due for r in self._retries.values()) - self.clock())
@@ -210,6 +294,11 @@ class Collector:
             rows, cluster=self.default_cluster, attributions=self.config.attributions
         )
         return ingest(records, self.accountant, self.ledger)
+
+    def account_window(self, start: datetime, end: datetime) -> IngestReport:
+        """Account the jobs that ended between ``start`` and ``end`` (sweep, backfill)."""
+        rows = self.accounting.ended_between(start, end)
+        return self.account_rows(r for r in rows if isinstance(r, RecordProblem) or r.is_final)
 
     def drain_spool(self, report: CollectReport) -> None:
         now = self.clock()
@@ -225,17 +314,13 @@ class Collector:
         for batch in _batches(due, self.settings.batch_size):
             wanted = {e.job_id for e in batch}
             try:
-                lines = self.sacct.jobs(sorted(wanted))
+                answer = self.accounting.jobs(sorted(wanted))
             except SourceError as err:
-                self._sacct_failed(report, err)
+                self._accounting_failed(report, err)
                 report.pending += len(batch)
                 continue
-            self._sacct_failures = 0
-            rows = [
-                r
-                for r in read_rows(lines, source="sacct")
-                if isinstance(r, RecordProblem) or r.job_id_raw in wanted
-            ]
+            self._accounting_failures = 0
+            rows = [r for r in answer if isinstance(r, RecordProblem) or r.job_id_raw in wanted]
             final = [r for r in rows if isinstance(r, RecordProblem) or r.is_final]
             not_final = {r.job_id_raw for r in rows if isinstance(r, SacctRow) and not r.is_final}
             report.accounted.add(self.account_rows(final))
@@ -270,19 +355,15 @@ class Collector:
             else mark - self.settings.sweep_overlap_s
         )
         try:
-            lines = self.sacct.ended_between(
-                datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(now, UTC)
+            report.accounted.add(
+                self.account_window(
+                    datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(now, UTC)
+                )
             )
         except SourceError as err:
-            self._sacct_failed(report, err)
+            self._accounting_failed(report, err)
             return
-        self._sacct_failures = 0
-        rows = [
-            r
-            for r in read_rows(lines, source="sacct sweep")
-            if isinstance(r, RecordProblem) or r.is_final
-        ]
-        report.accounted.add(self.account_rows(rows))
+        self._accounting_failures = 0
         self.ledger.set_watermark(SWEEP_WATERMARK, now)
 
     def collect_once(self, sweep: bool = True) -> CollectReport:
