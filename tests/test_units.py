@@ -1,0 +1,46 @@
+"""The shipped systemd units parse, as systemd itself reads them (systemd-analyze verify).
+
+They are checked inside a scratch root holding the units, the targets they refer
+to and a stand-in for the jobcarbon command at its documented path, so that the
+check needs no installation and touches nothing on the host.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+UNITS = sorted((ROOT / "slurm").glob("*.service"))
+SYSTEM_UNITS = Path("/usr/lib/systemd/system")
+
+
+@pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None,
+    reason="needs systemd-analyze: apt-get install systemd",
+)
+@pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
+def test_unit_verifies_cleanly(unit: Path, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc/systemd/system").mkdir(parents=True)
+    (root / "usr/local/bin").mkdir(parents=True)
+    shutil.copytree(SYSTEM_UNITS, root / "usr/lib/systemd/system", symlinks=True)
+    shutil.copy(unit, root / "etc/systemd/system" / unit.name)
+    command = root / "usr/local/bin/jobcarbon"
+    command.write_text("#!/bin/sh\n")
+    command.chmod(0o755)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", f"--root={root}", unit.name],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+
+
+def test_both_services_are_shipped() -> None:
+    assert [u.name for u in UNITS] == ["jobcarbon-collector.service", "jobcarbon-exporter.service"]
