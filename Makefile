@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/epilog.py
 	$(BIN)/python bench/scrape.py
+	$(BIN)/python bench/slurm_import.py
 
 # Rebuild the bundled factor tables and demo month from ../shared/data (maintainers).
 factors: $(STAMP)

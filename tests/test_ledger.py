@@ -172,3 +172,72 @@ def test_a_crash_between_batches_leaves_whole_batches(tmp_path: Path) -> None:
         assert count % 200 == 0
         ledger.write([accounted("after-crash")])
         assert ledger.count() == count + 1
+
+
+def totals_from_rows(ledger: Ledger) -> dict[tuple[str, ...], tuple[int, float]]:
+    """The totals per label set, summed from the job rows themselves."""
+    sums: dict[tuple[str, ...], tuple[int, float]] = {}
+    for row in ledger.jobs():
+        labels = tuple(
+            str(row[c] or "")
+            for c in ("cluster", "user", "project", "partition", "gpu_model", "state", "method")
+        )
+        jobs, co2e = sums.get(labels, (0, 0.0))
+        sums[labels] = (jobs + 1, co2e + float(row["co2e_g"]))
+    return sums
+
+
+def running_totals(ledger: Ledger) -> dict[tuple[str, ...], tuple[int, float]]:
+    return {a.labels: (a.jobs, a.co2e_g) for a in ledger.aggregates()}
+
+
+def test_running_totals_follow_new_changed_moved_and_repeated_jobs(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "l.db") as ledger:
+        ledger.write([accounted(str(i), 10.0 * i, user=f"u{i % 3}") for i in range(30)])
+        seq_before = ledger.changed_aggregates(0)[1]
+        # job 3 changes user (moves label set), job 4 changes state, job 5 twice in one
+        # batch (the last one counts), job 6 unchanged, job 99 new
+        result = ledger.write(
+            [
+                accounted("3", 30.0, user="someone-else"),
+                accounted("4", 40.0, user="u1", state=JobState.FAILED),
+                accounted("5", 1.0, user="u2"),
+                accounted("5", 55.0, user="u2"),
+                accounted("6", 60.0, user="u0"),
+                accounted("99", 7.0, user="u0"),
+            ]
+        )
+        assert (result.written, result.unchanged) == (4, 2)
+        assert running_totals(ledger) == totals_from_rows(ledger)  # sums of whole numbers: exact
+        assert ledger.count() == 31
+        changed, seq_after = ledger.changed_aggregates(seq_before)
+        assert seq_after > seq_before
+        # the label sets touched: u0 (3 left it, 99 came), someone-else, u1 (4), u2 (5)
+        assert {a.user for a in changed} == {"u0", "u1", "u2", "someone-else"}
+        assert ledger.write([accounted("6", 60.0, user="u0")]).written == 0
+        assert ledger.changed_aggregates(seq_after) == ([], seq_after)
+
+
+def test_a_ledger_from_the_trigger_era_migrates_with_its_totals(tmp_path: Path) -> None:
+    from jobcarbon.ledger import MIGRATIONS, _statements
+
+    path = tmp_path / "l.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    for version in (1, 2, 3):
+        for statement in _statements(MIGRATIONS[version]):
+            db.execute(statement)
+    db.execute("PRAGMA user_version = 3")
+    # a v3 ledger: written through its triggers, as jobcarbon of that schema did
+    db.execute(
+        "INSERT INTO jobs SELECT 'c1', '900', 'alice', 'proj', 'gpu', 'completed', '', 0, 0, "
+        "3600, '1970-01', 1, 'X', 0, 0, 1, 3600, 0, 1, 0, 0, 1, 1.5, 500, 250, 1000, 1.5, "
+        "333.3, 'estimated', 's1', 'v', 'd', 0"
+    )
+    db.close()
+    with Ledger(path) as ledger:
+        assert ledger.schema_version == SCHEMA_VERSION
+        assert running_totals(ledger) == {
+            ("c1", "alice", "proj", "gpu", "X", "completed", "estimated"): (1, 500.0)
+        }
+        ledger.write([accounted("1"), accounted("900", 20.0)])
+        assert running_totals(ledger) == totals_from_rows(ledger)  # sums of whole numbers: exact

@@ -11,7 +11,6 @@ month in which they ended (``month``), or were submitted if they never ended.
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -22,7 +21,7 @@ from typing import Any, Literal
 from .errors import LedgerError
 from .footprint import AccountedJob
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE jobs (
@@ -189,6 +188,14 @@ MIGRATIONS: dict[int, str] = {
         value REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    # the totals are kept by ``Ledger.write``, a batch at a time, not row by row; an
+    # unchanged row is found by comparing its columns, not a digest computed in Python
+    4: """
+    DROP TRIGGER jobs_count_insert;
+    DROP TRIGGER jobs_count_update;
+    DROP TRIGGER jobs_count_delete;
+    ALTER TABLE jobs DROP COLUMN row_digest;
+    """,
 }
 
 #: Columns written from an AccountedJob, in order (recorded_at is added at write time).
@@ -224,16 +231,58 @@ JOB_COLUMNS = (
     "method",
     "site",
     "factors_version",
-    "row_digest",
 )
-#: Columns a reader gets from ``Ledger.jobs`` (everything but the change digest).
-EXPORT_COLUMNS = tuple(c for c in JOB_COLUMNS if c != "row_digest")
-_UPSERT = (
-    f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}, recorded_at) "
-    f"VALUES ({', '.join('?' * len(JOB_COLUMNS))}, ?) "
-    "ON CONFLICT (cluster, job_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in (*JOB_COLUMNS[2:], "recorded_at"))
-    + " WHERE jobs.row_digest != excluded.row_digest"
+#: Columns a reader gets from ``Ledger.jobs``.
+EXPORT_COLUMNS = JOB_COLUMNS
+# A batch is staged in a temporary table, rows already in the ledger as given are
+# dropped from it, the totals lose the rows about to be replaced and gain the staged
+# ones (one grouped statement each), and the staged rows are upserted.
+_STAGE = (
+    "CREATE TEMP TABLE IF NOT EXISTS staged AS SELECT * FROM jobs WHERE false",
+    "CREATE UNIQUE INDEX IF NOT EXISTS temp.staged_key ON staged (cluster, job_id)",
+)
+_STAGE_ROWS = (
+    f"INSERT OR REPLACE INTO staged ({', '.join(JOB_COLUMNS)}, recorded_at) "
+    f"VALUES ({', '.join('?' * len(JOB_COLUMNS))}, ?)"
+)
+_DROP_UNCHANGED = (
+    "DELETE FROM staged WHERE EXISTS (SELECT 1 FROM main.jobs AS j WHERE "
+    + " AND ".join(
+        f"j.{c} = staged.{c}" if c in ("cluster", "job_id") else f"j.{c} IS staged.{c}"
+        for c in JOB_COLUMNS
+    )
+    + ")"
+)
+_TOTALS_LABELS = "cluster, user, project, partition, COALESCE(gpu_model, ''), state, method"
+_TOTALS_SUMS = (
+    "gpu_seconds",
+    "cpu_seconds",
+    "energy_gpu_kwh",
+    "energy_cpu_kwh",
+    "energy_memory_kwh",
+    "energy_facility_kwh",
+    "co2e_g",
+)
+_TOTALS_UPSERT = (
+    " ON CONFLICT (cluster, user, project, partition, gpu_model, state, method) DO UPDATE SET "
+    + ", ".join(f"{c} = {c} + excluded.{c}" for c in ("jobs", *_TOTALS_SUMS))
+    + ", last_end_time = MAX(last_end_time, excluded.last_end_time), seq = excluded.seq"
+)
+_TOTALS_REMOVE_REPLACED = (
+    f"INSERT INTO totals SELECT {_TOTALS_LABELS}, -COUNT(*), "
+    + ", ".join(f"-SUM({c})" for c in _TOTALS_SUMS)
+    + ", 0, :seq FROM main.jobs WHERE (cluster, job_id) IN (SELECT cluster, job_id FROM staged)"
+    f" GROUP BY 1, 2, 3, 4, 5, 6, 7{_TOTALS_UPSERT}"
+)
+_TOTALS_ADD_STAGED = (
+    f"INSERT INTO totals SELECT {_TOTALS_LABELS}, COUNT(*), "
+    + ", ".join(f"SUM({c})" for c in _TOTALS_SUMS)
+    + ", COALESCE(MAX(end_time), 0), :seq FROM staged WHERE true"
+    f" GROUP BY 1, 2, 3, 4, 5, 6, 7{_TOTALS_UPSERT}"
+)
+_UPSERT_STAGED = (
+    "INSERT INTO main.jobs SELECT * FROM staged WHERE true ON CONFLICT (cluster, job_id) "
+    "DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in (*JOB_COLUMNS[2:], "recorded_at"))
 )
 
 Dimension = Literal["user", "project", "cluster", "partition", "gpu_model", "state", "month"]
@@ -362,7 +411,7 @@ def _epoch(moment: datetime | None) -> int | None:
 def _row(accounted: AccountedJob) -> tuple[Any, ...]:
     job, fp = accounted.job, accounted.footprint
     month_source = job.end_time or job.submit_time
-    values = (
+    return (
         job.cluster,
         job.job_id,
         job.user,
@@ -395,8 +444,6 @@ def _row(accounted: AccountedJob) -> tuple[Any, ...]:
         accounted.site,
         accounted.factors_version,
     )
-    digest = hashlib.blake2b(repr(values).encode(), digest_size=12).hexdigest()
-    return (*values, digest)
 
 
 class Ledger:
@@ -415,6 +462,7 @@ class Ledger:
             self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
+            self._db.execute("PRAGMA temp_store = MEMORY")  # the staged batch
         except sqlite3.Error as err:
             raise LedgerError(f"cannot open ledger {self.path}: {err}") from err
         except OSError as err:
@@ -475,8 +523,7 @@ class Ledger:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                # rowcount: rows the upsert inserted or changed (not the triggers' rows)
-                written = max(self._db.executemany(_UPSERT, rows).rowcount, 0)
+                written = self._write_staged(rows)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -484,6 +531,26 @@ class Ledger:
         except sqlite3.Error as err:
             raise LedgerError(f"cannot write {len(rows)} job(s) to {self.path}: {err}") from err
         return WriteResult(written=written, unchanged=len(rows) - written)
+
+    def _write_staged(self, rows: list[tuple[Any, ...]]) -> int:
+        """The jobs and their totals, inside the caller's transaction; rows written."""
+        for statement in _STAGE:
+            self._db.execute(statement)
+        self._db.execute("DELETE FROM staged")
+        self._db.executemany(_STAGE_ROWS, rows)
+        self._db.execute(_DROP_UNCHANGED)
+        written = int(self._db.execute("SELECT COUNT(*) FROM staged").fetchone()[0])
+        if written:
+            # one change number per batch: the exporter re-reads the label sets it touched
+            seq = {
+                "seq": self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM totals").fetchone()[
+                    0
+                ]
+            }
+            self._db.execute(_TOTALS_REMOVE_REPLACED, seq)
+            self._db.execute(_TOTALS_ADD_STAGED, seq)
+            self._db.execute(_UPSERT_STAGED)
+        return written
 
     def watermark(self, name: str) -> int | None:
         """A named position (epoch seconds) a source has reached, or None."""
@@ -502,7 +569,7 @@ class Ledger:
             raise LedgerError(f"cannot write watermark {name!r} to {self.path}: {err}") from err
 
     def aggregates(self) -> list[Aggregate]:
-        """The running totals per label combination, kept by triggers as jobs are written.
+        """The running totals per label combination, kept by ``write`` batch by batch.
 
         Reading them costs the same whatever the number of jobs: this is what the
         Prometheus exporter serves.
@@ -513,8 +580,8 @@ class Ledger:
     def changed_aggregates(self, after: int) -> tuple[list[Aggregate], int]:
         """Totals changed since change number ``after`` (with emptied ones), and the latest.
 
-        Every write to a label set's totals gives it a new change number (``seq``, set by
-        the triggers; totals made by the migration itself start at 0), so a reader
+        Every batch that changes a label set's totals gives it a new change number
+        (``seq``; totals made by the migration itself start at 0), so a reader
         that keeps the totals it has seen only fetches what changed since.
         """
         columns = ", ".join(Aggregate.__dataclass_fields__)
