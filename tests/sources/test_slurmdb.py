@@ -174,28 +174,30 @@ def sacct_version(version: str) -> Any:
     return run
 
 
-def backend(setting: str, pyslurm: Any, running: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setattr(Sacct.__init__, "__defaults__", ("sacct", sacct_version(running), 120.0))
-
+def backend(setting: str, pyslurm: Any, running: str) -> Any:
     def import_pyslurm() -> Any:
         if pyslurm is None:
             raise ImportError("No module named 'pyslurm'")
         return pyslurm
 
-    return open_accounting(SlurmConfig(backend=setting), import_pyslurm)  # type: ignore[arg-type]
+    return open_accounting(
+        SlurmConfig(backend=setting),  # type: ignore[arg-type]
+        import_pyslurm,
+        sacct_version(running),
+    )
 
 
-def test_backend_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_backend_choice() -> None:
     module = fake_pyslurm([])
-    assert isinstance(backend("auto", module, "25.11.0", monkeypatch), PySlurm)
-    assert isinstance(backend("auto", module, "22.05.8", monkeypatch), Sacct)
-    assert isinstance(backend("auto", None, "25.11.0", monkeypatch), Sacct)
-    assert isinstance(backend("sacct", module, "25.11.0", monkeypatch), Sacct)
-    assert isinstance(backend("pyslurm", module, "25.11.0", monkeypatch), PySlurm)
+    assert isinstance(backend("auto", module, "25.11.0"), PySlurm)
+    assert isinstance(backend("auto", module, "22.05.8"), Sacct)
+    assert isinstance(backend("auto", None, "25.11.0"), Sacct)
+    assert isinstance(backend("sacct", module, "25.11.0"), Sacct)
+    assert isinstance(backend("pyslurm", module, "25.11.0"), PySlurm)
     with pytest.raises(ConfigError, match=r"pyslurm 25.11.2 is built for another Slurm .* 22.05.8"):
-        backend("pyslurm", module, "22.05.8", monkeypatch)
+        backend("pyslurm", module, "22.05.8")
     with pytest.raises(ConfigError, match="pyslurm does not import"):
-        backend("pyslurm", None, "25.11.0", monkeypatch)
+        backend("pyslurm", None, "25.11.0")
 
 
 def test_the_collector_accounts_a_spool_entry_through_pyslurm(tmp_path: Path) -> None:

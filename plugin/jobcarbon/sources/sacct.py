@@ -183,13 +183,12 @@ def step_usage(steps: Iterable[Mapping[str, str]], gpu_seconds: float) -> StepUs
     seen_gpu_use = False
     extern_energy_j: float | None = None
     for step in steps:
-        usage = parse_usage(step.get("TRESUsageInTot", ""))
         if step.get("JobID", "").endswith(".extern"):
             energy = _float(step.get("ConsumedEnergyRaw", ""))
             if energy is not None and energy > 0:
                 extern_energy_j = energy
             continue
-        util_percent = usage.get("gres/gpuutil")
+        util_percent = parse_usage(step.get("TRESUsageInTot", "")).get("gres/gpuutil")
         if util_percent is None:
             continue
         try:
@@ -234,6 +233,10 @@ class SacctRow:
             and state[0] in _STATES
             and self.cells["End"].strip() not in ("", "Unknown", "None")
         )
+
+
+#: What reading accounting gives: job rows (with their steps) and unreadable lines.
+Rows = list["SacctRow | RecordProblem"]
 
 
 def read_rows(lines: Iterable[str], *, source: str = "sacct") -> Iterator[SacctRow | RecordProblem]:

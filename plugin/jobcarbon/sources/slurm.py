@@ -34,7 +34,7 @@ from ..config import Config, SlurmConfig
 from ..errors import ConfigError, SourceError
 from ..ledger import Ledger
 from ..records import RecordProblem
-from .sacct import DELIMITER, SACCT_FIELDS, SacctRow, read_rows, to_records
+from .sacct import DELIMITER, SACCT_FIELDS, Rows, SacctRow, read_rows, to_records
 from .slurmdb import PySlurm, matches
 
 log = logging.getLogger("jobcarbon.slurm")
@@ -45,7 +45,6 @@ SWEEP_WATERMARK = "slurm.sweep"
 PENDING_GAUGE = "slurm.pending_jobs"
 
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
-Rows = list[SacctRow | RecordProblem]
 
 
 class Accounting(Protocol):
@@ -74,20 +73,17 @@ class Sacct:
         self.run = run
         self.timeout_s = timeout_s
 
-    def _call(self, *selection: str) -> list[str]:
-        args = [
-            self.command,
-            "--parsable2",
-            f"--delimiter={DELIMITER}",
-            "--allusers",
-            "--duplicates",
-            f"--format={','.join(SACCT_FIELDS)}",
-            *selection,
-        ]
+    def _run(self, args: list[str]) -> str:
+        """Run the sacct command with ``args``; its output, or ``SourceError``."""
         env = {**os.environ, "TZ": "UTC", "SLURM_TIME_FORMAT": "standard"}
         try:
             result = self.run(
-                args, capture_output=True, text=True, env=env, timeout=self.timeout_s, check=False
+                [self.command, *args],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=self.timeout_s,
+                check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as err:
             raise SourceError(f"cannot run {self.command}: {err}") from err
@@ -97,7 +93,19 @@ class Sacct:
                 f"{self.command} failed (exit {result.returncode}): "
                 f"{message[-1] if message else 'no output'}"
             )
-        return list(result.stdout.splitlines())
+        return str(result.stdout)
+
+    def _call(self, *selection: str) -> list[str]:
+        return self._run(
+            [
+                "--parsable2",
+                f"--delimiter={DELIMITER}",
+                "--allusers",
+                "--duplicates",
+                f"--format={','.join(SACCT_FIELDS)}",
+                *selection,
+            ]
+        ).splitlines()
 
     def jobs(self, job_ids: Sequence[str]) -> Rows:
         return list(read_rows(self._call(f"--jobs={','.join(job_ids)}"), source="sacct"))
@@ -113,19 +121,10 @@ class Sacct:
 
     def version(self) -> str:
         """The running Slurm's version, as ``sacct --version`` prints it (``22.05.8``)."""
-        try:
-            result = self.run(
-                [self.command, "--version"],
-                capture_output=True,
-                text=True,
-                timeout=self.timeout_s,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as err:
-            raise SourceError(f"cannot run {self.command} --version: {err}") from err
-        words = result.stdout.split()
-        if result.returncode != 0 or len(words) != 2:
-            raise SourceError(f"{self.command} --version printed {result.stdout.strip()!r}")
+        printed = self._run(["--version"])
+        words = printed.split()
+        if len(words) != 2:
+            raise SourceError(f"{self.command} --version printed {printed.strip()!r}")
         return words[1]
 
 
@@ -134,12 +133,14 @@ def _import_pyslurm() -> Any:
 
 
 def open_accounting(
-    settings: SlurmConfig, import_pyslurm: Callable[[], Any] = _import_pyslurm
+    settings: SlurmConfig,
+    import_pyslurm: Callable[[], Any] = _import_pyslurm,
+    run: Runner = subprocess.run,
 ) -> Accounting:
     """The backend ``slurm.backend`` asks for: ``sacct``; ``pyslurm`` (an error when it
     does not import or was built for another Slurm); ``auto``, pyslurm when it imports
     and matches the running Slurm (``sacct --version``), else sacct."""
-    sacct = Sacct(settings.sacct, timeout_s=settings.sacct_timeout_s)
+    sacct = Sacct(settings.sacct, run, settings.sacct_timeout_s)
     if settings.backend == "sacct":
         return sacct
     try:

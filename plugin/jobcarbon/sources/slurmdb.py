@@ -22,9 +22,7 @@ from typing import Any
 
 from ..errors import SourceError
 from ..records import RecordProblem
-from .sacct import SACCT_FIELDS, SacctRow
-
-Rows = list[SacctRow | RecordProblem]
+from .sacct import SACCT_FIELDS, Rows, SacctRow
 
 
 def _time(epoch: int | None) -> str:
