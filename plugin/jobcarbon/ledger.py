@@ -542,11 +542,10 @@ class Ledger:
         written = int(self._db.execute("SELECT COUNT(*) FROM staged").fetchone()[0])
         if written:
             # one change number per batch: the exporter re-reads the label sets it touched
-            seq = {
-                "seq": self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM totals").fetchone()[
-                    0
-                ]
-            }
+            (next_seq,) = self._db.execute(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM totals"
+            ).fetchone()
+            seq = {"seq": next_seq}
             self._db.execute(_TOTALS_REMOVE_REPLACED, seq)
             self._db.execute(_TOTALS_ADD_STAGED, seq)
             self._db.execute(_UPSERT_STAGED)
