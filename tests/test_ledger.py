@@ -241,3 +241,26 @@ def test_a_ledger_from_the_trigger_era_migrates_with_its_totals(tmp_path: Path) 
         }
         ledger.write([accounted("1"), accounted("900", 20.0)])
         assert running_totals(ledger) == totals_from_rows(ledger)  # sums of whole numbers: exact
+
+
+def test_a_v4_ledger_gains_utilisation_and_the_mail_log(tmp_path: Path) -> None:
+    from jobcarbon.ledger import MIGRATIONS, MailSent, _statements
+
+    path = tmp_path / "l.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    for version in (1, 2, 3, 4):
+        for statement in _statements(MIGRATIONS[version]):
+            db.execute(statement)
+    db.execute("PRAGMA user_version = 4")
+    db.close()
+    with Ledger(path) as ledger:
+        ledger.write([accounted("1", gpu_utilization=0.25), accounted("2")])
+        assert [r["gpu_utilization"] for r in ledger.jobs()] == [0.25, None]
+        assert ledger.mail_sent("2026-10", "user") == {}
+        sent = MailSent("alice", "alice@example.org", "<m1@x>", 1_700_000_000)
+        ledger.log_mail("2026-10", "user", sent)
+        ledger.log_mail("2026-10", "user", MailSent("alice", "a@example.org", "<m2@x>", 1))
+        assert ledger.mail_sent("2026-10", "user") == {
+            "alice": MailSent("alice", "a@example.org", "<m2@x>", 1)  # a resend replaces
+        }
+        assert ledger.mail_sent("2026-10", "lead") == {}

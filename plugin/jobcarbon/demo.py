@@ -101,7 +101,10 @@ def run_demo(directory: Path, console: Console | None = None) -> IngestReport:
         f"  {prefix} serve      (Prometheus metrics on 127.0.0.1:9877/metrics; "
         "Grafana dashboards in dashboards/)"
     )
-    console.print("Monthly e-mails will read this same ledger (not in this version yet).")
+    console.print(
+        f"  {prefix} report monthly --month {DEMO_MONTH} --out {directory / 'mail'}"
+        "   (each user's e-mail, to open in a browser)"
+    )
     return report
 
 

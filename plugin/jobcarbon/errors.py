@@ -45,3 +45,9 @@ class LedgerError(JobcarbonError):
     """The ledger cannot be opened, migrated, read or written."""
 
     exit_code = 4
+
+
+class MailError(JobcarbonError):
+    """E-mail cannot be sent at all (no server, login or sender refused) or written."""
+
+    exit_code = 5

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from .errors import LedgerError
 from .footprint import AccountedJob
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE jobs (
@@ -196,6 +196,20 @@ MIGRATIONS: dict[int, str] = {
     DROP TRIGGER jobs_count_delete;
     ALTER TABLE jobs DROP COLUMN row_digest;
     """,
+    # measured GPU utilisation (for the monthly e-mails' advice), and the e-mails sent:
+    # one row per message the SMTP server accepted, so a re-run sends nothing twice
+    5: """
+    ALTER TABLE jobs ADD COLUMN gpu_utilization REAL;
+    CREATE TABLE mail_log (
+        month TEXT NOT NULL,
+        audience TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        address TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        sent_at INTEGER NOT NULL,
+        PRIMARY KEY (month, audience, recipient)
+    ) WITHOUT ROWID;
+    """,
 }
 
 #: Columns written from an AccountedJob, in order (recorded_at is added at write time).
@@ -231,6 +245,7 @@ JOB_COLUMNS = (
     "method",
     "site",
     "factors_version",
+    "gpu_utilization",
 )
 #: Columns a reader gets from ``Ledger.jobs``.
 EXPORT_COLUMNS = JOB_COLUMNS
@@ -285,7 +300,9 @@ _UPSERT_STAGED = (
     "DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in (*JOB_COLUMNS[2:], "recorded_at"))
 )
 
-Dimension = Literal["user", "project", "cluster", "partition", "gpu_model", "state", "month"]
+Dimension = Literal[
+    "user", "project", "cluster", "partition", "gpu_model", "state", "month", "site"
+]
 DIMENSIONS: tuple[Dimension, ...] = (
     "user",
     "project",
@@ -294,6 +311,7 @@ DIMENSIONS: tuple[Dimension, ...] = (
     "gpu_model",
     "state",
     "month",
+    "site",
 )
 
 
@@ -365,6 +383,46 @@ class SummaryRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Habits:
+    """What a person's jobs did with their GPUs in a period, for advice on what to change."""
+
+    gpu_hours: float
+    failed_gpu_hours: float  # jobs that failed, timed out or ran out of memory
+    failed_co2e_kg: float
+    cancelled_gpu_hours: float
+    measured_gpu_hours: float  # GPU-hours whose utilisation was measured
+    busy_gpu_hours: float  # of those, the hours the GPUs were busy
+
+
+@dataclass(frozen=True, slots=True)
+class FactorsUsed:
+    """The factors behind a person's emissions at one site, for one method."""
+
+    site: str
+    method: str
+    jobs: int
+    pue_min: float
+    pue_max: float
+    intensity_min_g_per_kwh: float
+    intensity_max_g_per_kwh: float
+    factors_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class MailSent:
+    """A message the SMTP server accepted."""
+
+    recipient: str  # a user, or a project for its leads
+    address: str
+    message_id: str
+    sent_at: int
+
+
+#: Job states that count as wasted work in the monthly advice.
+FAILED_STATES = ("failed", "timeout", "out_of_memory")
+
+
+@dataclass(frozen=True, slots=True)
 class Filters:
     """Which jobs a query covers; ``None`` means any. Times are end-time bounds (UTC)."""
 
@@ -374,10 +432,14 @@ class Filters:
     user: str | None = None
     project: str | None = None
     cluster: str | None = None
+    months: tuple[str, ...] | None = None  # any of these months
 
     def where(self) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         params: list[Any] = []
+        if self.months is not None:
+            clauses.append(f"month IN ({', '.join('?' * len(self.months))})")
+            params.extend(self.months)
         if self.since is not None:
             clauses.append("end_time >= ?")
             params.append(_epoch(self.since))
@@ -390,6 +452,11 @@ class Filters:
                 clauses.append(f"{column} = ?")
                 params.append(value)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _check_dimension(by: str) -> None:
+    if by not in DIMENSIONS:
+        raise LedgerError(f"cannot group by {by!r}; choose one of {', '.join(DIMENSIONS)}")
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -443,6 +510,7 @@ def _row(accounted: AccountedJob) -> tuple[Any, ...]:
         fp.method.value,
         accounted.site,
         accounted.factors_version,
+        job.gpu_utilization,
     )
 
 
@@ -628,8 +696,7 @@ class Ledger:
 
     def summary(self, by: Dimension, filters: Filters = Filters()) -> list[SummaryRow]:
         """Totals grouped by one dimension, largest emissions first."""
-        if by not in DIMENSIONS:
-            raise LedgerError(f"cannot group by {by!r}; choose one of {', '.join(DIMENSIONS)}")
+        _check_dimension(by)
         where, params = filters.where()
         sql = (
             f"SELECT COALESCE({by}, '(none)'), COUNT(*), SUM(gpu_seconds) / 3600.0, "
@@ -648,6 +715,101 @@ class Ledger:
             params,
         ).fetchone()
         return SummaryRow(*row)
+
+    def grouped(
+        self, outer: Dimension, inner: Dimension, filters: Filters = Filters()
+    ) -> dict[str, list[SummaryRow]]:
+        """``summary(inner)`` for every value of ``outer`` at once, largest emissions first."""
+        _check_dimension(outer)
+        _check_dimension(inner)
+        where, params = filters.where()
+        sql = (
+            f"SELECT COALESCE({outer}, '(none)'), COALESCE({inner}, '(none)'), COUNT(*), "
+            "SUM(gpu_seconds) / 3600.0, SUM(energy_facility_kwh), SUM(co2e_g) / 1000.0, "
+            f"SUM(co2e_g_low) / 1000.0, SUM(co2e_g_high) / 1000.0 FROM jobs{where} "
+            "GROUP BY 1, 2 ORDER BY 1, 6 DESC, 2"
+        )
+        result: dict[str, list[SummaryRow]] = {}
+        for key, *row in self._query(sql, params):
+            result.setdefault(key, []).append(SummaryRow(*row))
+        return result
+
+    def largest_jobs(
+        self, outer: Dimension, count: int, filters: Filters = Filters()
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The ``count`` jobs with the largest emissions for every value of ``outer``."""
+        _check_dimension(outer)
+        where, params = filters.where()
+        columns = EXPORT_COLUMNS
+        sql = (
+            f"SELECT * FROM (SELECT COALESCE({outer}, '(none)') AS outer_key, "
+            f"{', '.join(columns)}, ROW_NUMBER() OVER (PARTITION BY {outer} "
+            f"ORDER BY co2e_g DESC, cluster, job_id) AS place FROM jobs{where}) "
+            "WHERE place <= ? ORDER BY outer_key, place"
+        )
+        result: dict[str, list[dict[str, Any]]] = {}
+        for key, *row, _place in self._query(sql, [*params, count]):
+            result.setdefault(key, []).append(dict(zip(columns, row, strict=True)))
+        return result
+
+    def habits(self, outer: Dimension, filters: Filters = Filters()) -> dict[str, Habits]:
+        """Failed, cancelled and measured-busy GPU time for every value of ``outer``."""
+        _check_dimension(outer)
+        where, params = filters.where()
+        failed = f"state IN ({', '.join(repr(s) for s in FAILED_STATES)})"
+        sql = (
+            f"SELECT COALESCE({outer}, '(none)'), SUM(gpu_seconds) / 3600.0, "
+            f"SUM(CASE WHEN {failed} THEN gpu_seconds ELSE 0 END) / 3600.0, "
+            f"SUM(CASE WHEN {failed} THEN co2e_g ELSE 0 END) / 1000.0, "
+            "SUM(CASE WHEN state = 'cancelled' THEN gpu_seconds ELSE 0 END) / 3600.0, "
+            "SUM(CASE WHEN gpu_utilization IS NOT NULL THEN gpu_seconds ELSE 0 END) / 3600.0, "
+            f"COALESCE(SUM(gpu_utilization * gpu_seconds), 0) / 3600.0 FROM jobs{where} "
+            "GROUP BY 1"
+        )
+        return {key: Habits(*row) for key, *row in self._query(sql, params)}
+
+    def factors_used(
+        self, outer: Dimension, filters: Filters = Filters()
+    ) -> dict[str, list[FactorsUsed]]:
+        """The PUE and grid intensity ranges behind every value of ``outer``, by site.
+
+        Jobs without energy (cancelled before they started) used no factors: left out.
+        """
+        _check_dimension(outer)
+        where, params = filters.where()
+        where = f"{where} AND" if where else " WHERE"
+        where += " energy_facility_kwh > 0"
+        sql = (
+            f"SELECT COALESCE({outer}, '(none)'), site, method, COUNT(*), MIN(pue), MAX(pue), "
+            "MIN(intensity_g_per_kwh), MAX(intensity_g_per_kwh), MAX(factors_version) "
+            f"FROM jobs{where} GROUP BY 1, 2, 3 ORDER BY 1, 4 DESC, 2, 3"
+        )
+        result: dict[str, list[FactorsUsed]] = {}
+        for key, *row in self._query(sql, params):
+            result.setdefault(key, []).append(FactorsUsed(*row))
+        return result
+
+    def mail_sent(self, month: str, audience: str) -> dict[str, MailSent]:
+        """The messages of a month already accepted by the SMTP server, by recipient."""
+        rows = self._query(
+            "SELECT recipient, address, message_id, sent_at FROM mail_log "
+            "WHERE month = ? AND audience = ?",
+            [month, audience],
+        )
+        return {row[0]: MailSent(*row) for row in rows}
+
+    def log_mail(self, month: str, audience: str, sent: MailSent) -> None:
+        """Record a message the SMTP server accepted (a re-send replaces the record)."""
+        try:
+            self._db.execute(
+                "INSERT INTO mail_log VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (month, audience, recipient) DO UPDATE SET "
+                "address = excluded.address, message_id = excluded.message_id, "
+                "sent_at = excluded.sent_at",
+                [month, audience, sent.recipient, sent.address, sent.message_id, sent.sent_at],
+            )
+        except sqlite3.Error as err:
+            raise LedgerError(f"cannot log a sent e-mail in {self.path}: {err}") from err
 
     def jobs(self, filters: Filters = Filters()) -> Iterator[dict[str, Any]]:
         """Stream job rows (as column → value) in end-time order, without loading them all."""

@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
+from jobcarbon.backoff import backoff_s
 from jobcarbon.config import parse_config
 from jobcarbon.ledger import Ledger
 from jobcarbon.sources.sacct import DELIMITER, SACCT_FIELDS
-from jobcarbon.sources.slurm import Collector, Sacct, Spool, backoff_s
+from jobcarbon.sources.slurm import Collector, Sacct, Spool
 
 CONFIG = {
     "sites": {"s": {"pue": 1.0, "grid": {"intensity_g_per_kwh": 100}}},

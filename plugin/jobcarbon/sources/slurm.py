@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..accounting import Accountant, IngestReport, ingest
+from ..backoff import backoff_s
 from ..config import Config, SlurmConfig
 from ..errors import ConfigError, SourceError
 from ..ledger import Ledger
@@ -228,13 +229,6 @@ class CollectReport:
     pending: int = 0  # spool entries whose job is not final in accounting yet
     given_up: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # sacct or ledger failures, retried
-
-
-def backoff_s(attempt: int, first_s: float, max_s: float, rng: random.Random) -> float:
-    """Delay before retry ``attempt`` (1, 2, ...): ``first_s`` doubling up to ``max_s``,
-    less a random jitter of up to half, so that retries of many collectors spread out."""
-    delay = min(max_s, first_s * 2.0 ** min(attempt - 1, 60))
-    return delay * rng.uniform(0.5, 1.0)
 
 
 @dataclass(slots=True)

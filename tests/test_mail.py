@@ -1,0 +1,380 @@
+"""The monthly e-mails: addresses, messages, previews, and sending through a real SMTP
+server on loopback (aiosmtpd, ``tests/smtp_server.py``), parsed back with ``email``.
+
+The ledger is ``tests/test_report.py``'s hand-worked October: bob 0.72 kg, alice
+0.2952 kg (one failed job), carol 0.09 kg, all in project "proj".
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from datetime import datetime
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from jobcarbon.cli import main
+from jobcarbon.config import Config, load_config
+from jobcarbon.errors import ConfigError, MailError
+from jobcarbon.ledger import Filters, Ledger
+from jobcarbon.mail import AddressBook, Composer, Postman, SmtpSender
+from jobcarbon.report import monthly_reports
+from tests.conftest import utc
+from tests.smtp_server import Inbox, SmtpServer, free_port, self_signed
+from tests.test_report import OCTOBER, october_ledger, site_config
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+USERS = ("alice", "bob", "carol")
+
+
+def write_config(directory: Path, **mail: Any) -> Path:
+    """A config file whose ledger (ledger.db beside it) holds the hand-worked October."""
+    base = site_config().model_dump(mode="json", exclude={"base_dir"}, exclude_defaults=True)
+    base["mail"] = {
+        "smtp_host": "127.0.0.1",
+        "security": "none",
+        "from_address": "carbon@hpc.example.org",
+        "address_template": "{user}@example.org",
+        "retry_first_s": 0.01,
+        "retries": 2,
+        "timeout_s": 10,
+        "max_per_minute": 6000,
+        "history_months": 3,
+        **mail,
+    }
+    base["ledger"] = {"url": "sqlite:///ledger.db"}
+    path = directory / "config.yaml"
+    path.write_text(yaml.safe_dump(base))
+    config = load_config(path)
+    october_ledger(config.ledger_path(), config).close()
+    return path
+
+
+def run(config_file: Path, *args: str) -> Any:
+    return CliRunner().invoke(
+        main, ["--config", str(config_file), "report", "monthly", "--month", OCTOBER, *args]
+    )
+
+
+def postman(config: Config, ledger: Ledger, **kwargs: Any) -> Postman:
+    sender = SmtpSender(config.mail, None, sleep=lambda s: None)
+    return Postman(ledger, AddressBook(config), Composer(config), sender, **kwargs)
+
+
+# --- addresses -----------------------------------------------------------------------------
+
+
+def test_addresses_come_from_the_map_then_the_command_then_the_template(tmp_path: Path) -> None:
+    (tmp_path / "map.csv").write_text("user,address\nalice,alice.smith@lab.example.org\n")
+    lookup = tmp_path / "lookup"
+    lookup.write_text('#!/bin/sh\n[ "$1" = bob ] && echo "Bob.Jones@dir.example.org" || exit 1\n')
+    lookup.chmod(0o755)
+    mail = {"address_map": "map.csv", "address_command": [str(lookup)]}
+    book = AddressBook(
+        site_config(address_template="{user}@example.org", **mail).model_copy(
+            update={"base_dir": tmp_path}
+        )
+    )
+    assert book.address("alice") == "alice.smith@lab.example.org"
+    assert book.address("bob") == "Bob.Jones@dir.example.org"
+    assert book.address("carol") == "carol@example.org"
+    no_template = AddressBook(site_config(**mail).model_copy(update={"base_dir": tmp_path}))
+    assert no_template.address("carol") is None  # not guessed
+
+
+def test_a_malformed_address_map_names_its_line(tmp_path: Path) -> None:
+    (tmp_path / "map.csv").write_text("user,address\nalice,alice@lab.org\nbob,not-an-address\n")
+    config = site_config(address_map="map.csv").model_copy(update={"base_dir": tmp_path})
+    with pytest.raises(ConfigError, match=r"map.csv line 3: not 'user,address'"):
+        AddressBook(config)
+
+
+def test_skipped_users_are_reported_with_their_reason(tmp_path: Path) -> None:
+    (tmp_path / "opt-out").write_text("# asked on 2026-10-02\ncarol\n")
+    (tmp_path / "map.csv").write_text("user,address\nbob,bob@lab.example.org\n")
+    config = site_config(opt_out_file="opt-out", address_map="map.csv").model_copy(
+        update={"base_dir": tmp_path}
+    )
+    with october_ledger(tmp_path / "l.db", config) as ledger:
+        out = tmp_path / "out"
+        reports = monthly_reports(ledger, config, OCTOBER, "user")
+        book, composer = AddressBook(config), Composer(config)
+        outcome = Postman(ledger, book, composer, out_dir=out).deliver(reports)
+    assert outcome.done == ["bob"]
+    assert dict(outcome.skipped) == {
+        "alice": "no address (not in address_map, address_command or template)",
+        "carol": "opted out",
+    }
+    assert sorted(p.name for p in out.iterdir()) == [
+        "2026-10-user-bob.eml",
+        "2026-10-user-bob.html",
+    ]
+
+
+def test_a_projects_leads_are_names_or_addresses(tmp_path: Path) -> None:
+    leads = {"proj": ["alice", "pi@lab.example.org", "ghost"]}
+    config = site_config(project_leads=leads, address_template="{user}@example.org")
+    with october_ledger(tmp_path / "l.db", config) as ledger:
+        (report,) = monthly_reports(ledger, config, OCTOBER, "lead")
+    to, _ = AddressBook(config).recipients(report)
+    assert to == ["alice@example.org", "pi@lab.example.org", "ghost@example.org"]
+    to, why = AddressBook(site_config()).recipients(report)
+    assert (to, why) == ([], "no lead for project 'proj' in mail.project_leads")
+
+
+# --- messages ------------------------------------------------------------------------------
+
+
+def test_a_message_has_text_and_html_and_the_ledgers_figures(tmp_path: Path) -> None:
+    config = site_config(from_address="carbon@hpc.example.org", reply_to="green@example.org")
+    with october_ledger(tmp_path / "l.db", config) as ledger:
+        reports = {r.name: r for r in monthly_reports(ledger, config, OCTOBER, "user")}
+        summary = ledger.totals(Filters(month=OCTOBER, user="alice"))
+    message = Composer(config).message(reports["alice"], ["alice@example.org"], _now())
+    assert message["Subject"] == "Your computing in October 2026: 0.3 kg CO2e, 0.7 kWh"
+    assert message["Reply-To"] == "green@example.org"
+    assert message["Message-ID"].endswith("@hpc.example.org>")
+    text, html = _bodies(message)
+    for figure in (
+        f"{summary.gpu_hours:,.1f}",  # 3.0, as `jobcarbon summary` prints it
+        f"{summary.energy_kwh:,.1f} kWh",
+        f"{summary.co2e_kg:,.1f} kg CO2e (likely between {summary.co2e_kg_low:,.1f} and "
+        f"{summary.co2e_kg_high:,.1f})",
+    ):
+        assert figure in text
+    assert "took 33 % of the GPU-hours" in text
+    assert "more than 33 % of the 3 users" in text
+    assert "busy 20 %" in text
+    assert "<b>33 %</b> of the GPU-hours" in html
+    for forbidden in ("<script", "<img", 'src="http', "url("):
+        assert forbidden not in html.lower()
+    # the same report always gets the same Message-ID: a resend is recognisable
+    again = Composer(config).message(reports["alice"], ["alice@example.org"], _now())
+    assert again["Message-ID"] == message["Message-ID"]
+
+
+def test_a_sites_templates_replace_the_bundled_ones(tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "monthly_subject.txt.j2").write_text("[HPC] {{ r.totals.co2e_kg | num(2) }} kg")
+    config = site_config(templates_dir=str(templates))
+    with october_ledger(tmp_path / "l.db", config) as ledger:
+        (alice,) = monthly_reports(ledger, config, OCTOBER, "user", ["alice"])
+    assert Composer(config).render(alice).subject == "[HPC] 0.30 kg"
+    (templates / "monthly.txt.j2").write_text("line one\n{{ r.no_such_field }}\n")
+    with pytest.raises(ConfigError, match=r"monthly.txt.j2 line 2: .*no_such_field"):
+        Composer(config).render(alice)
+
+
+def test_preview_writes_each_email_and_its_html(tmp_path: Path) -> None:
+    config_file = write_config(tmp_path)
+    result = run(config_file, "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert "2026-10, user e-mails: 3 written to" in result.output
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == sorted(f"2026-10-user-{u}.{ext}" for u in USERS for ext in ("eml", "html"))
+    eml = message_from_bytes((tmp_path / "out/2026-10-user-bob.eml").read_bytes(), policy=default)
+    assert eml["To"] == "bob@example.org"
+    assert run(config_file).exit_code == 2  # neither --out nor --send: a usage error
+    leads = run(config_file, "--leads", "--project", "proj", "--out", str(tmp_path / "leads"))
+    # no lead configured for proj: reported, nothing written
+    assert "0 written" in leads.output and "no lead for project 'proj'" in leads.output
+    members = run(config_file, "--project", "proj", "--out", str(tmp_path / "members"))
+    assert "3 written" in members.output
+    nobody = run(config_file, "--project", "nothing-ran", "--out", str(tmp_path / "none"))
+    assert nobody.output.strip() == "no jobs in 2026-10 for nothing-ran"
+
+
+# --- sending, through a real SMTP server ---------------------------------------------------
+
+
+@pytest.mark.integration
+def test_send_delivers_each_user_once_and_a_rerun_sends_nothing(tmp_path: Path) -> None:
+    inbox = Inbox()
+    with SmtpServer(inbox) as server:
+        config_file = write_config(tmp_path, smtp_port=server.port)
+        first = run(config_file, "--send")
+        assert first.exit_code == 0, first.output
+        assert "3 sent, 0 skipped, 0 failed" in first.output
+        again = run(config_file, "--send")
+        assert "0 sent, 3 skipped, 0 failed" in again.output
+        assert "skipped alice: already sent to alice@example.org" in again.output
+        assert len(inbox.received) == 3
+        resent = run(config_file, "--send", "--resend", "--user", "alice")
+        assert "1 sent" in resent.output
+    assert sorted(a for r in inbox.received for a in r.rcpt_tos) == [
+        "alice@example.org",
+        "alice@example.org",
+        "bob@example.org",
+        "carol@example.org",
+    ]
+    config = load_config(config_file)
+    with Ledger(config.ledger_path()) as ledger:
+        for user in USERS:
+            (message,) = inbox.to(f"{user}@example.org")[:1]
+            summary = ledger.totals(Filters(month=OCTOBER, user=user))
+            assert message["From"] == "carbon@hpc.example.org"
+            assert message["Subject"] == (
+                f"Your computing in October 2026: {summary.co2e_kg:,.1f} kg CO2e, "
+                f"{summary.energy_kwh:,.1f} kWh"
+            )
+            text, html = _bodies(message)
+            assert f"{summary.co2e_kg:,.1f} kg CO2e (likely between" in text
+            assert f"Hello {user}," in html
+        assert set(ledger.mail_sent(OCTOBER, "user")) == set(USERS)
+
+
+@pytest.mark.integration
+def test_a_refused_recipient_fails_only_that_user(tmp_path: Path) -> None:
+    inbox = Inbox(refuse={"bob@example.org": "550 5.1.1 <bob@example.org>: no such user"})
+    with SmtpServer(inbox) as server:
+        config_file = write_config(tmp_path, smtp_port=server.port)
+        result = run(config_file, "--send")
+        assert result.exit_code == 1
+        assert "2 sent, 0 skipped, 1 failed" in result.output
+        assert "failed bob: refused: bob@example.org: 550 5.1.1" in result.output
+        inbox.refuse.clear()  # the directory is fixed: the next run sends bob only
+        result = run(config_file, "--send")
+        assert "1 sent, 2 skipped, 0 failed" in result.output
+    assert [r.rcpt_tos for r in inbox.received].count(["bob@example.org"]) == 1
+    assert len(inbox.received) == 3
+
+
+@pytest.mark.integration
+def test_a_temporary_refusal_is_retried_after_a_backoff(tmp_path: Path) -> None:
+    inbox = Inbox(refuse_once={"carol@example.org": "451 4.3.0 try again later"})
+    config = site_config(
+        smtp_host="127.0.0.1", security="none", address_template="{user}@example.org"
+    )
+    waits: list[float] = []
+    with SmtpServer(inbox) as server, october_ledger(tmp_path / "l.db", config) as ledger:
+        mail = config.mail.model_copy(update={"smtp_port": server.port})
+        config = config.model_copy(update={"mail": mail})
+        sender = SmtpSender(config.mail, None)
+        mailer = Postman(ledger, AddressBook(config), Composer(config), sender, sleep=waits.append)
+        outcome = mailer.deliver(monthly_reports(ledger, config, OCTOBER, "user"))
+    assert sorted(outcome.done) == sorted(USERS)
+    assert len(waits) == 1 and 1.0 <= waits[0] <= 2.0  # retry_first_s 2, less jitter
+    assert len(inbox.to("carol@example.org")) == 1
+
+
+@pytest.mark.integration
+def test_the_server_going_away_is_resumed_without_duplicates(tmp_path: Path) -> None:
+    inbox = Inbox()
+    port = free_port()
+    config = site_config(
+        smtp_host="127.0.0.1",
+        smtp_port=port,
+        security="none",
+        address_template="{user}@example.org",
+        retries=2,
+    )
+    with october_ledger(tmp_path / "l.db", config) as ledger:
+        server = SmtpServer(inbox, port=port).start()
+        reports = monthly_reports(ledger, config, OCTOBER, "user")
+        # the server goes away once the first e-mail (bob's) is out
+        outcome = postman(config, ledger).deliver(reports, step=server.stop)
+        assert outcome.done == ["bob"]
+        assert isinstance(outcome.stopped, MailError)
+        assert "unreachable after 3 tries" in str(outcome.stopped)
+        assert list(ledger.mail_sent(OCTOBER, "user")) == ["bob"]
+        with SmtpServer(inbox, port=port):
+            resumed = postman(config, ledger).deliver(reports)
+        assert sorted(resumed.done) == ["alice", "carol"]
+        assert [name for name, _ in resumed.skipped] == ["bob"]
+    assert sorted(a for r in inbox.received for a in r.rcpt_tos) == [
+        f"{u}@example.org" for u in USERS
+    ]
+
+
+@pytest.mark.integration
+def test_no_server_at_all_stops_the_run_with_exit_5(tmp_path: Path) -> None:
+    config_file = write_config(tmp_path, smtp_port=free_port())
+    result = run(config_file, "--send")
+    assert result.exit_code == 5
+    assert "0 sent, 0 skipped, 0 failed" in result.output
+    assert "the SMTP server is unreachable after 3 tries" in result.output
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_tls_and_login(tmp_path: Path, security: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    cert = self_signed(tmp_path)
+    inbox = Inbox()
+    with SmtpServer(inbox, security=security, cert=cert, logins={"jc": "s3cret"}) as server:
+        common = {
+            "smtp_port": server.port,
+            "security": security,
+            "tls_ca_file": str(cert[0]),
+            "username": "jc",
+            "password_env": "JC_SMTP_PASSWORD",
+        }
+        config_file = write_config(tmp_path, **common)
+        monkeypatch.setenv("JC_SMTP_PASSWORD", "s3cret")
+        result = run(config_file, "--send", "--user", "carol")
+        assert result.exit_code == 0, result.output
+        assert [r.rcpt_tos for r in inbox.received] == [["carol@example.org"]]
+        monkeypatch.setenv("JC_SMTP_PASSWORD", "wrong")
+        result = run(config_file, "--send", "--user", "bob")
+        assert result.exit_code == 5
+        assert "refused the login of 'jc'" in result.output
+        monkeypatch.delenv("JC_SMTP_PASSWORD")
+        result = run(config_file, "--send", "--user", "bob")
+        assert result.exit_code == 2
+        assert "$JC_SMTP_PASSWORD is not set" in result.output
+    assert len(inbox.received) == 1
+
+
+# --- rendering -----------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_the_html_renders_in_headless_chromium(tmp_path: Path) -> None:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium is not installed: apt-get install chromium")
+    config_file = write_config(tmp_path)
+    assert run(config_file, "--out", str(tmp_path / "out")).exit_code == 0
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "monthly-email.png"
+    screenshot.unlink(missing_ok=True)
+    done = subprocess.run(
+        [
+            *(chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"),
+            *("--enable-logging=stderr", "--log-level=0", "--window-size=800,2200"),
+            *(f"--screenshot={screenshot}", str(tmp_path / "out/2026-10-user-alice.html")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr
+    errors = [
+        line for line in done.stderr.splitlines() if ":CONSOLE(" in line or "net::ERR" in line
+    ]
+    assert errors == []  # no script errors, no resource that failed to load
+    png = screenshot.read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(png) > 20_000  # a rendered page, not a blank one
+
+
+def _bodies(message: EmailMessage) -> tuple[str, str]:
+    assert message.get_content_type() == "multipart/alternative"
+    text, html = message.get_body(("plain",)), message.get_body(("html",))
+    assert text is not None and html is not None
+    return str(text.get_content()), str(html.get_content())
+
+
+def _now() -> datetime:
+    return utc(2026, 11, 3, 6)
