@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-UNITS = sorted((ROOT / "slurm").glob("*.service"))
+UNITS = sorted(p for p in (ROOT / "slurm").iterdir() if p.suffix in (".service", ".timer"))
 SYSTEM_UNITS = Path("/usr/lib/systemd/system")
 
 
@@ -29,7 +29,8 @@ def test_unit_verifies_cleanly(unit: Path, tmp_path: Path) -> None:
     (root / "etc/systemd/system").mkdir(parents=True)
     (root / "usr/local/bin").mkdir(parents=True)
     shutil.copytree(SYSTEM_UNITS, root / "usr/lib/systemd/system", symlinks=True)
-    shutil.copy(unit, root / "etc/systemd/system" / unit.name)
+    for shipped in UNITS:  # a timer needs its service beside it
+        shutil.copy(shipped, root / "etc/systemd/system" / shipped.name)
     command = root / "usr/local/bin/jobcarbon"
     command.write_text("#!/bin/sh\n")
     command.chmod(0o755)
@@ -42,5 +43,10 @@ def test_unit_verifies_cleanly(unit: Path, tmp_path: Path) -> None:
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
 
 
-def test_both_services_are_shipped() -> None:
-    assert [u.name for u in UNITS] == ["jobcarbon-collector.service", "jobcarbon-exporter.service"]
+def test_every_unit_is_shipped() -> None:
+    assert [u.name for u in UNITS] == [
+        "jobcarbon-collector.service",
+        "jobcarbon-exporter.service",
+        "jobcarbon-report.service",
+        "jobcarbon-report.timer",
+    ]
