@@ -378,3 +378,19 @@ def _bodies(message: EmailMessage) -> tuple[str, str]:
 
 def _now() -> datetime:
     return utc(2026, 11, 3, 6)
+
+
+@pytest.mark.integration
+def test_sending_is_paced_to_max_per_minute(tmp_path: Path) -> None:
+    config = site_config(
+        smtp_host="127.0.0.1", security="none", address_template="{user}@example.org"
+    )
+    waits: list[float] = []
+    with SmtpServer(Inbox()) as server, october_ledger(tmp_path / "l.db", config) as ledger:
+        mail = config.mail.model_copy(update={"smtp_port": server.port, "max_per_minute": 30})
+        config = config.model_copy(update={"mail": mail})
+        sender = SmtpSender(config.mail, None, clock=lambda: 100.0, sleep=waits.append)
+        mailer = Postman(ledger, AddressBook(config), Composer(config), sender)
+        outcome = mailer.deliver(monthly_reports(ledger, config, OCTOBER, "user"))
+    assert len(outcome.done) == 3
+    assert waits == [2.0, 2.0]  # 30 a minute: 2 s apart (the clock stood still)

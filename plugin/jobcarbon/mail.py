@@ -15,11 +15,14 @@ everyone (no server, bad login, sender refused) stops the run with ``MailError``
 
 from __future__ import annotations
 
+import base64
 import csv
+import email.policy
 import hashlib
 import os
 import random
 import re
+import secrets
 import smtplib
 import ssl
 import subprocess
@@ -27,6 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email import message_from_bytes
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
@@ -181,23 +185,69 @@ class Composer:
             html = self._env.get_template("monthly.html.j2").render(context)
         except jinja2.TemplateError as err:
             raise ConfigError([f"mail.templates_dir: {_template_position(err)}: {err}"]) from err
+        # the templates' indentation is for their readers, not for the wire
+        html = "\n".join(stripped for line in html.splitlines() if (stripped := line.strip()))
         return Rendered(" ".join(subject.split()), text, html)
 
     def message(self, report: MonthlyReport, to: Sequence[str], now: datetime) -> EmailMessage:
+        """The composed message, parsed back by the ``email`` package (to inspect it)."""
+        parsed = message_from_bytes(self.compose(report, to, now).eml, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+    def compose(self, report: MonthlyReport, to: Sequence[str], now: datetime) -> Composed:
+        """The message as sent (bytes, CRLF line ends) and its HTML for a preview.
+
+        multipart/alternative with a text/plain and a text/html part, each UTF-8 in
+        base64. Assembled here rather than with ``EmailMessage``, which takes ten
+        times as long (3.5 against 0.34 ms a message): the headers are still folded
+        and encoded by the ``email`` package's SMTP policy.
+        """
         rendered = self.render(report)
-        message = EmailMessage()
-        message["From"] = self.mail.from_address
+        identifier = message_id(report, self.mail.from_address)
+        headers = [("From", self.mail.from_address)]
         if to:
-            message["To"] = ", ".join(to)
+            headers.append(("To", ", ".join(to)))
         if self.mail.reply_to:
-            message["Reply-To"] = self.mail.reply_to
-        message["Subject"] = rendered.subject
-        message["Date"] = format_datetime(now)
-        message["Message-ID"] = message_id(report, self.mail.from_address)
-        message["Auto-Submitted"] = "auto-generated"
-        message.set_content(rendered.text)
-        message.add_alternative(rendered.html, subtype="html")
-        return message
+            headers.append(("Reply-To", self.mail.reply_to))
+        headers += [
+            ("Subject", rendered.subject),
+            ("Date", format_datetime(now)),
+            ("Message-ID", identifier),
+            ("Auto-Submitted", "auto-generated"),
+            ("MIME-Version", "1.0"),
+        ]
+        boundary = f"=_{secrets.token_hex(12)}"
+        headers.append(("Content-Type", f'multipart/alternative; boundary="{boundary}"'))
+        fold = email.policy.SMTP.fold
+        eml = b"".join(
+            [
+                "".join(fold(name, value) for name, value in headers).encode("ascii"),
+                f"\r\n--{boundary}\r\n".encode(),
+                _utf8_part("text/plain", rendered.text),
+                f"--{boundary}\r\n".encode(),
+                _utf8_part("text/html", rendered.html),
+                f"--{boundary}--\r\n".encode(),
+            ]
+        )
+        return Composed(report, tuple(to), identifier, eml, rendered.html)
+
+
+def _utf8_part(content_type: str, body: str) -> bytes:
+    head = f'Content-Type: {content_type}; charset="utf-8"\r\nContent-Transfer-Encoding: base64'
+    encoded = base64.encodebytes(body.encode("utf-8")).replace(b"\n", b"\r\n")
+    return f"{head}\r\n\r\n".encode() + encoded
+
+
+@dataclass(frozen=True, slots=True)
+class Composed:
+    """A report turned into the bytes to send, with the HTML alone for a preview."""
+
+    report: MonthlyReport
+    to: tuple[str, ...]
+    message_id: str
+    eml: bytes
+    html: str
 
 
 def _template_position(err: jinja2.TemplateError) -> str:
@@ -268,12 +318,12 @@ class SmtpSender:
         self._smtp: smtplib.SMTP | None = None
         self._last_send: float | None = None
 
-    def send(self, message: EmailMessage) -> None:
+    def send(self, composed: Composed) -> None:
         self._pace()
         try:
             smtp = self._smtp or self._connect()
             # recipients refused while others accepted are not reported: the message is out
-            smtp.send_message(message)
+            smtp.sendmail(self.mail.from_address, list(composed.to), composed.eml)
         except smtplib.SMTPRecipientsRefused as err:
             self._classify_refused(err.recipients)
         except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as err:
@@ -406,9 +456,17 @@ class Postman:
         """Handle every report; a ``MailError`` stops the run (what was sent stays logged)."""
         outcome = Outcome()
         logged: dict[tuple[str, str], dict[str, MailSent]] = {}
+        todo: list[tuple[MonthlyReport, tuple[str, ...]]] = []
         try:
             for report in reports:
-                self._one(report, outcome, logged)
+                to = self._recipients(report, outcome, logged)
+                if to:
+                    todo.append((report, to))
+                else:
+                    step()
+            now = self._clock()
+            for report, to in todo:
+                self._one(self.composer.compose(report, to, now), outcome)
                 step()
         except MailError as err:
             outcome.stopped = err
@@ -417,44 +475,49 @@ class Postman:
                 self.sender.close()
         return outcome
 
-    def _one(
+    def _recipients(
         self,
         report: MonthlyReport,
         outcome: Outcome,
         logged: dict[tuple[str, str], dict[str, MailSent]],
-    ) -> None:
+    ) -> tuple[str, ...]:
+        """Where the report goes; empty (and noted in ``outcome``) when it is skipped."""
         key = (report.month, report.audience)
         if key not in logged:
             logged[key] = self.ledger.mail_sent(*key)
         to, why = self.book.recipients(report)
         if not to:
             outcome.skipped.append((report.name, why))
-            return
+            return ()
         earlier = logged[key].get(report.name)
         if self.sender is not None and earlier and not self.resend:
             when = datetime.fromtimestamp(earlier.sent_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
             outcome.skipped.append((report.name, f"already sent to {earlier.address} {when}"))
-            return
-        now = self._clock()
-        message = self.composer.message(report, to, now)
+            return ()
+        return tuple(to)
+
+    def _one(self, composed: Composed, outcome: Outcome) -> None:
+        report = composed.report
         if self.out_dir is not None:
-            self._write(report, message)
+            self._write(composed)
         if self.sender is not None:
-            error = self._send(message)
+            error = self._send(composed)
             if error:
                 outcome.failed.append((report.name, error))
                 return
-            sent = MailSent(report.name, ", ".join(to), str(message["Message-ID"]), _epoch(now))
+            sent = MailSent(
+                report.name, ", ".join(composed.to), composed.message_id, _epoch(self._clock())
+            )
             self.ledger.log_mail(report.month, report.audience, sent)
         outcome.done.append(report.name)
 
-    def _send(self, message: EmailMessage) -> str:
+    def _send(self, composed: Composed) -> str:
         """Send with retries; the reason it failed for good, or "" when accepted."""
         assert self.sender is not None
         retries = self.sender.mail.retries
         for attempt in range(retries + 1):
             try:
-                self.sender.send(message)
+                self.sender.send(composed)
                 return ""
             except PermanentFailure as err:
                 return f"refused: {err}"
@@ -470,15 +533,13 @@ class Postman:
                 self._sleep(backoff_s(attempt + 1, first, first * 2**retries, self._rng))
         raise AssertionError("unreachable")
 
-    def _write(self, report: MonthlyReport, message: EmailMessage) -> None:
+    def _write(self, composed: Composed) -> None:
         assert self.out_dir is not None
-        stem = self.out_dir / file_stem(report)
-        html = message.get_body(("html",))
+        stem = self.out_dir / file_stem(composed.report)
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            stem.with_suffix(".eml").write_bytes(bytes(message))
-            if html is not None:
-                stem.with_suffix(".html").write_text(str(html.get_content()), encoding="utf-8")
+            stem.with_suffix(".eml").write_bytes(composed.eml)
+            stem.with_suffix(".html").write_text(composed.html, encoding="utf-8")
         except OSError as err:
             raise MailError(f"cannot write the preview {stem}: {err.strerror}") from err
 
