@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/epilog.py
 	$(BIN)/python bench/scrape.py
 	$(BIN)/python bench/slurm_import.py
+	$(BIN)/python bench/report.py
 
 # Rebuild the bundled factor tables and demo month from ../shared/data (maintainers).
 factors: $(STAMP)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -180,3 +181,12 @@ def test_console_script_starts_fast_without_heavy_imports() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_summary_offers_every_ledger_dimension() -> None:
+    from jobcarbon.cli import summary
+    from jobcarbon.ledger import DIMENSIONS
+
+    (by,) = (p for p in summary.params if p.name == "by")
+    assert isinstance(by.type, click.Choice)
+    assert tuple(by.type.choices) == DIMENSIONS

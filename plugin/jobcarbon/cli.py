@@ -262,7 +262,9 @@ def _open_ledger(ctx: click.Context) -> Any:
 @main.command()
 @click.option(
     "--by",
-    type=click.Choice(["user", "project", "cluster", "partition", "gpu_model", "state", "month"]),
+    type=click.Choice(
+        ["user", "project", "cluster", "partition", "gpu_model", "state", "month", "site"]
+    ),
     default="project",
     show_default=True,
 )
