@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -64,3 +64,21 @@ def make_job(**overrides: Any) -> JobRecord:
     }
     fields.update(overrides)
     return JobRecord(**fields)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """One real PostgreSQL server for the session (tests/postgres_server.py)."""
+    from tests.postgres_server import postgres_server
+
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_location(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """Where a test's ledger lives: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "l.db"
+    server = request.getfixturevalue("postgres")
+    return str(server.new_database())

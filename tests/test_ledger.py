@@ -40,9 +40,9 @@ def accounted(job_id: str, co2e_g: float = 100.0, **job_fields: object) -> Accou
     return AccountedJob(job, footprint, "X", "s1", "tables-test")
 
 
-def test_writing_the_same_jobs_twice_counts_them_once(tmp_path: Path) -> None:
+def test_writing_the_same_jobs_twice_counts_them_once(ledger_location: str | Path) -> None:
     batch = [accounted(str(i)) for i in range(10)]
-    with Ledger(tmp_path / "l.db") as ledger:
+    with Ledger(ledger_location) as ledger:
         first = ledger.write(batch)
         second = ledger.write(batch)
         assert (first.written, first.unchanged) == (10, 0)
@@ -51,8 +51,8 @@ def test_writing_the_same_jobs_twice_counts_them_once(tmp_path: Path) -> None:
         assert ledger.totals().co2e_kg == pytest.approx(1.0)
 
 
-def test_a_changed_record_replaces_the_old_row(tmp_path: Path) -> None:
-    with Ledger(tmp_path / "l.db") as ledger:
+def test_a_changed_record_replaces_the_old_row(ledger_location: str | Path) -> None:
+    with Ledger(ledger_location) as ledger:
         ledger.write([accounted("1", 100.0)])
         result = ledger.write([accounted("1", 250.0, state=JobState.FAILED)])
         assert result.written == 1
@@ -61,14 +61,14 @@ def test_a_changed_record_replaces_the_old_row(tmp_path: Path) -> None:
         assert (row["co2e_g"], row["state"]) == (250.0, "failed")
 
 
-def test_same_job_id_on_two_clusters_is_two_jobs(tmp_path: Path) -> None:
-    with Ledger(tmp_path / "l.db") as ledger:
+def test_same_job_id_on_two_clusters_is_two_jobs(ledger_location: str | Path) -> None:
+    with Ledger(ledger_location) as ledger:
         ledger.write([accounted("7", cluster="a"), accounted("7", cluster="b")])
         assert ledger.count() == 2
 
 
-def test_a_failing_batch_leaves_nothing_behind(tmp_path: Path) -> None:
-    with Ledger(tmp_path / "l.db") as ledger:
+def test_a_failing_batch_leaves_nothing_behind(ledger_location: str | Path) -> None:
+    with Ledger(ledger_location) as ledger:
         ledger.write([accounted("1")])
         good = accounted("2")
         # the second row violates NOT NULL (name), after the first was already inserted
@@ -78,8 +78,8 @@ def test_a_failing_batch_leaves_nothing_behind(tmp_path: Path) -> None:
         assert [r["job_id"] for r in ledger.jobs()] == ["1"]
 
 
-def test_summary_groups_and_filters(tmp_path: Path) -> None:
-    with Ledger(tmp_path / "l.db") as ledger:
+def test_summary_groups_and_filters(ledger_location: str | Path) -> None:
+    with Ledger(ledger_location) as ledger:
         ledger.write(
             [
                 accounted("1", 100.0, user="alice", project="p1"),
@@ -107,8 +107,8 @@ def test_summary_groups_and_filters(tmp_path: Path) -> None:
             ledger.summary("job_id")  # type: ignore[arg-type]
 
 
-def test_never_started_job_belongs_to_its_submit_month(tmp_path: Path) -> None:
-    with Ledger(tmp_path / "l.db") as ledger:
+def test_never_started_job_belongs_to_its_submit_month(ledger_location: str | Path) -> None:
+    with Ledger(ledger_location) as ledger:
         ledger.write(
             [accounted("1", 0.0, start_time=None, end_time=None, state=JobState.CANCELLED)]
         )
@@ -150,9 +150,9 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def test_a_crash_between_batches_leaves_whole_batches(tmp_path: Path) -> None:
+def test_a_crash_between_batches_leaves_whole_batches(ledger_location: str | Path) -> None:
     """SIGKILL a writer mid-run: the ledger is intact and holds only whole batches."""
-    path = tmp_path / "l.db"
+    path = ledger_location
     writer = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(path), str(ROOT)],
         stdout=subprocess.PIPE,
@@ -191,8 +191,10 @@ def running_totals(ledger: Ledger) -> dict[tuple[str, ...], tuple[int, float]]:
     return {a.labels: (a.jobs, a.co2e_g) for a in ledger.aggregates()}
 
 
-def test_running_totals_follow_new_changed_moved_and_repeated_jobs(tmp_path: Path) -> None:
-    with Ledger(tmp_path / "l.db") as ledger:
+def test_running_totals_follow_new_changed_moved_and_repeated_jobs(
+    ledger_location: str | Path,
+) -> None:
+    with Ledger(ledger_location) as ledger:
         ledger.write([accounted(str(i), 10.0 * i, user=f"u{i % 3}") for i in range(30)])
         seq_before = ledger.changed_aggregates(0)[1]
         # job 3 changes user (moves label set), job 4 changes state, job 5 twice in one
@@ -264,3 +266,87 @@ def test_a_v4_ledger_gains_utilisation_and_the_mail_log(tmp_path: Path) -> None:
             "alice": MailSent("alice", "a@example.org", "<m2@x>", 1)  # a resend replaces
         }
         assert ledger.mail_sent("2026-10", "lead") == {}
+
+
+OVERLAPPING_WRITER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, sys.argv[2])
+    from tests.test_ledger import accounted
+    from jobcarbon.ledger import Ledger
+    writer = int(sys.argv[3])
+    ledger = Ledger(sys.argv[1])
+    print("ready", flush=True)
+    sys.stdin.readline()  # all start together
+    # writer k writes jobs 100k .. 100k+399 in batches of 40: most jobs are written by
+    # several writers, each giving other emissions (so rows really are replaced)
+    for start in range(100 * writer, 100 * writer + 400, 40):
+        ledger.write([
+            accounted(str(i), co2e_g=float(i + writer), user=f"u{i % 7}")
+            for i in range(start, start + 40)
+        ])
+""")
+
+
+def test_four_writers_at_once_neither_lose_nor_double_a_job(
+    ledger_location: str | Path,
+) -> None:
+    Ledger(ledger_location).close()  # created (and migrated) before the race
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", OVERLAPPING_WRITER, str(ledger_location), str(ROOT), str(k)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "plugin")},
+        )
+        for k in range(4)
+    ]
+    for writer in writers:
+        assert writer.stdout is not None and writer.stdout.readline() == "ready\n"
+    for writer in writers:
+        assert writer.stdin is not None
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+    assert [writer.wait(timeout=120) for writer in writers] == [0, 0, 0, 0]
+    with Ledger(ledger_location) as ledger:
+        assert ledger.count() == 700  # jobs 0 .. 699, each once
+        assert running_totals(ledger) == totals_from_rows(ledger)
+        for row in ledger.jobs():  # a job holds what one of the writers that wrote it gave
+            i = int(row["job_id"])
+            assert row["co2e_g"] - i in {k for k in range(4) if 100 * k <= i < 100 * k + 400}
+
+
+MIGRATING_OPENER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, sys.argv[2])
+    from jobcarbon.ledger import Ledger
+    print("ready", flush=True)
+    sys.stdin.readline()
+    with Ledger(sys.argv[1]) as ledger:
+        print(ledger.schema_version)
+""")
+
+
+def test_processes_starting_together_migrate_once(ledger_location: str | Path) -> None:
+    openers = [
+        subprocess.Popen(
+            [sys.executable, "-c", MIGRATING_OPENER, str(ledger_location), str(ROOT)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "plugin")},
+        )
+        for _ in range(4)
+    ]
+    for opener in openers:
+        assert opener.stdout is not None and opener.stdout.readline() == "ready\n"
+    for opener in openers:
+        assert opener.stdin is not None
+        opener.stdin.write("go\n")
+        opener.stdin.flush()
+    results = [opener.communicate(timeout=60) for opener in openers]
+    assert [(out.strip(), err) for out, err in results] == [(str(SCHEMA_VERSION), "")] * 4
+    with Ledger(ledger_location) as ledger:
+        ledger.write([accounted("1")])
+        assert ledger.count() == 1

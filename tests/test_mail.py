@@ -55,7 +55,7 @@ def write_config(directory: Path, **mail: Any) -> Path:
     path = directory / "config.yaml"
     path.write_text(yaml.safe_dump(base))
     config = load_config(path)
-    october_ledger(config.ledger_path(), config).close()
+    october_ledger(config.ledger_location(), config).close()
     return path
 
 
@@ -218,7 +218,7 @@ def test_send_delivers_each_user_once_and_a_rerun_sends_nothing(tmp_path: Path) 
         "carol@example.org",
     ]
     config = load_config(config_file)
-    with Ledger(config.ledger_path()) as ledger:
+    with Ledger(config.ledger_location()) as ledger:
         for user in USERS:
             (message,) = inbox.to(f"{user}@example.org")[:1]
             summary = ledger.totals(Filters(month=OCTOBER, user=user))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -63,4 +64,4 @@ def test_the_report_runs_on_the_3rd_once_at_a_time(rendered: list[dict[str, Any]
 
 def test_the_shipped_config_is_valid() -> None:
     config = parse_config(yaml.safe_load((MANIFESTS / "config.yaml").read_text()))
-    assert config.ledger_path().as_posix() == "/var/lib/jobcarbon/ledger.db"
+    assert config.ledger_location() == Path("/var/lib/jobcarbon/ledger.db")

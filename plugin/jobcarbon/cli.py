@@ -254,9 +254,9 @@ def _month(value: str | None) -> str | None:
 
 
 def _open_ledger(ctx: click.Context) -> Any:
-    from .ledger import Ledger
+    from .ledger import open_ledger
 
-    return Ledger(_config(ctx).ledger_path(), migrate=False)
+    return open_ledger(_config(ctx), migrate=False)
 
 
 @main.command()
@@ -469,11 +469,10 @@ def ledger_group() -> None:
 @click.pass_context
 def ledger_migrate(ctx: click.Context) -> None:
     """Create the ledger or bring its schema up to date."""
-    from .ledger import Ledger
+    from .ledger import open_ledger
 
-    path = _config(ctx).ledger_path()
-    with Ledger(path, migrate=True) as ledger:
-        click.echo(f"{path}: schema v{ledger.schema_version}")
+    with open_ledger(_config(ctx), migrate=True) as ledger:
+        click.echo(f"{ledger.where}: schema v{ledger.schema_version}")
 
 
 # --- metrics ------------------------------------------------------------------------------
@@ -483,7 +482,7 @@ def _exporter(ctx: click.Context) -> Any:
     from .exporter import Exporter, LedgerCollector
 
     config = _config(ctx)
-    return Exporter(LedgerCollector(config.ledger_path(), config))
+    return Exporter(LedgerCollector(config.ledger_location(), config))
 
 
 @main.command()
@@ -569,10 +568,10 @@ def slurm_collect(ctx: click.Context, once: bool) -> None:
     import logging
     import signal
 
-    from .ledger import Ledger
+    from .ledger import open_ledger
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    with Ledger(_config(ctx).ledger_path()) as ledger:
+    with open_ledger(_config(ctx)) as ledger:
         collector = _collector(ctx, ledger)
         if not once:
             stopping: list[int] = []
@@ -621,12 +620,12 @@ def slurm_backfill(
     from rich.progress import Progress
 
     from .accounting import IngestReport
-    from .ledger import Ledger
+    from .ledger import open_ledger
     from .sources.slurm import backfill_windows
 
     until = until or datetime.now(UTC)
     mark_name = f"slurm.backfill.{int(since.timestamp())}"
-    with Ledger(_config(ctx).ledger_path()) as ledger:
+    with open_ledger(_config(ctx)) as ledger:
         collector = _collector(ctx, ledger)
         mark = None if restart else ledger.watermark(mark_name)
         start = since
@@ -666,7 +665,7 @@ def slurm_import(ctx: click.Context, source: TextIO, cluster: str | None) -> Non
     from rich.progress import DownloadColumn, Progress
 
     from .accounting import Accountant, ingest
-    from .ledger import Ledger
+    from .ledger import open_ledger
     from .sources.sacct import read_parsable
 
     config = _config(ctx)
@@ -678,7 +677,7 @@ def slurm_import(ctx: click.Context, source: TextIO, cluster: str | None) -> Non
         size = None
     name = getattr(source, "name", "-")
     with (
-        Ledger(config.ledger_path()) as ledger,
+        open_ledger(config) as ledger,
         Progress(*Progress.get_default_columns(), DownloadColumn(), transient=True) as progress,
     ):
         task = progress.add_task(f"import {name}", total=size)

@@ -189,18 +189,31 @@ class ClusterConfig(_Strict):
 
 
 class LedgerConfig(_Strict):
+    """Where the ledger is: a SQLite file, or a PostgreSQL database shared by collectors."""
+
     url: str = Field(
         "sqlite:////var/lib/jobcarbon/ledger.db",
-        description="sqlite:///relative.db or sqlite:////absolute.db",
+        description="sqlite:///relative.db, sqlite:////absolute.db or postgresql://user@host/db",
+    )
+    password_env: str = Field(
+        "JOBCARBON_LEDGER_PASSWORD",
+        description="environment variable with the PostgreSQL password (if set)",
+    )
+    password_file: Path | None = Field(None, description="file with the PostgreSQL password")
+    migrate_on_start: bool = Field(
+        True, description="writers bring the schema up to date when they start"
     )
 
     @field_validator("url")
     @classmethod
     def _no_password(cls, value: str) -> str:
         if re.match(r"^\w+://[^/@:]+:[^/@]+@", value):
-            raise ValueError("put no password in the URL; set JOBCARBON_LEDGER_PASSWORD instead")
-        if not value.startswith("sqlite:///"):
-            raise ValueError("only sqlite:///PATH is supported in this version")
+            raise ValueError(
+                "put no password in the URL; set JOBCARBON_LEDGER_PASSWORD or "
+                "ledger.password_file instead"
+            )
+        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("give sqlite:///PATH or postgresql://USER@HOST[:PORT]/DATABASE")
         return value
 
 
@@ -337,8 +350,23 @@ class Config(_Strict):
         """A path from the file, relative to the file's directory."""
         return value if value.is_absolute() else self.base_dir / value
 
-    def ledger_path(self) -> Path:
-        return self.path(Path(self.ledger.url.removeprefix("sqlite:///")))
+    def ledger_location(self) -> Path | str:
+        """The SQLite file (relative to this file's directory), or the PostgreSQL URL."""
+        if self.ledger.url.startswith("sqlite:///"):
+            return self.path(Path(self.ledger.url.removeprefix("sqlite:///")))
+        return self.ledger.url
+
+    def ledger_password(self) -> str | None:
+        """The PostgreSQL password from ``ledger.password_file`` or its variable, if any."""
+        if self.ledger.password_file is not None:
+            path = self.path(self.ledger.password_file)
+            try:
+                return path.read_text(encoding="utf-8").strip()
+            except OSError as err:
+                raise ConfigError(
+                    [f"ledger.password_file: cannot read {path}: {err.strerror}"]
+                ) from err
+        return os.environ.get(self.ledger.password_env) or None
 
 
 def _site_factors(name: str, site: SiteConfig, base_dir: Path) -> SiteFactors:

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from .accounting import Accountant, IngestReport, ingest
 from .config import load_config
-from .ledger import Filters, Ledger, SummaryRow
+from .ledger import Filters, SummaryRow, open_ledger
 from .sources.sacct import read_parsable
 
 DEMO_MONTH = "2026-10"
@@ -42,14 +42,14 @@ def run_demo(directory: Path, console: Console | None = None) -> IngestReport:
         f"[bold]jobcarbon demo[/]: one month ({DEMO_MONTH}) of the fictional GPU "
         f"cluster [bold]{cluster}[/], {len(sacct_lines) - 1:,} sacct rows"
     )
-    console.print(f"config: {config_file}   ledger: {config.ledger_path()}\n")
+    console.print(f"config: {config_file}   ledger: {config.ledger_location()}\n")
     records = read_parsable(
         sacct_lines,
         cluster=cluster,
         attributions=config.attributions,
         source=DEMO_FILE,
     )
-    with Ledger(config.ledger_path()) as ledger:
+    with open_ledger(config) as ledger:
         with Progress(
             TextColumn("importing"),
             BarColumn(),

@@ -207,9 +207,9 @@ class LedgerCollector:
     """A Prometheus collector over a ledger file: reads the ledger's totals per scrape."""
 
     def __init__(
-        self, ledger_path: Path, config: Config, clock: Callable[[], float] = time.time
+        self, location: Path | str, config: Config, clock: Callable[[], float] = time.time
     ) -> None:
-        self.ledger_path = ledger_path
+        self.location = location
         self.config = config
         self.clock = clock
         self.ledger_errors = 0
@@ -218,7 +218,12 @@ class LedgerCollector:
     def _open(self) -> Ledger:
         if self._ledger is None:
             # a scrape must answer within Prometheus' timeout: wait little for a lock
-            self._ledger = Ledger(self.ledger_path, migrate=False, busy_timeout_s=1.0)
+            self._ledger = Ledger(
+                self.location,
+                migrate=False,
+                busy_timeout_s=1.0,
+                password=self.config.ledger_password(),
+            )
         return self._ledger
 
     def changed_aggregates(self, after: int) -> tuple[list[Aggregate], int]:

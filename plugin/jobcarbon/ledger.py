@@ -11,13 +11,17 @@ month in which they ended (``month``), or were submitted if they never ended.
 
 from __future__ import annotations
 
+import functools
+import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
+from .config import Config
 from .errors import LedgerError
 from .footprint import AccountedJob
 
@@ -212,6 +216,87 @@ MIGRATIONS: dict[int, str] = {
     """,
 }
 
+# PostgreSQL ledgers start at the current schema, created in one step; later
+# versions add their steps to both dictionaries.
+POSTGRES_MIGRATIONS: dict[int, str] = {
+    5: """
+    CREATE TABLE jobs (
+        cluster TEXT NOT NULL,
+        job_id TEXT NOT NULL,
+        "user" TEXT NOT NULL,
+        project TEXT NOT NULL,
+        partition TEXT NOT NULL,
+        state TEXT NOT NULL,
+        name TEXT NOT NULL,
+        submit_time BIGINT NOT NULL,
+        start_time BIGINT,
+        end_time BIGINT,
+        month TEXT NOT NULL,
+        gpu_count DOUBLE PRECISION NOT NULL,
+        gpu_model TEXT,
+        cpu_count BIGINT NOT NULL,
+        memory_gb DOUBLE PRECISION NOT NULL,
+        node_count BIGINT NOT NULL,
+        gpu_seconds DOUBLE PRECISION NOT NULL,
+        cpu_seconds DOUBLE PRECISION NOT NULL,
+        energy_gpu_kwh DOUBLE PRECISION NOT NULL,
+        energy_cpu_kwh DOUBLE PRECISION NOT NULL,
+        energy_memory_kwh DOUBLE PRECISION NOT NULL,
+        energy_it_kwh DOUBLE PRECISION NOT NULL,
+        energy_facility_kwh DOUBLE PRECISION NOT NULL,
+        co2e_g DOUBLE PRECISION NOT NULL,
+        co2e_g_low DOUBLE PRECISION NOT NULL,
+        co2e_g_high DOUBLE PRECISION NOT NULL,
+        pue DOUBLE PRECISION NOT NULL,
+        intensity_g_per_kwh DOUBLE PRECISION NOT NULL,
+        method TEXT NOT NULL,
+        site TEXT NOT NULL,
+        factors_version TEXT NOT NULL,
+        recorded_at BIGINT NOT NULL,
+        gpu_utilization DOUBLE PRECISION,
+        PRIMARY KEY (cluster, job_id)
+    );
+    CREATE INDEX jobs_month ON jobs (month);
+    CREATE INDEX jobs_end_time ON jobs (end_time);
+    CREATE TABLE watermarks (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
+    CREATE TABLE totals (
+        cluster TEXT NOT NULL,
+        "user" TEXT NOT NULL,
+        project TEXT NOT NULL,
+        partition TEXT NOT NULL,
+        gpu_model TEXT NOT NULL,
+        state TEXT NOT NULL,
+        method TEXT NOT NULL,
+        jobs BIGINT NOT NULL,
+        gpu_seconds DOUBLE PRECISION NOT NULL,
+        cpu_seconds DOUBLE PRECISION NOT NULL,
+        energy_gpu_kwh DOUBLE PRECISION NOT NULL,
+        energy_cpu_kwh DOUBLE PRECISION NOT NULL,
+        energy_memory_kwh DOUBLE PRECISION NOT NULL,
+        energy_facility_kwh DOUBLE PRECISION NOT NULL,
+        co2e_g DOUBLE PRECISION NOT NULL,
+        last_end_time BIGINT NOT NULL,
+        seq BIGINT NOT NULL,
+        PRIMARY KEY (cluster, "user", project, partition, gpu_model, state, method)
+    );
+    CREATE INDEX totals_by_seq ON totals (seq);
+    CREATE TABLE ingest_errors (stage TEXT PRIMARY KEY, count BIGINT NOT NULL);
+    CREATE TABLE gauges (name TEXT PRIMARY KEY, value DOUBLE PRECISION NOT NULL);
+    CREATE TABLE mail_log (
+        month TEXT NOT NULL,
+        audience TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        address TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        sent_at BIGINT NOT NULL,
+        PRIMARY KEY (month, audience, recipient)
+    );
+    """,
+}
+#: Taken while a PostgreSQL ledger migrates, so that two processes starting together
+#: migrate once (an arbitrary number, the same in every jobcarbon).
+_MIGRATION_LOCK = 7_715_517
+
 #: Columns written from an AccountedJob, in order (recorded_at is added at write time).
 JOB_COLUMNS = (
     "cluster",
@@ -251,24 +336,8 @@ JOB_COLUMNS = (
 EXPORT_COLUMNS = JOB_COLUMNS
 # A batch is staged in a temporary table, rows already in the ledger as given are
 # dropped from it, the totals lose the rows about to be replaced and gain the staged
-# ones (one grouped statement each), and the staged rows are upserted.
-_STAGE = (
-    "CREATE TEMP TABLE IF NOT EXISTS staged AS SELECT * FROM jobs WHERE false",
-    "CREATE UNIQUE INDEX IF NOT EXISTS temp.staged_key ON staged (cluster, job_id)",
-)
-_STAGE_ROWS = (
-    f"INSERT OR REPLACE INTO staged ({', '.join(JOB_COLUMNS)}, recorded_at) "
-    f"VALUES ({', '.join('?' * len(JOB_COLUMNS))}, ?)"
-)
-_DROP_UNCHANGED = (
-    "DELETE FROM staged WHERE EXISTS (SELECT 1 FROM main.jobs AS j WHERE "
-    + " AND ".join(
-        f"j.{c} = staged.{c}" if c in ("cluster", "job_id") else f"j.{c} IS staged.{c}"
-        for c in JOB_COLUMNS
-    )
-    + ")"
-)
-_TOTALS_LABELS = "cluster, user, project, partition, COALESCE(gpu_model, ''), state, method"
+# ones (one grouped statement each), and the staged rows are upserted. The statements
+# are the same on both backends but for a few spellings (``_Dialect``).
 _TOTALS_SUMS = (
     "gpu_seconds",
     "cpu_seconds",
@@ -278,26 +347,87 @@ _TOTALS_SUMS = (
     "energy_facility_kwh",
     "co2e_g",
 )
-_TOTALS_UPSERT = (
-    " ON CONFLICT (cluster, user, project, partition, gpu_model, state, method) DO UPDATE SET "
-    + ", ".join(f"{c} = {c} + excluded.{c}" for c in ("jobs", *_TOTALS_SUMS))
-    + ", last_end_time = MAX(last_end_time, excluded.last_end_time), seq = excluded.seq"
+_TOTALS_KEY = 'cluster, "user", project, partition, gpu_model, state, method'
+_TOTALS_LABELS = "cluster, \"user\", project, partition, COALESCE(gpu_model, ''), state, method"
+
+
+def _quoted(columns: Iterable[str]) -> str:
+    return ", ".join(f'"{c}"' for c in columns)
+
+
+@dataclass(frozen=True)
+class _Dialect:
+    """How SQLite and PostgreSQL spell what the ledger's statements need."""
+
+    name: str
+    stage: tuple[str, ...]  # create the per-connection staging table
+    greatest: str  # the larger of two values
+    same: str  # equal, NULLs included
+
+    @cached_property
+    def write_statements(self) -> dict[str, str]:
+        upsert = (
+            f" ON CONFLICT ({_TOTALS_KEY}) DO UPDATE SET "
+            + ", ".join(f"{c} = totals.{c} + excluded.{c}" for c in ("jobs", *_TOTALS_SUMS))
+            + f", last_end_time = {self.greatest}(totals.last_end_time, excluded.last_end_time)"
+            ", seq = excluded.seq"
+        )
+        unchanged = " AND ".join(
+            f'j."{c}" = staged."{c}"'
+            if c in ("cluster", "job_id")
+            else f'j."{c}" {self.same} staged."{c}"'
+            for c in JOB_COLUMNS
+        )
+        return {
+            "stage_rows": (
+                f"INSERT INTO staged ({_quoted(JOB_COLUMNS)}, recorded_at) "
+                f"VALUES ({', '.join('?' * len(JOB_COLUMNS))}, ?)"
+            ),
+            "drop_unchanged": (
+                f"DELETE FROM staged WHERE EXISTS (SELECT 1 FROM jobs AS j WHERE {unchanged})"
+            ),
+            "remove_replaced": (
+                f"INSERT INTO totals SELECT {_TOTALS_LABELS}, -COUNT(*), "
+                + ", ".join(f"-SUM({c})" for c in _TOTALS_SUMS)
+                + ", 0, :seq FROM jobs WHERE (cluster, job_id) IN "
+                "(SELECT cluster, job_id FROM staged)"
+                f" GROUP BY 1, 2, 3, 4, 5, 6, 7{upsert}"
+            ),
+            "add_staged": (
+                f"INSERT INTO totals SELECT {_TOTALS_LABELS}, COUNT(*), "
+                + ", ".join(f"SUM({c})" for c in _TOTALS_SUMS)
+                + ", COALESCE(MAX(end_time), 0), :seq FROM staged WHERE true"
+                f" GROUP BY 1, 2, 3, 4, 5, 6, 7{upsert}"
+            ),
+            "upsert_staged": (
+                "INSERT INTO jobs SELECT * FROM staged WHERE true ON CONFLICT (cluster, job_id) "
+                "DO UPDATE SET "
+                + ", ".join(f'"{c}" = excluded."{c}"' for c in (*JOB_COLUMNS[2:], "recorded_at"))
+            ),
+            "watermark": (
+                "INSERT INTO watermarks (name, value) VALUES (?, ?) ON CONFLICT (name) "
+                f"DO UPDATE SET value = {self.greatest}(watermarks.value, excluded.value)"
+            ),
+        }
+
+
+SQLITE = _Dialect(
+    "sqlite",
+    (
+        "CREATE TEMP TABLE IF NOT EXISTS staged AS SELECT * FROM jobs WHERE false",
+        "CREATE UNIQUE INDEX IF NOT EXISTS temp.staged_key ON staged (cluster, job_id)",
+    ),
+    greatest="MAX",
+    same="IS",
 )
-_TOTALS_REMOVE_REPLACED = (
-    f"INSERT INTO totals SELECT {_TOTALS_LABELS}, -COUNT(*), "
-    + ", ".join(f"-SUM({c})" for c in _TOTALS_SUMS)
-    + ", 0, :seq FROM main.jobs WHERE (cluster, job_id) IN (SELECT cluster, job_id FROM staged)"
-    f" GROUP BY 1, 2, 3, 4, 5, 6, 7{_TOTALS_UPSERT}"
-)
-_TOTALS_ADD_STAGED = (
-    f"INSERT INTO totals SELECT {_TOTALS_LABELS}, COUNT(*), "
-    + ", ".join(f"SUM({c})" for c in _TOTALS_SUMS)
-    + ", COALESCE(MAX(end_time), 0), :seq FROM staged WHERE true"
-    f" GROUP BY 1, 2, 3, 4, 5, 6, 7{_TOTALS_UPSERT}"
-)
-_UPSERT_STAGED = (
-    "INSERT INTO main.jobs SELECT * FROM staged WHERE true ON CONFLICT (cluster, job_id) "
-    "DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in (*JOB_COLUMNS[2:], "recorded_at"))
+POSTGRES = _Dialect(
+    "postgresql",
+    (
+        "CREATE TEMP TABLE IF NOT EXISTS staged (LIKE jobs)",
+        "CREATE UNIQUE INDEX IF NOT EXISTS staged_key ON staged (cluster, job_id)",
+    ),
+    greatest="GREATEST",
+    same="IS NOT DISTINCT FROM",
 )
 
 Dimension = Literal[
@@ -449,7 +579,7 @@ class Filters:
         for column in ("month", "user", "project", "cluster"):
             value = getattr(self, column)
             if value is not None:
-                clauses.append(f"{column} = ?")
+                clauses.append(f'"{column}" = ?')
                 params.append(value)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
@@ -515,29 +645,54 @@ def _row(accounted: AccountedJob) -> tuple[Any, ...]:
 
 
 class Ledger:
-    """A SQLite ledger file. Use as a context manager, or call ``close()``."""
+    """A ledger: a SQLite file, or a PostgreSQL database given by its URL.
+
+    Use as a context manager, or call ``close()``. Writers are serialised (SQLite's
+    write lock; on PostgreSQL a table lock on the totals), so concurrent collectors
+    neither lose nor double a job; readers never wait for writers.
+    """
 
     def __init__(
-        self, path: str | Path, *, migrate: bool = True, busy_timeout_s: float = 30.0
+        self,
+        location: str | Path,
+        *,
+        migrate: bool = True,
+        busy_timeout_s: float = 30.0,
+        password: str | None = None,
     ) -> None:
-        self.path = Path(path)
+        text = str(location)
+        self._streams = 0
+        self._db: Any
+        if text.startswith(("postgresql://", "postgres://")):
+            self.dialect = POSTGRES
+            self.where = _redact(text)
+            self._db, self._errors = _connect_postgres(text, password, busy_timeout_s, self.where)
+        else:
+            self.dialect = SQLITE
+            self.path = Path(location)
+            self.where = str(self.path)
+            self._errors = (sqlite3.Error,)
+            self._db = self._connect_sqlite(migrate, busy_timeout_s)
+        self._check_version(migrate)
+
+    def _connect_sqlite(self, migrate: bool, busy_timeout_s: float) -> sqlite3.Connection:
         try:
             if migrate:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             elif not self.path.exists():
                 raise LedgerError(f"no ledger at {self.path}")
-            self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
-            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.execute("PRAGMA temp_store = MEMORY")  # the staged batch
+            db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
+            db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("PRAGMA temp_store = MEMORY")  # the staged batch
         except sqlite3.Error as err:
             raise LedgerError(f"cannot open ledger {self.path}: {err}") from err
         except OSError as err:
             raise LedgerError(
                 f"cannot create ledger directory for {self.path}: {err.strerror}"
             ) from err
-        self._check_version(migrate)
+        return db
 
     def __enter__(self) -> Ledger:
         return self
@@ -548,75 +703,117 @@ class Ledger:
     def close(self) -> None:
         self._db.close()
 
+    def _run(self, sql: str, params: Any = ()) -> Any:
+        """Execute one statement in this backend's parameter style; the cursor."""
+        if self.dialect is POSTGRES:
+            return self._db.execute(_postgres_params(sql), params)
+        return self._db.execute(sql, params)
+
+    def _run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if self.dialect is POSTGRES:
+            with self._db.cursor() as cursor:
+                cursor.executemany(_postgres_params(sql), rows)
+        else:
+            self._db.executemany(sql, rows)
+
+    def _begin_write(self) -> None:
+        if self.dialect is POSTGRES:
+            self._run("BEGIN")
+            # one writer at a time, as SQLite has it; readers are not blocked
+            self._run("LOCK TABLE totals IN EXCLUSIVE MODE")
+        else:
+            self._run("BEGIN IMMEDIATE")
+
     @property
     def schema_version(self) -> int:
-        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if self.dialect is POSTGRES:
+            (exists,) = self._run("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+            if not exists:
+                return 0
+            row = self._run("SELECT MAX(version) FROM schema_version").fetchone()
+            return int(row[0] or 0)
+        return int(self._run("PRAGMA user_version").fetchone()[0])
 
     def _check_version(self, migrate: bool) -> None:
         try:
             version = self.schema_version
             if version > SCHEMA_VERSION:
                 raise LedgerError(
-                    f"ledger {self.path} has schema v{version}, newer than this jobcarbon "
+                    f"ledger {self.where} has schema v{version}, newer than this jobcarbon "
                     f"understands (v{SCHEMA_VERSION}); upgrade jobcarbon"
                 )
             if version < SCHEMA_VERSION:
                 if not migrate:
                     raise LedgerError(
-                        f"ledger {self.path} is at schema v{version}; "
+                        f"ledger {self.where} is at schema v{version}; "
                         f"run `jobcarbon ledger migrate`"
                     )
                 self.migrate()
-        except sqlite3.Error as err:
-            raise LedgerError(f"ledger {self.path} is not readable: {err}") from err
+        except self._errors as err:
+            raise LedgerError(f"ledger {self.where} is not readable: {err}") from err
 
     def migrate(self) -> None:
-        """Apply the pending migrations, each in its own transaction."""
-        self._db.execute("BEGIN IMMEDIATE")
+        """Apply the pending migrations, in one transaction that one process at a time runs."""
+        postgres = self.dialect is POSTGRES
+        if postgres:
+            self._run("BEGIN")
+            self._run(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
+            self._run("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        else:
+            self._run("BEGIN IMMEDIATE")
         try:
-            version = self.schema_version  # re-read under the write lock
+            version = self.schema_version  # re-read under the lock
+            steps = POSTGRES_MIGRATIONS if postgres else MIGRATIONS
             for target in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _statements(MIGRATIONS[target]):
-                    self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version = {target}")
-            self._db.execute("COMMIT")
+                if target not in steps:
+                    continue
+                for statement in _statements(steps[target]):
+                    self._run(statement)
+                if postgres:
+                    self._run("DELETE FROM schema_version")
+                    self._run("INSERT INTO schema_version VALUES (?)", [target])
+            if not postgres:
+                self._run(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._run("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._run("ROLLBACK")
             raise
 
     def write(self, batch: Sequence[AccountedJob], now: datetime | None = None) -> WriteResult:
         """Upsert a batch in one transaction: all of it lands, or none of it."""
         recorded_at = _epoch(now or datetime.now(UTC))
-        rows = [(*_row(a), recorded_at) for a in batch]
+        # a job given twice in one batch: the later record wins
+        rows = list(
+            {(a.job.cluster, a.job.job_id): (*_row(a), recorded_at) for a in batch}.values()
+        )
         try:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._begin_write()
             try:
                 written = self._write_staged(rows)
-                self._db.execute("COMMIT")
+                self._run("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._run("ROLLBACK")
                 raise
-        except sqlite3.Error as err:
-            raise LedgerError(f"cannot write {len(rows)} job(s) to {self.path}: {err}") from err
-        return WriteResult(written=written, unchanged=len(rows) - written)
+        except self._errors as err:
+            raise LedgerError(f"cannot write {len(rows)} job(s) to {self.where}: {err}") from err
+        return WriteResult(written=written, unchanged=len(batch) - written)
 
     def _write_staged(self, rows: list[tuple[Any, ...]]) -> int:
         """The jobs and their totals, inside the caller's transaction; rows written."""
-        for statement in _STAGE:
-            self._db.execute(statement)
-        self._db.execute("DELETE FROM staged")
-        self._db.executemany(_STAGE_ROWS, rows)
-        self._db.execute(_DROP_UNCHANGED)
-        written = int(self._db.execute("SELECT COUNT(*) FROM staged").fetchone()[0])
+        statements = self.dialect.write_statements
+        for statement in self.dialect.stage:
+            self._run(statement)
+        self._run("DELETE FROM staged")
+        self._run_many(statements["stage_rows"], rows)
+        self._run(statements["drop_unchanged"])
+        written = int(self._run("SELECT COUNT(*) FROM staged").fetchone()[0])
         if written:
             # one change number per batch: the exporter re-reads the label sets it touched
-            (next_seq,) = self._db.execute(
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM totals"
-            ).fetchone()
+            (next_seq,) = self._run("SELECT COALESCE(MAX(seq), 0) + 1 FROM totals").fetchone()
             seq = {"seq": next_seq}
-            self._db.execute(_TOTALS_REMOVE_REPLACED, seq)
-            self._db.execute(_TOTALS_ADD_STAGED, seq)
-            self._db.execute(_UPSERT_STAGED)
+            self._run(statements["remove_replaced"], seq)
+            self._run(statements["add_staged"], seq)
+            self._run(statements["upsert_staged"])
         return written
 
     def watermark(self, name: str) -> int | None:
@@ -627,13 +824,9 @@ class Ledger:
     def set_watermark(self, name: str, value: int) -> None:
         """Move a watermark forward (never back: concurrent sweeps cannot rewind it)."""
         try:
-            self._db.execute(
-                "INSERT INTO watermarks (name, value) VALUES (?, ?) ON CONFLICT (name) "
-                "DO UPDATE SET value = MAX(value, excluded.value)",
-                [name, value],
-            )
-        except sqlite3.Error as err:
-            raise LedgerError(f"cannot write watermark {name!r} to {self.path}: {err}") from err
+            self._run(self.dialect.write_statements["watermark"], [name, value])
+        except self._errors as err:
+            raise LedgerError(f"cannot write watermark {name!r} to {self.where}: {err}") from err
 
     def aggregates(self) -> list[Aggregate]:
         """The running totals per label combination, kept by ``write`` batch by batch.
@@ -641,7 +834,7 @@ class Ledger:
         Reading them costs the same whatever the number of jobs: this is what the
         Prometheus exporter serves.
         """
-        sql = f"SELECT {', '.join(Aggregate.__dataclass_fields__)} FROM totals WHERE jobs != 0"
+        sql = f"SELECT {_quoted(Aggregate.__dataclass_fields__)} FROM totals WHERE jobs != 0"
         return [Aggregate(*row) for row in self._query(sql, [])]
 
     def changed_aggregates(self, after: int) -> tuple[list[Aggregate], int]:
@@ -651,7 +844,7 @@ class Ledger:
         (``seq``; totals made by the migration itself start at 0), so a reader
         that keeps the totals it has seen only fetches what changed since.
         """
-        columns = ", ".join(Aggregate.__dataclass_fields__)
+        columns = _quoted(Aggregate.__dataclass_fields__)
         rows = self._query(
             f"SELECT {columns}, seq FROM totals WHERE seq > ? ORDER BY seq", [after]
         ).fetchall()
@@ -661,32 +854,41 @@ class Ledger:
     def add_ingest_errors(self, counts: dict[str, int]) -> None:
         """Add to the persistent count of records that failed, per stage."""
         try:
-            self._db.executemany(
+            self._run_many(
                 "INSERT INTO ingest_errors (stage, count) VALUES (?, ?) ON CONFLICT (stage) "
-                "DO UPDATE SET count = count + excluded.count",
+                "DO UPDATE SET count = ingest_errors.count + excluded.count",
                 [(stage, n) for stage, n in counts.items() if n],
             )
-        except sqlite3.Error as err:
-            raise LedgerError(f"cannot count ingest errors in {self.path}: {err}") from err
+        except self._errors as err:
+            raise LedgerError(f"cannot count ingest errors in {self.where}: {err}") from err
 
     def ingest_errors(self) -> dict[str, int]:
         return dict(self._query("SELECT stage, count FROM ingest_errors", []).fetchall())
 
     def set_gauge(self, name: str, value: float) -> None:
         try:
-            self._db.execute(
+            self._run(
                 "INSERT INTO gauges (name, value) VALUES (?, ?) ON CONFLICT (name) "
                 "DO UPDATE SET value = excluded.value",
                 [name, value],
             )
-        except sqlite3.Error as err:
-            raise LedgerError(f"cannot write gauge {name!r} to {self.path}: {err}") from err
+        except self._errors as err:
+            raise LedgerError(f"cannot write gauge {name!r} to {self.where}: {err}") from err
 
     def gauges(self) -> dict[str, float]:
         return dict(self._query("SELECT name, value FROM gauges", []).fetchall())
 
     def data_version(self) -> tuple[int, int]:
         """Changes when anyone (this connection or another) commits to the ledger."""
+        if self.dialect is POSTGRES:  # what the exporter serves: totals, errors, gauges
+            row = self._query(
+                "SELECT (SELECT COALESCE(MAX(seq), 0) FROM totals), "
+                "(SELECT string_agg(stage || '=' || count, ',' ORDER BY stage) FROM ingest_errors)"
+                " || '/' || (SELECT string_agg(name || '=' || value, ',' ORDER BY name) "
+                "FROM gauges)",
+                [],
+            ).fetchone()
+            return int(row[0]), hash(row[1])
         row = self._query("PRAGMA data_version", []).fetchone()
         return int(row[0]), self._db.total_changes
 
@@ -699,7 +901,7 @@ class Ledger:
         _check_dimension(by)
         where, params = filters.where()
         sql = (
-            f"SELECT COALESCE({by}, '(none)'), COUNT(*), SUM(gpu_seconds) / 3600.0, "
+            f"SELECT COALESCE(\"{by}\", '(none)'), COUNT(*), SUM(gpu_seconds) / 3600.0, "
             "SUM(energy_facility_kwh), SUM(co2e_g) / 1000.0, SUM(co2e_g_low) / 1000.0, "
             f"SUM(co2e_g_high) / 1000.0 FROM jobs{where} GROUP BY 1 ORDER BY 5 DESC, 1"
         )
@@ -724,7 +926,7 @@ class Ledger:
         _check_dimension(inner)
         where, params = filters.where()
         sql = (
-            f"SELECT COALESCE({outer}, '(none)'), COALESCE({inner}, '(none)'), COUNT(*), "
+            f"SELECT COALESCE(\"{outer}\", '(none)'), COALESCE(\"{inner}\", '(none)'), COUNT(*), "
             "SUM(gpu_seconds) / 3600.0, SUM(energy_facility_kwh), SUM(co2e_g) / 1000.0, "
             f"SUM(co2e_g_low) / 1000.0, SUM(co2e_g_high) / 1000.0 FROM jobs{where} "
             "GROUP BY 1, 2 ORDER BY 1, 6 DESC, 2"
@@ -742,9 +944,9 @@ class Ledger:
         where, params = filters.where()
         columns = EXPORT_COLUMNS
         sql = (
-            f"SELECT * FROM (SELECT COALESCE({outer}, '(none)') AS outer_key, "
-            f"{', '.join(columns)}, ROW_NUMBER() OVER (PARTITION BY {outer} "
-            f"ORDER BY co2e_g DESC, cluster, job_id) AS place FROM jobs{where}) "
+            f"SELECT * FROM (SELECT COALESCE(\"{outer}\", '(none)') AS outer_key, "
+            f'{_quoted(columns)}, ROW_NUMBER() OVER (PARTITION BY "{outer}" '
+            f"ORDER BY co2e_g DESC, cluster, job_id) AS place FROM jobs{where}) AS ranked "
             "WHERE place <= ? ORDER BY outer_key, place"
         )
         result: dict[str, list[dict[str, Any]]] = {}
@@ -756,9 +958,9 @@ class Ledger:
         """Failed, cancelled and measured-busy GPU time for every value of ``outer``."""
         _check_dimension(outer)
         where, params = filters.where()
-        failed = f"state IN ({', '.join(repr(s) for s in FAILED_STATES)})"
+        failed = "state IN (" + ", ".join(f"'{s}'" for s in FAILED_STATES) + ")"
         sql = (
-            f"SELECT COALESCE({outer}, '(none)'), SUM(gpu_seconds) / 3600.0, "
+            f"SELECT COALESCE(\"{outer}\", '(none)'), SUM(gpu_seconds) / 3600.0, "
             f"SUM(CASE WHEN {failed} THEN gpu_seconds ELSE 0 END) / 3600.0, "
             f"SUM(CASE WHEN {failed} THEN co2e_g ELSE 0 END) / 1000.0, "
             "SUM(CASE WHEN state = 'cancelled' THEN gpu_seconds ELSE 0 END) / 3600.0, "
@@ -780,7 +982,8 @@ class Ledger:
         where = f"{where} AND" if where else " WHERE"
         where += " energy_facility_kwh > 0"
         sql = (
-            f"SELECT COALESCE({outer}, '(none)'), site, method, COUNT(*), MIN(pue), MAX(pue), "
+            f"SELECT COALESCE(\"{outer}\", '(none)'), site, method, COUNT(*), MIN(pue), "
+            "MAX(pue), "
             "MIN(intensity_g_per_kwh), MAX(intensity_g_per_kwh), MAX(factors_version) "
             f"FROM jobs{where} GROUP BY 1, 2, 3 ORDER BY 1, 4 DESC, 2, 3"
         )
@@ -801,33 +1004,89 @@ class Ledger:
     def log_mail(self, month: str, audience: str, sent: MailSent) -> None:
         """Record a message the SMTP server accepted (a re-send replaces the record)."""
         try:
-            self._db.execute(
+            self._run(
                 "INSERT INTO mail_log VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (month, audience, recipient) DO UPDATE SET "
                 "address = excluded.address, message_id = excluded.message_id, "
                 "sent_at = excluded.sent_at",
                 [month, audience, sent.recipient, sent.address, sent.message_id, sent.sent_at],
             )
-        except sqlite3.Error as err:
-            raise LedgerError(f"cannot log a sent e-mail in {self.path}: {err}") from err
+        except self._errors as err:
+            raise LedgerError(f"cannot log a sent e-mail in {self.where}: {err}") from err
 
     def jobs(self, filters: Filters = Filters()) -> Iterator[dict[str, Any]]:
         """Stream job rows (as column → value) in end-time order, without loading them all."""
         where, params = filters.where()
         columns = EXPORT_COLUMNS
         cursor = self._query(
-            f"SELECT {', '.join(columns)} FROM jobs{where} ORDER BY end_time, cluster, job_id",
+            f"SELECT {_quoted(columns)} FROM jobs{where} ORDER BY end_time, cluster, job_id",
             params,
+            stream=True,
         )
-        while chunk := cursor.fetchmany(1000):
-            for row in chunk:
-                yield dict(zip(columns, row, strict=True))
+        try:
+            while chunk := cursor.fetchmany(1000):
+                for row in chunk:
+                    yield dict(zip(columns, row, strict=True))
+        finally:
+            cursor.close()
 
     def integrity_ok(self) -> bool:
+        if self.dialect is POSTGRES:  # PostgreSQL checks its pages itself (checksums, WAL)
+            return bool(self._query("SELECT 1", []).fetchone()[0] == 1)
         return bool(self._query("PRAGMA integrity_check", []).fetchone()[0] == "ok")
 
-    def _query(self, sql: str, params: Iterable[Any]) -> sqlite3.Cursor:
+    def _query(self, sql: str, params: Iterable[Any], stream: bool = False) -> Any:
         try:
-            return self._db.execute(sql, list(params))
-        except sqlite3.Error as err:
-            raise LedgerError(f"cannot read ledger {self.path}: {err}") from err
+            if stream and self.dialect is POSTGRES:  # a server-side cursor: rows as read
+                self._streams += 1  # each stream its own cursor: several may be open
+                cursor = self._db.cursor(name=f"jobcarbon_{self._streams}", withhold=True)
+                cursor.execute(_postgres_params(sql), list(params))
+                return cursor
+            return self._run(sql, list(params))
+        except self._errors as err:
+            raise LedgerError(f"cannot read ledger {self.where}: {err}") from err
+
+
+def open_ledger(
+    config: Config, *, migrate: bool | None = None, busy_timeout_s: float = 30.0
+) -> Ledger:
+    """The config's ledger; ``migrate`` defaults to ``ledger.migrate_on_start``."""
+    return Ledger(
+        config.ledger_location(),
+        migrate=config.ledger.migrate_on_start if migrate is None else migrate,
+        busy_timeout_s=busy_timeout_s,
+        password=config.ledger_password(),
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _postgres_params(sql: str) -> str:
+    """``?`` and ``:name`` placeholders (SQLite's) in psycopg's ``%s`` style."""
+    return re.sub(r":(\w+)", r"%(\1)s", sql.replace("%", "%%").replace("?", "%s"))
+
+
+def _redact(url: str) -> str:
+    """A database URL without its password, for messages."""
+    return re.sub(r"^(\w+://[^/@:]+):[^/@]*@", r"\1:***@", url)
+
+
+def _connect_postgres(
+    url: str, password: str | None, timeout_s: float, where: str
+) -> tuple[Any, tuple[type[BaseException], ...]]:
+    try:
+        import psycopg
+    except ImportError as err:
+        raise LedgerError(
+            f"ledger {where} is PostgreSQL: install the driver with "
+            "pip install 'jobcarbon[postgres]'"
+        ) from err
+    options: dict[str, Any] = {"connect_timeout": max(1, int(timeout_s))}
+    if password:
+        options["password"] = password
+    try:
+        connection = psycopg.connect(url, autocommit=True, **options)
+        # a waiting writer gives up, as SQLite's busy timeout does
+        connection.execute(f"SET lock_timeout = '{int(timeout_s * 1000)}ms'")
+    except psycopg.Error as err:
+        raise LedgerError(f"cannot open ledger {where}: {err}") from err
+    return connection, (psycopg.Error,)
