@@ -11,6 +11,7 @@ import textwrap
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -350,3 +351,44 @@ def test_processes_starting_together_migrate_once(ledger_location: str | Path) -
     with Ledger(ledger_location) as ledger:
         ledger.write([accounted("1")])
         assert ledger.count() == 1
+
+
+@pytest.mark.integration
+def test_ledger_copy_moves_100k_jobs_to_postgresql_with_identical_totals(
+    tmp_path: Path, postgres: Any
+) -> None:
+    from click.testing import CliRunner
+
+    from jobcarbon.cli import main
+    from jobcarbon.ledger import MailSent
+
+    source_path = tmp_path / "site.db"
+    with Ledger(source_path) as source:
+        for start in range(0, 100_000, 10_000):
+            source.write(
+                [
+                    accounted(str(i), co2e_g=float(i % 997), user=f"u{i % 50}", project=f"p{i % 7}")
+                    for i in range(start, start + 10_000)
+                ]
+            )
+        source.set_watermark("slurm.sweep.c1", 1_790_000_000)
+        source.set_gauge("slurm_spool_pending", 3.0)
+        source.add_ingest_errors({"sacct": 2})
+        source.log_mail("2026-10", "user", MailSent("u1", "u1@example.org", "<m@x>", 1))
+    target_url = postgres.new_database()
+    arguments = ["ledger", "copy", "--from", f"sqlite:///{source_path}", "--to", target_url]
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 0, result.output
+    assert "copied 100,000 job(s)" in result.output
+    assert "counts and totals identical" in result.output
+    again = CliRunner().invoke(main, arguments)  # a second run changes nothing
+    assert "(0 new or changed)" in again.output and again.exit_code == 0
+    with Ledger(source_path) as source, Ledger(target_url) as target:
+        assert target.count() == 100_000
+        for by in ("user", "project"):
+            assert target.summary(by) == pytest.approx(source.summary(by))
+        assert running_totals(target) == running_totals(source)
+        assert target.watermark("slurm.sweep.c1") == 1_790_000_000
+        assert target.gauges() == {"slurm_spool_pending": 3.0}
+        assert target.ingest_errors() == {"sacct": 2}
+        assert set(target.mail_sent("2026-10", "user")) == {"u1"}

@@ -12,9 +12,10 @@ month in which they ended (``month``), or were submitted if they never ended.
 from __future__ import annotations
 
 import functools
+import math
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cached_property
@@ -786,6 +787,11 @@ class Ledger:
         rows = list(
             {(a.job.cluster, a.job.job_id): (*_row(a), recorded_at) for a in batch}.values()
         )
+        written = self._write_rows(rows)
+        return WriteResult(written=written, unchanged=len(batch) - written)
+
+    def _write_rows(self, rows: list[tuple[Any, ...]]) -> int:
+        """Job rows (JOB_COLUMNS and recorded_at, one per job) in one transaction."""
         try:
             self._begin_write()
             try:
@@ -796,7 +802,7 @@ class Ledger:
                 raise
         except self._errors as err:
             raise LedgerError(f"cannot write {len(rows)} job(s) to {self.where}: {err}") from err
-        return WriteResult(written=written, unchanged=len(batch) - written)
+        return written
 
     def _write_staged(self, rows: list[tuple[Any, ...]]) -> int:
         """The jobs and their totals, inside the caller's transaction; rows written."""
@@ -1030,6 +1036,19 @@ class Ledger:
         finally:
             cursor.close()
 
+    def _job_rows(self) -> Iterator[tuple[Any, ...]]:
+        """Every job row as written (JOB_COLUMNS, recorded_at), for ``copy_ledger``."""
+        cursor = self._query(
+            f"SELECT {_quoted(JOB_COLUMNS)}, recorded_at FROM jobs ORDER BY cluster, job_id",
+            [],
+            stream=True,
+        )
+        try:
+            while chunk := cursor.fetchmany(1000):
+                yield from (tuple(row) for row in chunk)
+        finally:
+            cursor.close()
+
     def integrity_ok(self) -> bool:
         if self.dialect is POSTGRES:  # PostgreSQL checks its pages itself (checksums, WAL)
             return bool(self._query("SELECT 1", []).fetchone()[0] == 1)
@@ -1045,6 +1064,66 @@ class Ledger:
             return self._run(sql, list(params))
         except self._errors as err:
             raise LedgerError(f"cannot read ledger {self.where}: {err}") from err
+
+
+@dataclass(frozen=True, slots=True)
+class CopyResult:
+    jobs: int  # job rows read from the source
+    written: int  # of those, new or changed in the target
+    source: SummaryRow
+    target: SummaryRow
+
+    @property
+    def identical(self) -> bool:
+        """The target holds as many jobs as the source, with the same sums."""
+        a, b = self.source, self.target
+        return a.jobs == b.jobs and all(
+            math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9)
+            for x, y in zip(
+                (a.gpu_hours, a.energy_kwh, a.co2e_kg, a.co2e_kg_low, a.co2e_kg_high),
+                (b.gpu_hours, b.energy_kwh, b.co2e_kg, b.co2e_kg_low, b.co2e_kg_high),
+                strict=True,
+            )
+        )
+
+
+def copy_ledger(
+    source: Ledger,
+    target: Ledger,
+    batch_size: int = 5000,
+    on_batch: Callable[[int], None] = lambda jobs: None,
+) -> CopyResult:
+    """Copy every job (its running totals follow), watermark, error count, gauge and
+    e-mail log entry from ``source`` into ``target``, in batches; safe to run again."""
+    jobs = written = 0
+    batch: list[tuple[Any, ...]] = []
+    for row in source._job_rows():
+        batch.append(row)
+        if len(batch) == batch_size:
+            written += target._write_rows(batch)
+            jobs += len(batch)
+            on_batch(len(batch))
+            batch = []
+    if batch:
+        written += target._write_rows(batch)
+        jobs += len(batch)
+        on_batch(len(batch))
+    for name, value in source._query("SELECT name, value FROM watermarks", []).fetchall():
+        target.set_watermark(name, int(value))
+    for name, value in source.gauges().items():
+        target.set_gauge(name, value)
+    month_audiences = source._query("SELECT DISTINCT month, audience FROM mail_log", [])
+    for month, audience in month_audiences.fetchall():
+        for sent in source.mail_sent(month, audience).values():
+            target.log_mail(month, audience, sent)
+    copied_errors = target.ingest_errors()
+    target.add_ingest_errors(
+        {
+            stage: max(0, n - copied_errors.get(stage, 0))  # again: only what is missing
+            for stage, n in source.ingest_errors().items()
+        }
+    )
+    return CopyResult(jobs, written, source.totals(), target.totals())
 
 
 def open_ledger(
