@@ -32,7 +32,7 @@ LABELS = {
 }
 
 
-def fill(path: Path) -> None:
+def fill(path: Path | str) -> None:
     # accounted(): 1 GPU for 1 h, gpu 1 kWh, facility 1.5 kWh, co2e as given
     with Ledger(path) as ledger:
         ledger.write(
@@ -46,15 +46,15 @@ def fill(path: Path) -> None:
         ledger.set_gauge("slurm.pending_jobs", 4)
 
 
-def registry_for(path: Path, **exporter: object) -> CollectorRegistry:
+def registry_for(path: Path | str, **exporter: object) -> CollectorRegistry:
     config = parse_config({**CONFIG, "exporter": exporter})
     registry = CollectorRegistry(auto_describe=False)
     registry.register(LedgerCollector(path, config, clock=lambda: 1.8e9))
     return registry
 
 
-def test_counters_equal_the_ledger(tmp_path: Path) -> None:
-    path = tmp_path / "l.db"
+def test_counters_equal_the_ledger(ledger_location: Path | str) -> None:
+    path = ledger_location  # a SQLite file, or a PostgreSQL database
     fill(path)
     registry = registry_for(path)
     value = registry.get_sample_value
