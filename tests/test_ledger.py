@@ -269,6 +269,28 @@ def test_a_v4_ledger_gains_utilisation_and_the_mail_log(tmp_path: Path) -> None:
         assert ledger.mail_sent("2026-10", "lead") == {}
 
 
+def start_together(script: str, arguments: list[list[str]]) -> list[subprocess.Popen[str]]:
+    """One process per argument list running ``script``; all told "go" once all are ready."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, args[0], str(ROOT), *args[1:]],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "plugin")},
+        )
+        for args in arguments
+    ]
+    for process in processes:
+        assert process.stdout is not None and process.stdout.readline() == "ready\n"
+    for process in processes:
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    return processes
+
+
 OVERLAPPING_WRITER = textwrap.dedent("""
     import sys
     sys.path.insert(0, sys.argv[2])
@@ -292,22 +314,7 @@ def test_four_writers_at_once_neither_lose_nor_double_a_job(
     ledger_location: str | Path,
 ) -> None:
     Ledger(ledger_location).close()  # created (and migrated) before the race
-    writers = [
-        subprocess.Popen(
-            [sys.executable, "-c", OVERLAPPING_WRITER, str(ledger_location), str(ROOT), str(k)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT / "plugin")},
-        )
-        for k in range(4)
-    ]
-    for writer in writers:
-        assert writer.stdout is not None and writer.stdout.readline() == "ready\n"
-    for writer in writers:
-        assert writer.stdin is not None
-        writer.stdin.write("go\n")
-        writer.stdin.flush()
+    writers = start_together(OVERLAPPING_WRITER, [[str(ledger_location), str(k)] for k in range(4)])
     assert [writer.wait(timeout=120) for writer in writers] == [0, 0, 0, 0]
     with Ledger(ledger_location) as ledger:
         assert ledger.count() == 700  # jobs 0 .. 699, each once
@@ -329,23 +336,7 @@ MIGRATING_OPENER = textwrap.dedent("""
 
 
 def test_processes_starting_together_migrate_once(ledger_location: str | Path) -> None:
-    openers = [
-        subprocess.Popen(
-            [sys.executable, "-c", MIGRATING_OPENER, str(ledger_location), str(ROOT)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT / "plugin")},
-        )
-        for _ in range(4)
-    ]
-    for opener in openers:
-        assert opener.stdout is not None and opener.stdout.readline() == "ready\n"
-    for opener in openers:
-        assert opener.stdin is not None
-        opener.stdin.write("go\n")
-        opener.stdin.flush()
+    openers = start_together(MIGRATING_OPENER, [[str(ledger_location)]] * 4)
     results = [opener.communicate(timeout=60) for opener in openers]
     assert [(out.strip(), err) for out, err in results] == [(str(SCHEMA_VERSION), "")] * 4
     with Ledger(ledger_location) as ledger:
