@@ -1,6 +1,8 @@
 """Scrape time of `jobcarbon serve` as the ledger grows: 10k, 100k and 1M jobs.
 
-Usage: python bench/scrape.py [--max-jobs 1000000]. The jobs spread over 5,000
+Usage: python bench/scrape.py [--max-jobs 1000000] [--postgres URL]. With --postgres
+the ledger is that (empty, scratch) PostgreSQL database instead of a SQLite file.
+The jobs spread over 5,000
 (user, project, partition) combinations. Prints the median of 20 scrapes each with
 100 new jobs written (untimed) before it, as a collector does between scrapes, and
 of 20 with no change, and the first scrape of a new exporter (which reads every
@@ -81,9 +83,10 @@ def scrape_ms(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-jobs", type=int, default=1_000_000)
+    parser.add_argument("--postgres", metavar="URL", help="an empty PostgreSQL database")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "ledger.db"
+        path: Path | str = args.postgres or Path(tmp) / "ledger.db"
         written = 0
         extra = iter(range(10**8, 10**9, 100))  # ids of the jobs written between scrapes
         with Ledger(path) as ledger:

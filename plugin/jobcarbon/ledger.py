@@ -15,6 +15,7 @@ import functools
 import math
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -684,7 +685,7 @@ class Ledger:
                 raise LedgerError(f"no ledger at {self.path}")
             db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
             db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            db.execute("PRAGMA journal_mode = WAL")
+            _wal_mode(db, busy_timeout_s)
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute("PRAGMA temp_store = MEMORY")  # the staged batch
         except sqlite3.Error as err:
@@ -1124,6 +1125,20 @@ def copy_ledger(
         }
     )
     return CopyResult(jobs, written, source.totals(), target.totals())
+
+
+def _wal_mode(db: sqlite3.Connection, timeout_s: float) -> None:
+    """Switch to WAL. Processes creating one file at once can get "database is locked"
+    here without SQLite's busy handler being asked: wait and try again, as it would."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def open_ledger(
