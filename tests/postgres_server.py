@@ -22,6 +22,7 @@ import pytest
 from tests.smtp_server import free_port
 
 ROLE = "jobcarbon"
+PASSWORD_ROLE, PASSWORD = "carbon", "s3cret-pg"
 
 
 def _bin_dir() -> Path | None:
@@ -53,7 +54,9 @@ class PostgresServer:
             command = ["runuser", "-u", "postgres", "--", *command]
         return subprocess.run(command, capture_output=True, text=True, check=False, cwd=self.base)
 
-    def start(self) -> PostgresServer:
+    def start(self, tls: tuple[Path, Path] | None = None) -> PostgresServer:
+        """Start; with ``tls`` (certificate, key) it also takes TLS, and the role
+        ``PASSWORD_ROLE`` may log in over TLS with ``PASSWORD`` only."""
         init = self._run(
             "initdb", "-D", str(self.data), "-U", ROLE, "--auth=trust", "--no-sync", "-E", "UTF8"
         )
@@ -62,10 +65,28 @@ class PostgresServer:
             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.socket_dir} "
             "-c fsync=off -c max_connections=50"
         )
+        if tls is not None:
+            for source, name in zip(tls, ("server.crt", "server.key"), strict=True):
+                shutil.copy(source, self.data / name)
+                (self.data / name).chmod(0o600)
+                if os.geteuid() == 0:
+                    shutil.chown(self.data / name, "postgres", "postgres")
+            options += " -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key"
+            hba = self.data / "pg_hba.conf"  # first match wins: the password role first
+            hba.write_text(
+                f"local all all trust\nhostssl all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\n"
+                "host all all 127.0.0.1/32 trust\n"
+            )
         started = self._run(
             "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "start"
         )
         assert started.returncode == 0, started.stderr + self.log.read_text()
+        if tls is not None:
+            import psycopg
+
+            with psycopg.connect(self.url(), autocommit=True) as connection:
+                connection.execute(f"CREATE ROLE {PASSWORD_ROLE} LOGIN PASSWORD '{PASSWORD}'")
+                connection.execute(f"CREATE DATABASE {PASSWORD_ROLE} OWNER {PASSWORD_ROLE}")
         return self
 
     def stop(self) -> None:

@@ -383,3 +383,44 @@ def test_ledger_copy_moves_100k_jobs_to_postgresql_with_identical_totals(
         assert target.gauges() == {"slurm_spool_pending": 3.0}
         assert target.ingest_errors() == {"sacct": 2}
         assert set(target.mail_sent("2026-10", "user")) == {"u1"}
+
+
+@pytest.mark.integration
+def test_postgresql_over_tls_with_the_password_from_the_environment_or_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobcarbon.config import parse_config
+    from jobcarbon.ledger import open_ledger
+    from tests.postgres_server import PASSWORD, PASSWORD_ROLE, PostgresServer
+    from tests.smtp_server import self_signed
+
+    cert, key = self_signed(tmp_path)
+    server = PostgresServer().start(tls=(cert, key))
+    try:
+        url = (
+            f"postgresql://{PASSWORD_ROLE}@127.0.0.1:{server.port}/{PASSWORD_ROLE}"
+            f"?sslmode=verify-full&sslrootcert={cert}"
+        )
+        sites = {"s1": {"pue": 1.5, "grid": {"intensity_g_per_kwh": 400}}}
+        base = {"sites": sites, "clusters": {"c1": {"site": "s1"}}}
+        config = parse_config({**base, "ledger": {"url": url}})
+        monkeypatch.setenv("JOBCARBON_LEDGER_PASSWORD", PASSWORD)
+        with open_ledger(config) as ledger:
+            ledger.write([accounted("1")])
+            (encrypted,) = ledger._run(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+            ).fetchone()
+            assert encrypted is True
+        monkeypatch.delenv("JOBCARBON_LEDGER_PASSWORD")
+        (tmp_path / "pg-password").write_text(PASSWORD + "\n")
+        from_file = parse_config(
+            {**base, "ledger": {"url": url, "password_file": str(tmp_path / "pg-password")}}
+        )
+        with open_ledger(from_file) as ledger:
+            assert ledger.count() == 1
+        monkeypatch.setenv("JOBCARBON_LEDGER_PASSWORD", "wrong")
+        with pytest.raises(LedgerError, match="password authentication failed") as refused:
+            open_ledger(config)
+        assert "wrong" not in str(refused.value)  # a password is never shown
+    finally:
+        server.stop()
