@@ -424,3 +424,17 @@ def test_postgresql_over_tls_with_the_password_from_the_environment_or_a_file(
         assert "wrong" not in str(refused.value)  # a password is never shown
     finally:
         server.stop()
+
+
+def test_data_version_moves_with_every_write(ledger_location: str | Path) -> None:
+    with Ledger(ledger_location) as ledger, Ledger(ledger_location) as other:
+        seen = [ledger.data_version()]
+        other.set_gauge("slurm_spool_pending", 1.0)  # no ingest errors yet
+        seen.append(ledger.data_version())
+        other.set_gauge("slurm_spool_pending", 2.0)
+        seen.append(ledger.data_version())
+        other.add_ingest_errors({"sacct": 1})
+        seen.append(ledger.data_version())
+        other.write([accounted("1")])
+        seen.append(ledger.data_version())
+    assert len(set(seen)) == len(seen)

@@ -900,8 +900,9 @@ class Ledger:
         if self.dialect is POSTGRES:  # what the exporter serves: totals, errors, gauges
             row = self._query(
                 "SELECT (SELECT COALESCE(MAX(seq), 0) FROM totals), "
-                "(SELECT string_agg(stage || '=' || count, ',' ORDER BY stage) FROM ingest_errors)"
-                " || '/' || (SELECT string_agg(name || '=' || value, ',' ORDER BY name) "
+                "(SELECT COALESCE(string_agg(stage || '=' || count, ',' ORDER BY stage), '') "
+                "FROM ingest_errors) || '/' || "
+                "(SELECT COALESCE(string_agg(name || '=' || value, ',' ORDER BY name), '') "
                 "FROM gauges)",
                 [],
             ).fetchone()
