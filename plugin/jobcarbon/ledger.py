@@ -353,6 +353,13 @@ _TOTALS_SUMS = (
 )
 _TOTALS_KEY = 'cluster, "user", project, partition, gpu_model, state, method'
 _TOTALS_LABELS = "cluster, \"user\", project, partition, COALESCE(gpu_model, ''), state, method"
+# A SummaryRow's figures: `summary`, `grouped` and `totals` read them alike, so a
+# monthly e-mail and `jobcarbon summary` print the same numbers.
+_SUMMARY_SUMS = (
+    "COUNT(*), COALESCE(SUM(gpu_seconds), 0) / 3600.0, COALESCE(SUM(energy_facility_kwh), 0), "
+    "COALESCE(SUM(co2e_g), 0) / 1000.0, COALESCE(SUM(co2e_g_low), 0) / 1000.0, "
+    "COALESCE(SUM(co2e_g_high), 0) / 1000.0"
+)
 
 
 def _quoted(columns: Iterable[str]) -> str:
@@ -363,7 +370,6 @@ def _quoted(columns: Iterable[str]) -> str:
 class _Dialect:
     """How SQLite and PostgreSQL spell what the ledger's statements need."""
 
-    name: str
     stage: tuple[str, ...]  # create the per-connection staging table
     clear_stage: str  # empty it, space included (PostgreSQL never vacuums temp tables)
     greatest: str  # the larger of two values
@@ -417,7 +423,6 @@ class _Dialect:
 
 
 SQLITE = _Dialect(
-    "sqlite",
     (
         "CREATE TEMP TABLE IF NOT EXISTS staged AS SELECT * FROM jobs WHERE false",
         "CREATE UNIQUE INDEX IF NOT EXISTS temp.staged_key ON staged (cluster, job_id)",
@@ -427,7 +432,6 @@ SQLITE = _Dialect(
     same="IS",
 )
 POSTGRES = _Dialect(
-    "postgresql",
     (
         "CREATE TEMP TABLE IF NOT EXISTS staged (LIKE jobs)",
         "CREATE UNIQUE INDEX IF NOT EXISTS staged_key ON staged (cluster, job_id)",
@@ -655,8 +659,8 @@ class Ledger:
     """A ledger: a SQLite file, or a PostgreSQL database given by its URL.
 
     Use as a context manager, or call ``close()``. Writers are serialised (SQLite's
-    write lock; on PostgreSQL a table lock on the totals), so concurrent collectors
-    neither lose nor double a job; readers never wait for writers.
+    write lock; on PostgreSQL an advisory lock), so concurrent collectors neither lose
+    nor double a job; readers never wait for writers.
     """
 
     def __init__(
@@ -919,21 +923,14 @@ class Ledger:
         _check_dimension(by)
         where, params = filters.where()
         sql = (
-            f"SELECT COALESCE(\"{by}\", '(none)'), COUNT(*), SUM(gpu_seconds) / 3600.0, "
-            "SUM(energy_facility_kwh), SUM(co2e_g) / 1000.0, SUM(co2e_g_low) / 1000.0, "
-            f"SUM(co2e_g_high) / 1000.0 FROM jobs{where} GROUP BY 1 ORDER BY 5 DESC, 1"
+            f"SELECT COALESCE(\"{by}\", '(none)'), {_SUMMARY_SUMS} FROM jobs{where} "
+            "GROUP BY 1 ORDER BY 5 DESC, 1"
         )
         return [SummaryRow(*row) for row in self._query(sql, params)]
 
     def totals(self, filters: Filters = Filters()) -> SummaryRow:
         where, params = filters.where()
-        row = self._query(
-            "SELECT 'all', COUNT(*), COALESCE(SUM(gpu_seconds), 0) / 3600.0, "
-            "COALESCE(SUM(energy_facility_kwh), 0), COALESCE(SUM(co2e_g), 0) / 1000.0, "
-            "COALESCE(SUM(co2e_g_low), 0) / 1000.0, COALESCE(SUM(co2e_g_high), 0) / 1000.0 "
-            f"FROM jobs{where}",
-            params,
-        ).fetchone()
+        row = self._query(f"SELECT 'all', {_SUMMARY_SUMS} FROM jobs{where}", params).fetchone()
         return SummaryRow(*row)
 
     def grouped(
@@ -944,10 +941,8 @@ class Ledger:
         _check_dimension(inner)
         where, params = filters.where()
         sql = (
-            f"SELECT COALESCE(\"{outer}\", '(none)'), COALESCE(\"{inner}\", '(none)'), COUNT(*), "
-            "SUM(gpu_seconds) / 3600.0, SUM(energy_facility_kwh), SUM(co2e_g) / 1000.0, "
-            f"SUM(co2e_g_low) / 1000.0, SUM(co2e_g_high) / 1000.0 FROM jobs{where} "
-            "GROUP BY 1, 2 ORDER BY 1, 6 DESC, 2"
+            f"SELECT COALESCE(\"{outer}\", '(none)'), COALESCE(\"{inner}\", '(none)'), "
+            f"{_SUMMARY_SUMS} FROM jobs{where} GROUP BY 1, 2 ORDER BY 1, 6 DESC, 2"
         )
         result: dict[str, list[SummaryRow]] = {}
         for key, *row in self._query(sql, params):
@@ -1036,25 +1031,26 @@ class Ledger:
         """Stream job rows (as column → value) in end-time order, without loading them all."""
         where, params = filters.where()
         columns = EXPORT_COLUMNS
-        cursor = self._query(
-            f"SELECT {_quoted(columns)} FROM jobs{where} ORDER BY end_time, cluster, job_id",
-            params,
-            stream=True,
-        )
-        try:
-            while chunk := cursor.fetchmany(1000):
-                for row in chunk:
-                    yield dict(zip(columns, row, strict=True))
-        finally:
-            cursor.close()
+        sql = f"SELECT {_quoted(columns)} FROM jobs{where} ORDER BY end_time, cluster, job_id"
+        for row in self._stream(sql, params):
+            yield dict(zip(columns, row, strict=True))
 
     def _job_rows(self) -> Iterator[tuple[Any, ...]]:
         """Every job row as written (JOB_COLUMNS, recorded_at), for ``copy_ledger``."""
-        cursor = self._query(
-            f"SELECT {_quoted(JOB_COLUMNS)}, recorded_at FROM jobs ORDER BY cluster, job_id",
-            [],
-            stream=True,
-        )
+        sql = f"SELECT {_quoted(JOB_COLUMNS)}, recorded_at FROM jobs ORDER BY cluster, job_id"
+        return self._stream(sql, [])
+
+    def _stream(self, sql: str, params: list[Any]) -> Iterator[tuple[Any, ...]]:
+        """The rows of a query a thousand at a time (PostgreSQL: a server-side cursor)."""
+        try:
+            if self.dialect is POSTGRES:
+                self._streams += 1  # each stream its own cursor: several may be open
+                cursor = self._db.cursor(name=f"jobcarbon_{self._streams}", withhold=True)
+                cursor.execute(_postgres_params(sql), params)
+            else:
+                cursor = self._db.execute(sql, params)
+        except self._errors as err:
+            raise LedgerError(f"cannot read ledger {self.where}: {err}") from err
         try:
             while chunk := cursor.fetchmany(1000):
                 yield from (tuple(row) for row in chunk)
@@ -1066,13 +1062,8 @@ class Ledger:
             return bool(self._query("SELECT 1", []).fetchone()[0] == 1)
         return bool(self._query("PRAGMA integrity_check", []).fetchone()[0] == "ok")
 
-    def _query(self, sql: str, params: Iterable[Any], stream: bool = False) -> Any:
+    def _query(self, sql: str, params: Iterable[Any]) -> Any:
         try:
-            if stream and self.dialect is POSTGRES:  # a server-side cursor: rows as read
-                self._streams += 1  # each stream its own cursor: several may be open
-                cursor = self._db.cursor(name=f"jobcarbon_{self._streams}", withhold=True)
-                cursor.execute(_postgres_params(sql), list(params))
-                return cursor
             return self._run(sql, list(params))
         except self._errors as err:
             raise LedgerError(f"cannot read ledger {self.where}: {err}") from err
