@@ -113,9 +113,8 @@ def monthly_reports(
     if not chosen:
         return []
     ranked = sorted(p.co2e_kg for p in people)
-    history = ledger.grouped(
-        outer, "month", Filters(months=months_up_to(month, config.mail.history_months))
-    )
+    chart_months = months_up_to(month, config.mail.history_months)
+    history = ledger.grouped(outer, "month", Filters(months=chart_months))
     by_project = ledger.grouped(outer, "project", month_only)
     by_cluster = ledger.grouped(outer, "cluster", month_only)
     by_gpu_model = ledger.grouped(outer, "gpu_model", month_only)
@@ -129,15 +128,12 @@ def monthly_reports(
     reports = []
     for person in chosen:
         name = person.key
-        report_history = _fill_months(
-            history.get(name, []), months_up_to(month, config.mail.history_months)
-        )
         report = MonthlyReport(
             audience=audience,
             name=name,
             month=month,
             totals=person,
-            history=report_history,
+            history=_fill_months(history.get(name, []), chart_months),
             by_project=tuple(by_project.get(name, [])),
             by_cluster=tuple(by_cluster.get(name, [])),
             by_gpu_model=tuple(
