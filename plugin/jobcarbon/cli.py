@@ -399,7 +399,7 @@ def report_monthly(
     from rich.progress import Progress
 
     from .ledger import Filters
-    from .mail import AddressBook, Composer, Postman, SmtpSender, smtp_password
+    from .mail import AddressBook, Composer, Postman, SmtpSender
     from .report import Audience, monthly_reports, previous_month
 
     if not out and not send:
@@ -416,7 +416,7 @@ def report_monthly(
     sender = (
         SmtpSender(
             config.mail,
-            smtp_password(config),
+            config.smtp_password(),
             config.path(config.mail.tls_ca_file) if config.mail.tls_ca_file else None,
         )
         if send
@@ -491,14 +491,14 @@ def ledger_copy(source_url: str, target_url: str) -> None:
 
     from rich.progress import Progress
 
+    from .config import ledger_location
     from .ledger import Ledger, copy_ledger
 
     def location(url: str) -> str | Path:
-        if url.startswith("sqlite:///"):
-            return Path(url.removeprefix("sqlite:///"))
-        if url.startswith(("postgresql://", "postgres://")):
-            return url
-        raise click.BadParameter(f"{url!r}: give sqlite:///PATH or postgresql://USER@HOST/DB")
+        try:
+            return ledger_location(url, Path("."))
+        except ValueError as err:
+            raise click.BadParameter(f"{url!r}: {err}") from None
 
     password = os.environ.get("JOBCARBON_LEDGER_PASSWORD")
     source_location = location(source_url)

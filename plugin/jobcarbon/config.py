@@ -206,15 +206,25 @@ class LedgerConfig(_Strict):
 
     @field_validator("url")
     @classmethod
-    def _no_password(cls, value: str) -> str:
-        if re.match(r"^\w+://[^/@:]+:[^/@]+@", value):
-            raise ValueError(
-                "put no password in the URL; set JOBCARBON_LEDGER_PASSWORD or "
-                "ledger.password_file instead"
-            )
-        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
-            raise ValueError("give sqlite:///PATH or postgresql://USER@HOST[:PORT]/DATABASE")
+    def _known_url(cls, value: str) -> str:
+        ledger_location(value, Path("."))
         return value
+
+
+def ledger_location(url: str, base_dir: Path) -> Path | str:
+    """What ``Ledger`` opens for a ledger URL: the SQLite file (relative to ``base_dir``)
+    or the PostgreSQL URL. ``ValueError`` says what is wrong with any other."""
+    if re.match(r"^\w+://[^/@:]+:[^/@]+@", url):
+        raise ValueError(
+            "put no password in the URL; set JOBCARBON_LEDGER_PASSWORD or "
+            "ledger.password_file instead"
+        )
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        return path if path.is_absolute() else base_dir / path
+    if url.startswith(("postgresql://", "postgres://")):
+        return url
+    raise ValueError("give sqlite:///PATH or postgresql://USER@HOST[:PORT]/DATABASE")
 
 
 class SlurmConfig(_Strict):
@@ -352,21 +362,35 @@ class Config(_Strict):
 
     def ledger_location(self) -> Path | str:
         """The SQLite file (relative to this file's directory), or the PostgreSQL URL."""
-        if self.ledger.url.startswith("sqlite:///"):
-            return self.path(Path(self.ledger.url.removeprefix("sqlite:///")))
-        return self.ledger.url
+        return ledger_location(self.ledger.url, self.base_dir)
 
     def ledger_password(self) -> str | None:
         """The PostgreSQL password from ``ledger.password_file`` or its variable, if any."""
-        if self.ledger.password_file is not None:
-            path = self.path(self.ledger.password_file)
+        ledger = self.ledger
+        return self._secret("ledger", ledger.password_file, ledger.password_env, required=False)
+
+    def smtp_password(self) -> str | None:
+        """The SMTP password from ``mail.password_file`` or ``mail.password_env``, if named."""
+        mail = self.mail
+        return self._secret("mail", mail.password_file, mail.password_env, required=True)
+
+    def _secret(
+        self, section: str, file: Path | None, env: str | None, required: bool
+    ) -> str | None:
+        """A password from its file, else its environment variable (an error if that is
+        ``required`` and unset), else None. Secrets never live in the YAML itself."""
+        if file is not None:
+            path = self.path(file)
             try:
                 return path.read_text(encoding="utf-8").strip()
             except OSError as err:
                 raise ConfigError(
-                    [f"ledger.password_file: cannot read {path}: {err.strerror}"]
+                    [f"{section}.password_file: cannot read {path}: {err.strerror}"]
                 ) from err
-        return os.environ.get(self.ledger.password_env) or None
+        value = os.environ.get(env) if env else None
+        if env and required and not value:
+            raise ConfigError([f"{section}.password_env: ${env} is not set"])
+        return value or None
 
 
 def _site_factors(name: str, site: SiteConfig, base_dir: Path) -> SiteFactors:

@@ -19,7 +19,6 @@ import base64
 import csv
 import email.policy
 import hashlib
-import os
 import random
 import re
 import secrets
@@ -393,23 +392,6 @@ class SmtpSender:
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
-def smtp_password(config: Config) -> str | None:
-    """The SMTP password from the environment or a file (never from the YAML)."""
-    mail = config.mail
-    if mail.password_env:
-        value = os.environ.get(mail.password_env)
-        if not value:
-            raise ConfigError([f"mail.password_env: ${mail.password_env} is not set"])
-        return value
-    if mail.password_file:
-        path = config.path(mail.password_file)
-        try:
-            return path.read_text(encoding="utf-8").strip()
-        except OSError as err:
-            raise ConfigError([f"mail.password_file: cannot read {path}: {err.strerror}"]) from err
-    return None
 
 
 # --- a month's run -------------------------------------------------------------------------
