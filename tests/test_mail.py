@@ -25,7 +25,7 @@ from jobcarbon.cli import main
 from jobcarbon.config import Config, load_config
 from jobcarbon.errors import ConfigError, MailError
 from jobcarbon.ledger import Filters, Ledger
-from jobcarbon.mail import AddressBook, Composer, Postman, SmtpSender
+from jobcarbon.mail import AddressBook, Composed, Composer, Postman, SmtpSender
 from jobcarbon.report import monthly_reports
 from tests.conftest import utc
 from tests.smtp_server import Inbox, SmtpServer, free_port, self_signed
@@ -139,7 +139,7 @@ def test_a_message_has_text_and_html_and_the_ledgers_figures(tmp_path: Path) -> 
     with october_ledger(tmp_path / "l.db", config) as ledger:
         reports = {r.name: r for r in monthly_reports(ledger, config, OCTOBER, "user")}
         summary = ledger.totals(Filters(month=OCTOBER, user="alice"))
-    message = Composer(config).message(reports["alice"], ["alice@example.org"], _now())
+    message = parsed(Composer(config).compose(reports["alice"], ["alice@example.org"], _now()))
     assert message["Subject"] == "Your computing in October 2026: 0.3 kg CO2e, 0.7 kWh"
     assert message["Reply-To"] == "green@example.org"
     assert message["Message-ID"].endswith("@hpc.example.org>")
@@ -158,7 +158,7 @@ def test_a_message_has_text_and_html_and_the_ledgers_figures(tmp_path: Path) -> 
     for forbidden in ("<script", "<img", 'src="http', "url("):
         assert forbidden not in html.lower()
     # the same report always gets the same Message-ID: a resend is recognisable
-    again = Composer(config).message(reports["alice"], ["alice@example.org"], _now())
+    again = parsed(Composer(config).compose(reports["alice"], ["alice@example.org"], _now()))
     assert again["Message-ID"] == message["Message-ID"]
 
 
@@ -367,6 +367,13 @@ def test_the_html_renders_in_headless_chromium(tmp_path: Path) -> None:
     png = screenshot.read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     assert len(png) > 20_000  # a rendered page, not a blank one
+
+
+def parsed(composed: Composed) -> EmailMessage:
+    """A composed message as the ``email`` package reads it."""
+    message = message_from_bytes(composed.eml, policy=default)
+    assert isinstance(message, EmailMessage)
+    return message
 
 
 def _bodies(message: EmailMessage) -> tuple[str, str]:

@@ -29,8 +29,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email import message_from_bytes
-from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
 
@@ -187,12 +185,6 @@ class Composer:
         # the templates' indentation is for their readers, not for the wire
         html = "\n".join(stripped for line in html.splitlines() if (stripped := line.strip()))
         return Rendered(" ".join(subject.split()), text, html)
-
-    def message(self, report: MonthlyReport, to: Sequence[str], now: datetime) -> EmailMessage:
-        """The composed message, parsed back by the ``email`` package (to inspect it)."""
-        parsed = message_from_bytes(self.compose(report, to, now).eml, policy=email.policy.default)
-        assert isinstance(parsed, EmailMessage)
-        return parsed
 
     def compose(self, report: MonthlyReport, to: Sequence[str], now: datetime) -> Composed:
         """The message as sent (bytes, CRLF line ends) and its HTML for a preview.
