@@ -17,7 +17,7 @@ import pytest
 
 from jobcarbon.errors import LedgerError
 from jobcarbon.footprint import AccountedJob, Footprint, Method
-from jobcarbon.ledger import SCHEMA_VERSION, Filters, Ledger
+from jobcarbon.ledger import SCHEMA_VERSION, Filters, Ledger, Running
 from jobcarbon.records import JobState
 from tests.conftest import make_job, utc
 
@@ -267,6 +267,7 @@ def test_a_v4_ledger_gains_utilisation_and_the_mail_log(tmp_path: Path) -> None:
             "alice": MailSent("alice", "a@example.org", "<m2@x>", 1)  # a resend replaces
         }
         assert ledger.mail_sent("2026-10", "lead") == {}
+        assert ledger.running() == []  # v6: the running pods' table
 
 
 def start_together(script: str, arguments: list[list[str]]) -> list[subprocess.Popen[str]]:
@@ -437,4 +438,30 @@ def test_data_version_moves_with_every_write(ledger_location: str | Path) -> Non
         seen.append(ledger.data_version())
         other.write([accounted("1")])
         seen.append(ledger.data_version())
+        other.set_running("c1", [Running("c1", "alice", "p", "A100", 1, 2.0, 600.0, 0.1, 40.0)])
+        seen.append(ledger.data_version())
     assert len(set(seen)) == len(seen)
+
+
+def test_running_usage_is_replaced_cluster_by_cluster(ledger_location: str | Path) -> None:
+    first = Running("c1", "alice", "p", "A100", 2, 3.0, 900.0, 0.2, 80.0)
+    other_cluster = Running("c2", "bob", "p", "", 1, 0.0, 0.0, 0.05, 20.0)
+    with Ledger(ledger_location) as ledger:
+        ledger.set_running("c1", [first])
+        ledger.set_running("c2", [other_cluster])
+        later = Running("c1", "carol", "q", "H100", 1, 1.0, 60.0, 0.01, 4.0)
+        ledger.set_running("c1", [later])  # alice's pods ended
+        assert ledger.running() == [later, other_cluster]
+        ledger.set_running("c2", [])
+        assert ledger.running() == [later]
+
+
+def test_known_jobs_of_a_cluster(ledger_location: str | Path) -> None:
+    with Ledger(ledger_location) as ledger:
+        ledger.write([accounted(str(n)) for n in range(1200)])
+        ledger.write([accounted("5", cluster="c2")])
+        asked = [str(n) for n in range(1195, 1205)] + ["5"]  # more than one chunk of 500
+        assert ledger.known_jobs("c1", [str(n) for n in range(1, 1201, 2)] + ["x"]) == {
+            str(n) for n in range(1, 1200, 2)
+        }
+        assert ledger.known_jobs("c2", asked) == {"5"}

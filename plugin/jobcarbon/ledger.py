@@ -17,7 +17,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -27,7 +27,7 @@ from .config import Config
 from .errors import LedgerError
 from .footprint import AccountedJob
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE jobs (
@@ -216,6 +216,22 @@ MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (month, audience, recipient)
     ) WITHOUT ROWID;
     """,
+    # the usage so far of jobs still running (the pod watcher's), one row per label
+    # set, replaced cluster by cluster: the exporter's jobcarbon_running_* gauges
+    6: """
+    CREATE TABLE running (
+        cluster TEXT NOT NULL,
+        user TEXT NOT NULL,
+        project TEXT NOT NULL,
+        gpu_model TEXT NOT NULL,
+        jobs INTEGER NOT NULL,
+        gpus REAL NOT NULL,
+        gpu_seconds REAL NOT NULL,
+        energy_facility_kwh REAL NOT NULL,
+        co2e_g REAL NOT NULL,
+        PRIMARY KEY (cluster, user, project, gpu_model)
+    ) WITHOUT ROWID;
+    """,
 }
 
 # PostgreSQL ledgers start at the current schema, created in one step; later
@@ -292,6 +308,20 @@ POSTGRES_MIGRATIONS: dict[int, str] = {
         message_id TEXT NOT NULL,
         sent_at BIGINT NOT NULL,
         PRIMARY KEY (month, audience, recipient)
+    );
+    """,
+    6: """
+    CREATE TABLE running (
+        cluster TEXT NOT NULL,
+        "user" TEXT NOT NULL,
+        project TEXT NOT NULL,
+        gpu_model TEXT NOT NULL,
+        jobs BIGINT NOT NULL,
+        gpus DOUBLE PRECISION NOT NULL,
+        gpu_seconds DOUBLE PRECISION NOT NULL,
+        energy_facility_kwh DOUBLE PRECISION NOT NULL,
+        co2e_g DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (cluster, "user", project, gpu_model)
     );
     """,
 }
@@ -509,6 +539,31 @@ class Aggregate:
             energy_facility_kwh=self.energy_facility_kwh + other.energy_facility_kwh,
             co2e_g=self.co2e_g + other.co2e_g,
             last_end_time=max(self.last_end_time, other.last_end_time),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """The usage so far of the jobs still running with one set of labels."""
+
+    cluster: str
+    user: str
+    project: str
+    gpu_model: str
+    jobs: int
+    gpus: float
+    gpu_seconds: float
+    energy_facility_kwh: float
+    co2e_g: float
+
+    def plus(self, other: Running) -> Running:
+        return replace(
+            self,
+            jobs=self.jobs + other.jobs,
+            gpus=self.gpus + other.gpus,
+            gpu_seconds=self.gpu_seconds + other.gpu_seconds,
+            energy_facility_kwh=self.energy_facility_kwh + other.energy_facility_kwh,
+            co2e_g=self.co2e_g + other.co2e_g,
         )
 
 
@@ -872,6 +927,41 @@ class Ledger:
         latest = rows[-1][-1] if rows else after
         return [Aggregate(*row[:-1]) for row in rows], int(latest)
 
+    def set_running(self, cluster: str, rows: Sequence[Running]) -> None:
+        """Replace ``cluster``'s usage so far of running jobs, in one transaction."""
+        try:
+            self._begin_write()
+            try:
+                self._run("DELETE FROM running WHERE cluster = ?", [cluster])
+                self._run_many(
+                    f"INSERT INTO running ({_quoted(Running.__dataclass_fields__)}) "
+                    f"VALUES ({', '.join('?' * len(Running.__dataclass_fields__))})",
+                    [astuple(row) for row in rows if row.cluster == cluster],
+                )
+                self._run("COMMIT")
+            except BaseException:
+                self._run("ROLLBACK")
+                raise
+        except self._errors as err:
+            raise LedgerError(f"cannot write running jobs to {self.where}: {err}") from err
+
+    def running(self) -> list[Running]:
+        sql = f"SELECT {_quoted(Running.__dataclass_fields__)} FROM running ORDER BY 1, 2, 3, 4"
+        return [Running(*row) for row in self._query(sql, [])]
+
+    def known_jobs(self, cluster: str, job_ids: Sequence[str]) -> set[str]:
+        """Which of ``job_ids`` the ledger already holds for ``cluster``."""
+        known: set[str] = set()
+        for i in range(0, len(job_ids), 500):
+            chunk = list(job_ids[i : i + 500])
+            rows = self._query(
+                f"SELECT job_id FROM jobs WHERE cluster = ? AND job_id IN "
+                f"({', '.join('?' * len(chunk))})",
+                [cluster, *chunk],
+            )
+            known.update(row[0] for row in rows)
+        return known
+
     def add_ingest_errors(self, counts: dict[str, int]) -> None:
         """Add to the persistent count of records that failed, per stage."""
         try:
@@ -907,7 +997,8 @@ class Ledger:
                 "(SELECT COALESCE(string_agg(stage || '=' || count, ',' ORDER BY stage), '') "
                 "FROM ingest_errors) || '/' || "
                 "(SELECT COALESCE(string_agg(name || '=' || value, ',' ORDER BY name), '') "
-                "FROM gauges)",
+                "FROM gauges) || '/' || "
+                "(SELECT COALESCE(SUM(jobs + gpu_seconds), 0) FROM running)",
                 [],
             ).fetchone()
             return int(row[0]), hash(row[1])
