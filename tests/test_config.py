@@ -96,6 +96,14 @@ def test_cluster_naming_an_unknown_site() -> None:
     ]
 
 
+def test_the_watched_cluster_must_be_configured() -> None:
+    assert problems(minimal(kubernetes={"cluster": "gpu-platfrom"})) == [
+        "kubernetes.cluster: unknown cluster 'gpu-platfrom' (clusters: c1)"
+    ]
+    (bad_listen,) = problems(minimal(kubernetes={"health_listen": "9878"}))
+    assert bad_listen.startswith("kubernetes.health_listen: String should match pattern")
+
+
 def test_secrets_are_refused_in_the_yaml() -> None:
     found = problems(minimal(mail={"password": "hunter2"}))
     assert any("mail: secrets never go in the YAML" in p for p in found)

@@ -146,8 +146,12 @@ class AttributionConfig(_Strict):
     project_from: Literal["account", "wckey", "partition"] = Field(
         "account", description="Slurm field that names the project"
     )
-    user_label: str | None = Field(None, description="Kubernetes pod label naming the user")
-    project_label: str | None = Field(None, description="Kubernetes pod label naming the project")
+    user_label: str | None = Field(
+        None, description="Kubernetes pod label (or annotation) naming the user"
+    )
+    project_label: str | None = Field(
+        None, description="Kubernetes pod label (or annotation) naming the project"
+    )
     namespace_projects: dict[str, str] = Field(
         default_factory=dict, description="namespace → project fallback"
     )
@@ -256,6 +260,61 @@ class SlurmConfig(_Strict):
     sacct_timeout_s: float = Field(120.0, gt=0, description="one sacct call at most")
 
 
+class KubernetesConfig(_Strict):
+    """The pod watcher: what it watches, how it reconnects, where measured energy is."""
+
+    cluster: str | None = Field(
+        None, description="the `clusters` entry the pods belong to (default: the first)"
+    )
+    namespaces: list[str] = Field(
+        default_factory=list, description="watch only these namespaces (default: all)"
+    )
+    cpu_pods: bool = Field(False, description="also account pods that requested no GPU")
+    gpu_resources: list[str] = Field(
+        ["nvidia.com/gpu", "amd.com/gpu"],
+        description="extended resources counted as whole GPUs (nvidia.com/mig-* as slices)",
+    )
+    gpu_model_labels: list[str] = Field(
+        ["nvidia.com/gpu.product", "amd.com/gpu.product-name"],
+        description="node labels naming the GPU model, first present wins",
+    )
+    list_page_size: int = Field(500, ge=1, le=10_000, description="pods per list request")
+    watch_timeout_s: int = Field(
+        300, ge=10, le=3600, description="the API server ends each watch after this"
+    )
+    read_timeout_s: float = Field(
+        120.0, gt=0, le=3600, description="a watch silent this long (no event, no bookmark) is cut"
+    )
+    retry_first_s: float = Field(1.0, gt=0, le=3600, description="first wait after an API error")
+    retry_max_s: float = Field(60.0, gt=0, le=3600, description="longest wait between tries")
+    running_interval_s: float = Field(
+        60.0, gt=0, le=3600, description="how often running pods' usage so far is written"
+    )
+    health_listen: str | None = Field(
+        "0.0.0.0:9878",
+        pattern=r"^[^:\s]*:\d{1,5}$",
+        description="/healthz and /readyz for the kubelet's probes (null: none)",
+    )
+    stale_after_s: float = Field(
+        600.0, gt=0, description="/readyz fails when the API server was not heard this long"
+    )
+    prometheus_url: str | None = Field(
+        None, description="Prometheus with dcgm-exporter's metrics, for measured GPU energy"
+    )
+    prometheus_timeout_s: float = Field(10.0, gt=0, le=300, description="one query at most")
+    dcgm_energy_metric: str = Field(
+        "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", description="the per-GPU millijoule counter"
+    )
+    dcgm_pod_labels: tuple[str, str] = Field(
+        ("namespace", "pod"),
+        description="the counter's labels naming a pod's namespace and name "
+        "(exported_namespace, exported_pod when Prometheus renamed them)",
+    )
+    dcgm_min_coverage: float = Field(
+        0.8, gt=0, le=1, description="share of the run the counter's samples must span"
+    )
+
+
 class ExporterConfig(_Strict):
     listen: str = Field("127.0.0.1:9877", pattern=r"^[^:\s]*:\d{1,5}$")
     drop_user_label: bool = Field(False, description="omit `user` from series (large sites)")
@@ -329,6 +388,7 @@ class Config(_Strict):
         0.05, ge=0, lt=1, description="relative error of measured energy"
     )
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
     exporter: ExporterConfig = Field(default_factory=ExporterConfig)
     mail: MailConfig = Field(default_factory=MailConfig)
     #: where the file was read from, to resolve relative paths (not a YAML key)
@@ -472,6 +532,12 @@ def parse_config(data: Any, base_dir: Path = Path("."), source: str | None = Non
         for name, c in config.clusters.items()
         if c.site not in config.sites
     ]
+    watched = config.kubernetes.cluster
+    if watched is not None and watched not in config.clusters:
+        problems.append(
+            f"kubernetes.cluster: unknown cluster {watched!r} "
+            f"(clusters: {', '.join(config.clusters)})"
+        )
     if problems:
         raise ConfigError(problems, source)
     try:
