@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from jobcarbon.config import parse_config
 from jobcarbon.exporter import Exporter, LedgerCollector, metrics_reference, write_textfile
-from jobcarbon.ledger import SCHEMA_VERSION, Filters, Ledger
+from jobcarbon.ledger import SCHEMA_VERSION, Filters, Ledger, Running
 from jobcarbon.records import JobState
 from tests.conftest import ROOT
 from tests.test_ledger import accounted
@@ -119,6 +119,42 @@ def test_drop_user_label_sums_over_users(tmp_path: Path) -> None:
     registry = registry_for(path, drop_user_label=True)
     assert registry.get_sample_value("jobcarbon_jobs_total", {**LABELS, "user": ""}) == 2
     assert registry.get_sample_value("jobcarbon_jobs_total", LABELS) is None
+
+
+def test_running_pods_and_watcher_health(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    with Ledger(path) as ledger:
+        ledger.set_running(
+            "c1",
+            [
+                Running("c1", "alice", "p1", "A100", 2, 3.0, 7200.0, 2.5, 1000.0),
+                Running("c1", "bob", "p1", "A100", 1, 1.0, 3600.0, 0.5, 200.0),
+            ],
+        )
+        ledger.set_gauge("kubernetes/c1.last_contact", 1_800_000_000.0)
+        ledger.set_gauge("kubernetes/c1.restarts.expired", 2)
+        ledger.add_ingest_errors({"kubernetes": 3})
+    registry = registry_for(path)
+    alice = {"cluster": "c1", "user": "alice", "project": "p1", "gpu_model": "A100"}
+    assert registry.get_sample_value("jobcarbon_running_gpus", alice) == 3.0
+    assert registry.get_sample_value("jobcarbon_running_energy_joules", alice) == 2.5 * 3.6e6
+    assert registry.get_sample_value("jobcarbon_running_co2e_grams", alice) == 1000.0
+    source = {"source": "kubernetes/c1"}
+    assert (
+        registry.get_sample_value("jobcarbon_source_last_contact_timestamp_seconds", source)
+        == 1_800_000_000.0
+    )
+    assert (
+        registry.get_sample_value(
+            "jobcarbon_source_restarts_total", {**source, "reason": "expired"}
+        )
+        == 2
+    )
+    assert registry.get_sample_value("jobcarbon_ingest_errors_total", {"stage": "kubernetes"}) == 3
+    merged = registry_for(path, drop_user_label=True)
+    everyone = {**alice, "user": ""}
+    assert merged.get_sample_value("jobcarbon_running_jobs", everyone) == 3  # 2 + 1
+    assert merged.get_sample_value("jobcarbon_running_gpu_seconds", everyone) == 10800.0
 
 
 @pytest.mark.parametrize("damage", ["missing", "newer", "locked"])

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from jobcarbon.ledger import Filters, Ledger
+from jobcarbon.ledger import Filters, Ledger, Running
 from jobcarbon.records import JobState
 from tests.conftest import ROOT
 from tests.slurm_cluster import free_port, wait_for
@@ -113,6 +114,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         ledger.add_ingest_errors({"parse": 1})
         ledger.set_gauge("slurm.pending_jobs", 2)
+        # what a pod watcher writes: its health, and its running pods' usage so far
+        ledger.set_gauge("kubernetes/c1.last_contact", time.time())
+        ledger.set_gauge("kubernetes/c1.restarts.expired", 1)
+        ledger.set_running(
+            "c1",
+            [
+                Running("c1", "alice", "p1", "A100 SXM4 80 GB", 1, 2.0, 7200.0, 1.2, 480.0),
+                Running("c1", "bob", "p1", "", 1, 0.0, 0.0, 0.1, 40.0),
+            ],
+        )
     config = root / "config.yaml"
     config.write_text(
         yaml.safe_dump(

@@ -143,6 +143,9 @@ def scoped(selector: str) -> dict[str, str]:
         "top_users": f"topk(10, sum by (user) ({inc(CO2E)})) / 1000",
         "by_state": f"sum by (state) ({inc(ENERGY)}) / 3.6e6",
         "jobs": f"sum by (state) ({inc('jobcarbon_jobs_total')})",
+        # jobs still running (pods): their usage so far, written by the watcher
+        "running_gpus": f"sum(jobcarbon_running_gpus{{{selector}}}) or vector(0)",
+        "running_co2e_kg": f"sum(jobcarbon_running_co2e_grams{{{selector}}}) / 1000 or vector(0)",
     }
 
 
@@ -183,6 +186,22 @@ def common_panels(q: dict[str, str], y: int) -> list[dict[str, Any]]:
             [(q["energy_kwh_per_day"], "{{component}}")],
             "kwatth",
             (12, y + 4, 12, 8),
+        ),
+        panel(
+            "GPUs held by running jobs",
+            "timeseries",
+            [(q["running_gpus"], "GPUs")],
+            "none",
+            (0, 38, 12, 6),
+            "pods still running (the watcher writes them every running_interval_s)",
+        ),
+        panel(
+            "Emissions so far of running jobs",
+            "timeseries",
+            [(q["running_co2e_kg"], "kg CO2e")],
+            "none",
+            (12, 38, 12, 6),
+            "estimated; a job's final figure lands in the panels above when it ends",
         ),
     ]
 
@@ -270,6 +289,25 @@ def cluster_dashboard() -> dict[str, Any]:
             [("sum by (stage) (increase(jobcarbon_ingest_errors_total[$__range]))", "{{stage}}")],
             "none",
             (20, 22, 4, 4),
+        ),
+        panel(
+            "Seconds since a watcher heard its API server",
+            "stat",
+            [("time() - jobcarbon_source_last_contact_timestamp_seconds", "{{source}}")],
+            "none",
+            (0, 44, 6, 4),
+        ),
+        panel(
+            "Watch restarts",
+            "stat",
+            [
+                (
+                    "sum by (source, reason) (increase(jobcarbon_source_restarts_total[$__range]))",
+                    "{{source}} {{reason}}",
+                )
+            ],
+            "none",
+            (6, 44, 6, 4),
         ),
         panel(
             "Jobs pending in collectors",

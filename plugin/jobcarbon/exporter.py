@@ -28,11 +28,13 @@ from . import __version__
 from .config import Config
 from .errors import FactorError, LedgerError
 from .footprint import J_PER_KWH
-from .ledger import Aggregate, Ledger
+from .ledger import Aggregate, Ledger, Running
 
 log = logging.getLogger("jobcarbon.exporter")
 
 JOB_LABELS = ("cluster", "user", "project", "partition", "gpu_model", "state", "method")
+RUNNING_LABELS = ("cluster", "user", "project", "gpu_model")
+INGEST_STAGES = ("parse", "account", "sacct", "kubernetes")
 RERENDER_AFTER_S = 60.0
 
 
@@ -117,7 +119,42 @@ METRICS = (
         ("stage",),
         "Records that could not be accounted, by stage: parse (unreadable accounting "
         "line), account (unknown hardware, impossible record), sacct (a failed call to "
-        "Slurm accounting, through sacct or pyslurm).",
+        "Slurm accounting, through sacct or pyslurm), kubernetes (a failed call to the "
+        "Kubernetes API server).",
+    ),
+    MetricSpec(
+        "jobcarbon_source_last_contact_timestamp_seconds",
+        "gauge",
+        "seconds",
+        ("source",),
+        "When a watching source (the Kubernetes pod watcher) last heard from its API "
+        "server (Unix time).",
+    ),
+    MetricSpec(
+        "jobcarbon_source_restarts_total",
+        "counter",
+        "restarts",
+        ("source", "reason"),
+        "Watches a source started again since it started, by reason: expired (410 Gone, "
+        "a full re-list), disconnected (connection cut or silent), api_error (an error "
+        "status); counted by the running watcher, so it resets when that restarts.",
+    ),
+    *(
+        MetricSpec(
+            f"jobcarbon_running_{name}",
+            "gauge",
+            unit,
+            RUNNING_LABELS,
+            f"Jobs still running (pods, written by the watcher every "
+            f"kubernetes.running_interval_s): {meaning}.",
+        )
+        for name, unit, meaning in (
+            ("jobs", "jobs", "how many"),
+            ("gpus", "GPUs", "GPUs they hold"),
+            ("gpu_seconds", "seconds", "GPU time so far"),
+            ("energy_joules", "joules", "facility energy so far (estimated)"),
+            ("co2e_grams", "grams", "emissions so far in grams CO2e (estimated)"),
+        )
     ),
     MetricSpec(
         "jobcarbon_ledger_up",
@@ -203,6 +240,50 @@ def _last_end_family(rows: Iterable[Aggregate]) -> Family:
     )
 
 
+def _merge_running_users(rows: list[Running]) -> list[Running]:
+    merged: dict[tuple[str, ...], Running] = {}
+    for row in rows:
+        key = (row.cluster, row.project, row.gpu_model)
+        previous = merged.get(key)
+        merged[key] = replace(row, user="") if previous is None else previous.plus(row)
+    return list(merged.values())
+
+
+def _running_families(rows: list[Running]) -> list[Family]:
+    families = []
+    for name, value in (
+        ("jobs", lambda r: float(r.jobs)),
+        ("gpus", lambda r: r.gpus),
+        ("gpu_seconds", lambda r: r.gpu_seconds),
+        ("energy_joules", lambda r: r.energy_facility_kwh * J_PER_KWH),
+        ("co2e_grams", lambda r: r.co2e_g),
+    ):
+        families.append(
+            Family(
+                _SPEC[f"jobcarbon_running_{name}"],
+                [((r.cluster, r.user, r.project, r.gpu_model), value(r)) for r in rows],
+            )
+        )
+    return families
+
+
+def _source_families(gauges: dict[str, float]) -> list[Family]:
+    """The watchers' health, from the gauges they write: ``<source>.last_contact`` and
+    ``<source>.restarts.<reason>``."""
+    contact: list[Series] = []
+    restarts: list[Series] = []
+    for name, value in sorted(gauges.items()):
+        head, _, reason = name.rpartition(".")  # a source may have dots in its name
+        if reason == "last_contact":
+            contact.append(((head,), value))
+        elif head.endswith(".restarts"):
+            restarts.append(((head.removesuffix(".restarts"), reason), value))
+    return [
+        Family(_SPEC["jobcarbon_source_last_contact_timestamp_seconds"], contact),
+        Family(_SPEC["jobcarbon_source_restarts_total"], restarts),
+    ]
+
+
 class LedgerCollector:
     """A Prometheus collector over a ledger file: reads the ledger's totals per scrape."""
 
@@ -251,6 +332,7 @@ class LedgerCollector:
             rows = ledger.aggregates() if include_jobs else []
             errors = ledger.ingest_errors()
             gauges = ledger.gauges()
+            running = ledger.running()
         except LedgerError as err:
             self.ledger_errors += 1
             log.error("scrape cannot read the ledger: %s", err)
@@ -260,18 +342,17 @@ class LedgerCollector:
             return families + self._health(up=False)
         if self.config.exporter.drop_user_label:
             rows = _merge_users(rows)
+            running = _merge_running_users(running)
         families += self._health(up=True) + self._factor_families()
         if include_jobs:
             families += self._job_families(rows)
         families.append(
             Family(
                 _SPEC["jobcarbon_ingest_errors_total"],
-                [
-                    ((stage,), float(errors.get(stage, 0)))
-                    for stage in ("parse", "account", "sacct")
-                ],
+                [((stage,), float(errors.get(stage, 0))) for stage in INGEST_STAGES],
             )
         )
+        families += _source_families(gauges) + _running_families(running)
         families.append(
             Family(
                 _SPEC["jobcarbon_ingest_pending_jobs"],
