@@ -541,6 +541,13 @@ def _exporter(ctx: click.Context) -> Any:
     return Exporter(LedgerCollector(config.ledger_location(), config))
 
 
+def _listen_address(address: str, option: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        raise click.BadParameter(f"{address!r} is not host:port", param_hint=option)
+    return host or "0.0.0.0", int(port)
+
+
 @main.command()
 @click.option(
     "--listen",
@@ -555,11 +562,8 @@ def serve(ctx: click.Context, listen: str | None) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     exporter = _exporter(ctx)
-    address = listen or _config(ctx).exporter.listen
-    host, _, port = address.rpartition(":")
-    if not port.isdigit():
-        raise click.BadParameter(f"{address!r} is not host:port", param_hint="--listen")
-    serve_metrics(exporter, host or "0.0.0.0", int(port))
+    host, port = _listen_address(listen or _config(ctx).exporter.listen, "--listen")
+    serve_metrics(exporter, host, port)
 
 
 @main.command()
@@ -592,6 +596,92 @@ def metrics(ctx: click.Context, textfile: Path | None, docs: bool) -> None:
         raise JobcarbonError(f"cannot write {textfile}: {err.strerror}") from err
 
 
+# --- kubernetes ---------------------------------------------------------------------------
+
+
+@main.group("k8s")
+def k8s_group() -> None:
+    """Account Kubernetes pods: the pod watcher."""
+
+
+@k8s_group.command("watch")
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Client config file [default: in-cluster when deployed, else $KUBECONFIG or "
+    "~/.kube/config].",
+)
+@click.option(
+    "--namespace",
+    help="Watch this namespace only [default: kubernetes.namespaces in the config, else all].",
+)
+@click.option(
+    "--once", is_flag=True, help="Account the pods that have ended, write running usage, exit."
+)
+@click.pass_context
+def k8s_watch(
+    ctx: click.Context, kubeconfig: str | None, namespace: str | None, once: bool
+) -> None:
+    """List and watch pods; account each GPU pod once, when it ends (a Deployment).
+
+    \b
+    Pods already in the ledger are skipped, so a restart writes nothing twice.
+    Probes: /healthz and /readyz on kubernetes.health_listen; health metrics
+    (last contact, restarts) and running pods' usage reach `jobcarbon serve`
+    through the ledger.
+    """
+    import logging
+    import signal
+
+    from .ledger import open_ledger
+    from .server import probe_app, serve_in_thread
+    from .sources.dcgm import DcgmEnergy
+    from .sources.kubernetes import KubeApi, Watcher
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    config = _config(ctx)
+    settings = config.kubernetes
+    scope = namespace or (settings.namespaces[0] if len(settings.namespaces) == 1 else None)
+    api = KubeApi(
+        kubeconfig,
+        scope,
+        settings.list_page_size,
+        settings.watch_timeout_s,
+        settings.read_timeout_s,
+    )
+    energy = (
+        DcgmEnergy(
+            settings.prometheus_url,
+            settings.dcgm_energy_metric,
+            settings.prometheus_timeout_s,
+            settings.dcgm_min_coverage,
+            settings.dcgm_pod_labels,
+        )
+        if settings.prometheus_url
+        else None
+    )
+    with open_ledger(config) as ledger:
+        watcher = Watcher(config, ledger, api, energy, namespace=namespace)
+        if once:
+            watcher.once()
+            report = watcher.report
+            click.echo(
+                f"accounted {report.written} pod(s), {report.unchanged} unchanged, "
+                f"{watcher.running_pods} running, {watcher.problems} problem(s)"
+            )
+            _report_problems(report, total=watcher.problems)
+            sys.exit(1 if watcher.problems else 0)
+        if settings.health_listen:
+            host, port = _listen_address(settings.health_listen, "kubernetes.health_listen")
+            serve_in_thread(
+                probe_app({"/healthz": watcher.alive, "/readyz": watcher.ready}), host, port
+            )
+        stopping: list[int] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda number, frame: stopping.append(number))
+        watcher.run(lambda: bool(stopping))
+
+
 # --- slurm --------------------------------------------------------------------------------
 
 
@@ -600,11 +690,13 @@ def slurm_group() -> None:
     """Account Slurm jobs: the collector, backfill and import of sacct dumps."""
 
 
-def _report_problems(report: Any, limit: int = 20) -> None:
+def _report_problems(report: Any, limit: int = 20, total: int | None = None) -> None:
+    """The first ``limit`` problems, and how many more (of ``total``, if not all kept)."""
     for problem in report.problems[:limit]:
         click.secho(f"  {problem}", fg="yellow", err=True)
-    if report.failed > limit:
-        click.secho(f"  ... and {report.failed - limit} more", fg="yellow", err=True)
+    failed = report.failed if total is None else total
+    if failed > limit:
+        click.secho(f"  ... and {failed - limit} more", fg="yellow", err=True)
 
 
 def _collector(ctx: click.Context, ledger: Any) -> Any:
