@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/scrape.py
 	$(BIN)/python bench/slurm_import.py
 	$(BIN)/python bench/report.py
+	$(BIN)/python bench/k8s_watch.py
 
 # Rebuild the bundled factor tables and demo month from ../shared/data (maintainers).
 factors: $(STAMP)
