@@ -402,3 +402,46 @@ def test_measured_gpu_energy_from_dcgm_exporter(api: FakeApiServer, site: Path) 
     assert rows["train"]["energy_gpu_kwh"] == pytest.approx(0.55)
     assert rows["notebook"]["method"] == "estimated"
     assert rows["notebook"]["energy_gpu_kwh"] == pytest.approx(0.8)
+
+
+def test_the_watcher_service_answers_probes_and_stops_on_sigterm(
+    api: FakeApiServer, site: Path
+) -> None:
+    port = free_port()
+    config = yaml.safe_load(site.read_text())
+    config["kubernetes"]["health_listen"] = f"127.0.0.1:{port}"
+    site.write_text(yaml.safe_dump(config))
+    service = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jobcarbon",
+            "--config",
+            str(site),
+            "k8s",
+            "watch",
+            "--kubeconfig",
+            str(site.parent / "kubeconfig"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for("ready", lambda: _answer(f"http://127.0.0.1:{port}/readyz") == 200, 20, 0.05)
+        assert _answer(f"http://127.0.0.1:{port}/healthz") == 200
+        api.wait_for_watches(1)
+        api.add_pod(finished("served", 1, 1.0, "max"))
+        wait_for("served", lambda: "served" in jobs(site), 10, 0.05)
+    finally:
+        service.terminate()
+        output, _ = service.communicate(timeout=10)
+    assert service.returncode == 0, output
+    assert "accounted 1 pod(s), 0 unchanged" in output
+
+
+def _answer(url: str) -> int:
+    try:
+        return _get(url)[0]
+    except OSError:
+        return 0
