@@ -32,7 +32,7 @@ from jobcarbon.config import Config, load_config
 from jobcarbon.ledger import Filters, Ledger
 from jobcarbon.server import probe_app, serve_in_thread
 from jobcarbon.sources.kubernetes import KubeApi, Watcher
-from tests.kube_api import BASE_TIME, Container, FakeApiServer, gpu_node, gpu_pod
+from tests.kube_api import BASE_TIME, Container, FakeApiServer, Request, gpu_node, gpu_pod
 from tests.prometheus_server import PrometheusWithHistory, dcgm_energy_series
 from tests.slurm_cluster import free_port, wait_for
 
@@ -256,6 +256,33 @@ def test_an_api_server_outage_410_and_relist_lose_and_double_nothing(
     with Ledger(site.parent / "ledger.db") as ledger:
         assert ledger.ingest_errors()["kubernetes"] >= 1
         assert ledger.totals(Filters()).jobs == 2
+
+
+def test_a_paged_list_whose_continue_token_expires_starts_again(
+    api: FakeApiServer, site: Path
+) -> None:
+    config = yaml.safe_load(site.read_text())
+    config["kubernetes"]["list_page_size"] = 2
+    site.write_text(yaml.safe_dump(config))
+    for n in range(5):
+        api.add_pod(finished(f"p{n}", 1, 1.0, "ned"))
+    expired: list[str] = []
+
+    def expire_once(request: Request) -> None:
+        if request.kind == "list" and request.query.get("continue") and not expired:
+            expired.append(request.query["continue"])
+            api.expire_continue_tokens()  # as after etcd compaction: this page gets 410
+
+    api.on_request = expire_once
+    with watching(site) as watcher:
+        listed(watcher, api)
+        wait_for("five pods", lambda: len(jobs(site)) == 5, 10, 0.05)
+        assert watcher.health.restarts["expired"] == 1
+    pages = [r.query.get("continue") for r in api.lists()]
+    assert pages[:2] == [None, expired[0]]  # the first list, cut short at its second page
+    assert pages[2] is None and len(pages) == 5  # then 3 pages of 2, 2 and 1 pods
+    with Ledger(site.parent / "ledger.db") as ledger:
+        assert ledger.totals(Filters()).jobs == 5
 
 
 def test_a_cut_watch_resumes_from_the_last_bookmark(api: FakeApiServer, site: Path) -> None:

@@ -339,32 +339,34 @@ class Watcher:
         return labels
 
     def relist(self) -> None:
-        """List every pod (page by page) and take the list as the new truth."""
-        pods: list[dict[str, Any]] = []
+        """List every pod (page by page) and take the list as the new truth. Only the
+        pods that are accounted are kept past their page: a large cluster's list of
+        other pods never sits in memory whole."""
+        listed = 0
+        present: set[str] = set()
+        seen: dict[str, tuple[Pod, PodFacts]] = {}
         token: str | None = None
         self._nodes = {}  # labels may have changed; read again as pods need them
         while True:
             page = self.api.list_pods(token)
             self._heard()
             self.health.heartbeat = self.monotonic()
-            pods.extend(page.items)
+            listed += len(page.items)
+            for pod in page.items:
+                if not self._watched(pod):
+                    continue
+                try:
+                    pod_facts = facts(pod, self.settings)
+                except InputError as err:
+                    self._problem(str(err))
+                    continue
+                present.add(pod_facts.uid)
+                if pod_facts.accounted:
+                    seen[pod_facts.uid] = (pod, pod_facts)
             token = page.continue_token
             if token is None:
                 break
         now = self._now()
-        present: set[str] = set()
-        seen: dict[str, tuple[Pod, PodFacts]] = {}
-        for pod in pods:
-            if not self._watched(pod):
-                continue
-            try:
-                pod_facts = facts(pod, self.settings)
-            except InputError as err:
-                self._problem(str(err))
-                continue
-            present.add(pod_facts.uid)
-            if pod_facts.accounted:
-                seen[pod_facts.uid] = (pod, pod_facts)
         finished = [uid for uid, (obj, _) in seen.items() if is_finished(obj)]
         known = self.ledger.known_jobs(self.cluster, finished) | (self._done & set(finished))
         # pods that were running and are gone: they ended while the watch was down
@@ -386,7 +388,7 @@ class Watcher:
         self.health.listed = True
         log.info(
             "listed %d pod(s) at resourceVersion %s: %d running, %d ended to account",
-            len(pods),
+            listed,
             page.resource_version,
             len(self._running),
             len(self._ended),
