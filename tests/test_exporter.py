@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import subprocess
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ CONFIG = {
     "sites": {"s1": {"pue": 1.5, "grid": {"intensity_g_per_kwh": 200}}},
     "clusters": {"c1": {"site": "s1"}},
 }
+SCRAPED_AT = datetime.fromtimestamp(1.8e9, UTC)  # the collectors' clock
 LABELS = {
     "cluster": "c1",
     "user": "alice",
@@ -49,7 +52,7 @@ def fill(path: Path | str) -> None:
 def registry_for(path: Path | str, **exporter: object) -> CollectorRegistry:
     config = parse_config({**CONFIG, "exporter": exporter})
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LedgerCollector(path, config, clock=lambda: 1.8e9))
+    registry.register(LedgerCollector(path, config, clock=SCRAPED_AT.timestamp))
     return registry
 
 
@@ -130,6 +133,7 @@ def test_running_pods_and_watcher_health(tmp_path: Path) -> None:
                 Running("c1", "alice", "p1", "A100", 2, 3.0, 7200.0, 2.5, 1000.0),
                 Running("c1", "bob", "p1", "A100", 1, 1.0, 3600.0, 0.5, 200.0),
             ],
+            now=SCRAPED_AT,
         )
         ledger.set_gauge("kubernetes/c1.last_contact", 1_800_000_000.0)
         ledger.set_gauge("kubernetes/c1.restarts.expired", 2)
@@ -155,6 +159,21 @@ def test_running_pods_and_watcher_health(tmp_path: Path) -> None:
     everyone = {**alice, "user": ""}
     assert merged.get_sample_value("jobcarbon_running_jobs", everyone) == 3  # 2 + 1
     assert merged.get_sample_value("jobcarbon_running_gpu_seconds", everyone) == 10800.0
+
+
+def test_running_usage_a_watcher_stopped_writing_is_not_served(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    with Ledger(path) as ledger:
+        row = Running("c1", "alice", "p1", "A100", 1, 1.0, 60.0, 0.1, 40.0)
+        # kubernetes.stale_after_s is 600
+        ledger.set_running("c1", [row], now=SCRAPED_AT - timedelta(seconds=601))
+        ledger.set_running(
+            "c2", [replace(row, cluster="c2")], now=SCRAPED_AT - timedelta(seconds=599)
+        )
+    registry = registry_for(path)
+    labels = {"user": "alice", "project": "p1", "gpu_model": "A100"}
+    assert registry.get_sample_value("jobcarbon_running_jobs", {**labels, "cluster": "c1"}) is None
+    assert registry.get_sample_value("jobcarbon_running_jobs", {**labels, "cluster": "c2"}) == 1
 
 
 @pytest.mark.parametrize("damage", ["missing", "newer", "locked"])

@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -450,10 +451,12 @@ def test_running_usage_is_replaced_cluster_by_cluster(ledger_location: str | Pat
         ledger.set_running("c1", [first])
         ledger.set_running("c2", [other_cluster])
         later = Running("c1", "carol", "q", "H100", 1, 1.0, 60.0, 0.01, 4.0)
-        ledger.set_running("c1", [later])  # alice's pods ended
-        assert ledger.running() == [later, other_cluster]
+        written_at = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+        ledger.set_running("c1", [later], now=written_at)  # alice's pods ended
+        assert [replace(r, updated_at=0) for r in ledger.running()] == [later, other_cluster]
+        assert ledger.running()[0].updated_at == written_at.timestamp()
         ledger.set_running("c2", [])
-        assert ledger.running() == [later]
+        assert [replace(r, updated_at=0) for r in ledger.running()] == [later]
 
 
 def test_known_jobs_of_a_cluster(ledger_location: str | Path) -> None:

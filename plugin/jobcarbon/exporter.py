@@ -146,7 +146,8 @@ METRICS = (
             unit,
             RUNNING_LABELS,
             f"Jobs still running (pods, written by the watcher every "
-            f"kubernetes.running_interval_s): {meaning}.",
+            f"kubernetes.running_interval_s; not served once older than "
+            f"kubernetes.stale_after_s): {meaning}.",
         )
         for name, unit, meaning in (
             ("jobs", "jobs", "how many"),
@@ -352,7 +353,7 @@ class LedgerCollector:
                 [((stage,), float(errors.get(stage, 0))) for stage in INGEST_STAGES],
             )
         )
-        families += _source_families(gauges) + _running_families(running)
+        families += _source_families(gauges) + _running_families(self._current(running))
         families.append(
             Family(
                 _SPEC["jobcarbon_ingest_pending_jobs"],
@@ -375,6 +376,13 @@ class LedgerCollector:
             for labels, value in family.series:
                 metric.add_metric(list(labels), value)
             yield metric
+
+    def _current(self, rows: list[Running]) -> list[Running]:
+        """The running rows written within ``kubernetes.stale_after_s``: a stopped
+        watcher's last figures are not served as if they were now (its silence has
+        its own metric and alert)."""
+        oldest = self.clock() - self.config.kubernetes.stale_after_s
+        return [row for row in rows if row.updated_at >= oldest]
 
     def _health(self, up: bool) -> list[Family]:
         return [

@@ -229,6 +229,7 @@ MIGRATIONS: dict[int, str] = {
         gpu_seconds REAL NOT NULL,
         energy_facility_kwh REAL NOT NULL,
         co2e_g REAL NOT NULL,
+        updated_at INTEGER NOT NULL,
         PRIMARY KEY (cluster, user, project, gpu_model)
     ) WITHOUT ROWID;
     """,
@@ -321,6 +322,7 @@ POSTGRES_MIGRATIONS: dict[int, str] = {
         gpu_seconds DOUBLE PRECISION NOT NULL,
         energy_facility_kwh DOUBLE PRECISION NOT NULL,
         co2e_g DOUBLE PRECISION NOT NULL,
+        updated_at BIGINT NOT NULL,
         PRIMARY KEY (cluster, "user", project, gpu_model)
     );
     """,
@@ -555,6 +557,7 @@ class Running:
     gpu_seconds: float
     energy_facility_kwh: float
     co2e_g: float
+    updated_at: int = 0  # when its watcher wrote it (epoch seconds); set by set_running
 
     def plus(self, other: Running) -> Running:
         return replace(
@@ -927,8 +930,11 @@ class Ledger:
         latest = rows[-1][-1] if rows else after
         return [Aggregate(*row[:-1]) for row in rows], int(latest)
 
-    def set_running(self, cluster: str, rows: Sequence[Running]) -> None:
+    def set_running(
+        self, cluster: str, rows: Sequence[Running], now: datetime | None = None
+    ) -> None:
         """Replace ``cluster``'s usage so far of running jobs, in one transaction."""
+        updated_at = int((now or datetime.now(UTC)).timestamp())
         try:
             self._begin_write()
             try:
@@ -936,7 +942,11 @@ class Ledger:
                 self._run_many(
                     f"INSERT INTO running ({_quoted(Running.__dataclass_fields__)}) "
                     f"VALUES ({', '.join('?' * len(Running.__dataclass_fields__))})",
-                    [astuple(row) for row in rows if row.cluster == cluster],
+                    [
+                        astuple(replace(row, updated_at=updated_at))
+                        for row in rows
+                        if row.cluster == cluster
+                    ],
                 )
                 self._run("COMMIT")
             except BaseException:
