@@ -656,6 +656,7 @@ def k8s_watch(
             settings.prometheus_timeout_s,
             settings.dcgm_min_coverage,
             settings.dcgm_pod_labels,
+            settings.dcgm_utilization_metric,
         )
         if settings.prometheus_url
         else None

@@ -305,6 +305,9 @@ class KubernetesConfig(_Strict):
     dcgm_energy_metric: str = Field(
         "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", description="the per-GPU millijoule counter"
     )
+    dcgm_utilization_metric: str | None = Field(
+        "DCGM_FI_DEV_GPU_UTIL", description="per-GPU busy percent, for the e-mails' advice"
+    )
     dcgm_pod_labels: tuple[str, str] = Field(
         ("namespace", "pod"),
         description="the counter's labels naming a pod's namespace and name "

@@ -3,7 +3,7 @@ filled with the pods' history by promtool (tests/prometheus_server.py).
 
 Hand-worked: a GPU drawing 250 W for an hour adds 250 × 3600 = 900,000 J to its
 counter (900,000,000 mJ); one at 300 W, 1,080,000 J. A pod holding both used
-1,980,000 J = 0.55 kWh.
+1,980,000 J = 0.55 kWh. Its GPUs busy 80 % and 40 % of the time: 0.6 on average.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from tests.slurm_cluster import free_port
 
 START = BASE_TIME + timedelta(seconds=5)
 END = START + timedelta(hours=1)
+UTIL = "DCGM_FI_DEV_GPU_UTIL"
 
 
 def gpu(uuid: str, index: int, pod: str, watts: float, **kwargs: object) -> Series:
@@ -38,11 +39,19 @@ def gpu(uuid: str, index: int, pod: str, watts: float, **kwargs: object) -> Seri
     )
 
 
+def busy(energy: Series, percent: float) -> Series:
+    """``DCGM_FI_DEV_GPU_UTIL`` of the same GPU and pod, at the same scrapes."""
+    return Series(energy.labels, [(t, percent) for t, _ in energy.samples], UTIL)
+
+
 @pytest.fixture(scope="module")
 def prometheus() -> Iterator[PrometheusWithHistory]:
+    train = [gpu("GPU-a", 0, "train", 250), gpu("GPU-b", 1, "train", 300)]
     history = [
-        gpu("GPU-a", 0, "train", 250),
-        gpu("GPU-b", 1, "train", 300),
+        *train,
+        busy(train[0], 80),
+        busy(train[1], 40),
+        gpu("GPU-g", 6, "no-util", 250),
         gpu("GPU-c", 2, "reloaded", 200, reset_at=START + timedelta(minutes=30)),
         gpu("GPU-d", 3, "shared-1", 150, vgpu="0"),
         gpu("GPU-d", 3, "shared-2", 150, vgpu="1"),
@@ -64,6 +73,13 @@ def test_a_pods_gpus_are_summed(prometheus: PrometheusWithHistory) -> None:
     assert measured.energy is not None
     assert measured.energy.energy_j == pytest.approx(1_980_000)
     assert measured.energy.covers == frozenset({Component.GPU})
+    assert measured.gpu_utilization == pytest.approx(0.6)  # (80 % + 40 %) / 2
+
+
+def test_no_utilisation_series_leaves_it_unknown(prometheus: PrometheusWithHistory) -> None:
+    measured = measure(prometheus, "no-util")
+    assert measured.energy is not None and measured.energy.energy_j == pytest.approx(900_000)
+    assert measured.gpu_utilization is None
 
 
 @pytest.mark.parametrize(
@@ -83,6 +99,7 @@ def test_the_estimate_is_kept_and_why(
     measured = measure(prometheus, pod, gpus, mig)
     assert measured.energy is None
     assert reason in measured.reason
+    assert measured.gpu_utilization is None  # a shared device's busy share is not the pod's
 
 
 def test_renamed_pod_labels() -> None:

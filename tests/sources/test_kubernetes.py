@@ -33,7 +33,7 @@ from jobcarbon.ledger import Filters, Ledger
 from jobcarbon.server import probe_app, serve_in_thread
 from jobcarbon.sources.kubernetes import KubeApi, Watcher
 from tests.kube_api import BASE_TIME, Container, FakeApiServer, Request, gpu_node, gpu_pod
-from tests.prometheus_server import PrometheusWithHistory, dcgm_energy_series
+from tests.prometheus_server import PrometheusWithHistory, Series, dcgm_energy_series
 from tests.slurm_cluster import free_port, wait_for
 
 TOKEN = "watcher-token"
@@ -415,6 +415,11 @@ def test_measured_gpu_energy_from_dcgm_exporter(api: FakeApiServer, site: Path) 
         )
         for index, watts in ((0, 250), (1, 300))
     ]
+    busy = [  # the GPUs' busy percent at the same scrapes: 80 and 40, 0.6 on average
+        Series(energy.labels, [(t, percent) for t, _ in energy.samples], "DCGM_FI_DEV_GPU_UTIL")
+        for energy, percent in zip(history, (80.0, 40.0), strict=True)
+    ]
+    history += busy
     api.add_pod(finished("train", 2, 1.0, "lea"))
     api.add_pod(finished("notebook", 2, 1.0, "lea"))
     with PrometheusWithHistory(history) as prometheus:
@@ -427,6 +432,7 @@ def test_measured_gpu_energy_from_dcgm_exporter(api: FakeApiServer, site: Path) 
     rows = jobs(site)
     assert rows["train"]["method"] == "mixed"  # GPUs measured, CPU and memory estimated
     assert rows["train"]["energy_gpu_kwh"] == pytest.approx(0.55)
+    assert rows["train"]["gpu_utilization"] == pytest.approx(0.6)
     assert rows["notebook"]["method"] == "estimated"
     assert rows["notebook"]["energy_gpu_kwh"] == pytest.approx(0.8)
 

@@ -1,4 +1,4 @@
-"""A finished pod's GPU energy from dcgm-exporter's counter, read from Prometheus.
+"""A finished pod's GPU energy (and busy share) from dcgm-exporter, read from Prometheus.
 
 dcgm-exporter (with Kubernetes pod mapping) exports
 ``DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION``, the millijoules each GPU used since the
@@ -13,12 +13,17 @@ GPU, and is repeated for every pod on it), a counter reset during the run, fewer
 GPUs in the counter than the pod holds, samples covering less than
 ``dcgm_min_coverage`` of the run, or an average power no GPU draws. The pod is then
 accounted with the estimate; nothing here raises for a bad answer.
+
+Where the energy is the pod's own, so is ``DCGM_FI_DEV_GPU_UTIL`` (percent busy, a
+gauge): its average over the run and the pod's GPUs becomes the job's GPU
+utilisation, which the monthly e-mails' advice reads.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import logging
 import re
 import urllib.error
 import urllib.parse
@@ -34,6 +39,8 @@ from ..records import Component, MeasuredEnergy
 MAX_GPU_POWER_W = 2000.0
 MJ_PER_J = 1000.0
 
+log = logging.getLogger("jobcarbon.dcgm")
+
 Fetch = Callable[[str, float], bytes]
 
 
@@ -45,10 +52,11 @@ def _fetch(url: str, timeout_s: float) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Measurement:
-    """The pod's GPU energy, or why the estimate is used instead."""
+    """The pod's GPU energy, or why the estimate is used instead; its GPUs' busy share."""
 
     energy: MeasuredEnergy | None
     reason: str = ""
+    gpu_utilization: float | None = None
 
 
 def _label_value(text: str) -> str:
@@ -65,8 +73,10 @@ class DcgmEnergy:
         timeout_s: float = 10.0,
         min_coverage: float = 0.8,
         pod_labels: tuple[str, str] = ("namespace", "pod"),
+        utilization_metric: str | None = "DCGM_FI_DEV_GPU_UTIL",
         fetch: Fetch = _fetch,
     ) -> None:
+        self.utilization_metric = utilization_metric
         self.url = url.rstrip("/")
         self.namespace_label, self.pod_label = pod_labels
         self.metric = metric
@@ -97,9 +107,34 @@ class DcgmEnergy:
     ) -> Measurement:
         """The GPU energy of pod ``namespace/pod`` over ``[start, end]``, holding ``gpus``."""
         try:
-            return Measurement(self._measure(namespace, pod, start, end, gpus, mig))
+            energy = self._measure(namespace, pod, start, end, gpus, mig)
         except _Refused as refused:
             return Measurement(None, str(refused))
+        return Measurement(energy, gpu_utilization=self._utilization(namespace, pod, start, end))
+
+    def _selector(self, metric: str, namespace: str, pod: str) -> str:
+        return (
+            f'{metric}{{{self.namespace_label}="{_label_value(namespace)}",'
+            f'{self.pod_label}="{_label_value(pod)}"}}'
+        )
+
+    def _utilization(
+        self, namespace: str, pod: str, start: datetime, end: datetime
+    ) -> float | None:
+        """The pod's GPUs' average busy share over the run, 0..1; None if not known."""
+        if self.utilization_metric is None:
+            return None
+        window = f"[{max(int((end - start).total_seconds()), 1)}s]"
+        selector = self._selector(self.utilization_metric, namespace, pod)
+        try:
+            result = self._query(f"avg(avg_over_time({selector}{window}))", end)
+        except _Refused as refused:
+            log.info("pod %s/%s: no GPU utilisation: %s", namespace, pod, refused)
+            return None
+        if not result:
+            return None
+        share = float(result[0]["value"][1]) / 100.0
+        return share if 0.0 <= share <= 1.0 else None
 
     def _measure(
         self, namespace: str, pod: str, start: datetime, end: datetime, gpus: float, mig: bool
@@ -110,11 +145,7 @@ class DcgmEnergy:
         if run_s <= 0:
             raise _Refused("the pod did not run")
         window = f"[{max(int(run_s), 1)}s]"
-        selector = (
-            f'{self.metric}{{{self.namespace_label}="{_label_value(namespace)}",'
-            f'{self.pod_label}="{_label_value(pod)}"}}'
-        )
-        series = self._query(selector + window, end)
+        series = self._query(self._selector(self.metric, namespace, pod) + window, end)
         by_gpu: dict[str, list[tuple[float, float]]] = {}
         for item in series:
             uuid = item["metric"].get("UUID") or item["metric"].get("gpu", "?")

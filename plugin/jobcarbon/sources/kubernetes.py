@@ -483,7 +483,9 @@ class Watcher:
                 measurement.reason,
             )
             return record
-        return replace(record, measured=measurement.energy)
+        return replace(
+            record, measured=measurement.energy, gpu_utilization=measurement.gpu_utilization
+        )
 
     def flush(self) -> None:
         """Account the pods that ended, in one batch; kept for the next try if the
