@@ -32,12 +32,12 @@ sys.path.insert(0, str(ROOT))  # the fake API server lives with the tests
 from tests.kube_api import BASE_TIME, FakeApiServer, gpu_node, gpu_pod  # noqa: E402
 from tests.slurm_cluster import free_port, wait_for  # noqa: E402
 
-from jobcarbon.config import parse_config  # noqa: E402
+from jobcarbon.config import Config, parse_config  # noqa: E402
 from jobcarbon.ledger import Ledger  # noqa: E402
 from jobcarbon.sources.kubernetes import Disconnected, KubeApi, Watcher  # noqa: E402
 
 
-def config(ledger: Path) -> object:
+def config(ledger: Path) -> Config:
     return parse_config(
         {
             "sites": {"dc": {"pue": 1.3, "grid": {"intensity_g_per_kwh": 300}}},
@@ -110,7 +110,7 @@ def over_http(pods: int) -> tuple[float, int]:
         def run() -> None:  # SQLite connections stay in the thread that opened them
             with Ledger(Path(tmp) / "ledger.db") as ledger:
                 api = KubeApi(str(kubeconfig), None, 500, 600, 60)
-                watcher = Watcher(settings, ledger, api)  # type: ignore[arg-type]
+                watcher = Watcher(settings, ledger, api)
                 watchers.append(watcher)
                 watcher.relist()  # empty: the events come after this version
                 listed.set()

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -193,13 +194,16 @@ class Family:
     series: list[Series]
 
 
-def _merge_users(rows: list[Aggregate]) -> list[Aggregate]:
-    """The same totals with ``user`` dropped (summed over users)."""
-    merged: dict[tuple[str, ...], Aggregate] = {}
+PerUser = TypeVar("PerUser", Aggregate, Running)
+
+
+def _merge_users(rows: list[PerUser]) -> list[PerUser]:
+    """The same totals (or running usage) with ``user`` dropped (summed over users)."""
+    merged: dict[tuple[str, ...], PerUser] = {}
     for row in rows:
-        key = (row.cluster, row.project, row.partition, row.gpu_model, row.state, row.method)
-        previous = merged.get(key)
-        merged[key] = replace(row, user="") if previous is None else previous.plus(row)
+        anyone = replace(row, user="")
+        previous = merged.get(anyone.labels)
+        merged[anyone.labels] = anyone if previous is None else previous.plus(row)
     return list(merged.values())
 
 
@@ -241,15 +245,6 @@ def _last_end_family(rows: Iterable[Aggregate]) -> Family:
     )
 
 
-def _merge_running_users(rows: list[Running]) -> list[Running]:
-    merged: dict[tuple[str, ...], Running] = {}
-    for row in rows:
-        key = (row.cluster, row.project, row.gpu_model)
-        previous = merged.get(key)
-        merged[key] = replace(row, user="") if previous is None else previous.plus(row)
-    return list(merged.values())
-
-
 def _running_families(rows: list[Running]) -> list[Family]:
     families = []
     for name, value in (
@@ -262,7 +257,7 @@ def _running_families(rows: list[Running]) -> list[Family]:
         families.append(
             Family(
                 _SPEC[f"jobcarbon_running_{name}"],
-                [((r.cluster, r.user, r.project, r.gpu_model), value(r)) for r in rows],
+                [(r.labels, value(r)) for r in rows],
             )
         )
     return families
@@ -343,7 +338,7 @@ class LedgerCollector:
             return families + self._health(up=False)
         if self.config.exporter.drop_user_label:
             rows = _merge_users(rows)
-            running = _merge_running_users(running)
+            running = _merge_users(running)
         families += self._health(up=True) + self._factor_families()
         if include_jobs:
             families += self._job_families(rows)

@@ -559,6 +559,10 @@ class Running:
     co2e_g: float
     updated_at: int = 0  # when its watcher wrote it (epoch seconds); set by set_running
 
+    @property
+    def labels(self) -> tuple[str, str, str, str]:
+        return (self.cluster, self.user, self.project, self.gpu_model)
+
     def plus(self, other: Running) -> Running:
         return replace(
             self,

@@ -512,7 +512,7 @@ class Watcher:
         now = self._now()
         rows: dict[tuple[str, str, str], Running] = {}
         for tracked in self._running.values():
-            if first_start(tracked.pod) is None and tracked.seen_start is None:
+            if tracked.seen_start is None:  # not started yet (it includes the pod's own)
                 continue
             try:
                 record = pod_record(

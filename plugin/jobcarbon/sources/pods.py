@@ -136,6 +136,16 @@ def _statuses(status: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
 
 
+def _container_state(container: Mapping[str, Any], key: str, phase: str) -> Mapping[str, Any]:
+    """A container status's ``state`` or ``lastState`` in ``phase`` (running,
+    terminated), or {} when it is not in that phase."""
+    return ((container.get(key) or {}).get(phase)) or {}
+
+
+def _finished_at(container: Mapping[str, Any]) -> datetime | None:
+    return parse_time(_container_state(container, "state", "terminated").get("finishedAt"))
+
+
 def first_start(pod: Pod) -> datetime | None:
     """The earliest container start the pod's status shows (restarts: its ``startTime``)."""
     status = pod.get("status") or {}
@@ -145,7 +155,7 @@ def first_start(pod: Pod) -> datetime | None:
         restarted = restarted or bool(container.get("restartCount"))
         for key in ("state", "lastState"):
             for phase in ("running", "terminated"):
-                started = parse_time(((container.get(key) or {}).get(phase) or {}).get("startedAt"))
+                started = parse_time(_container_state(container, key, phase).get("startedAt"))
                 if started is not None:
                     starts.append(started)
     pod_start = parse_time(status.get("startTime"))
@@ -157,15 +167,9 @@ def first_start(pod: Pod) -> datetime | None:
 def _end(pod: Pod, start: datetime, observed_at: datetime) -> datetime:
     status = pod.get("status") or {}
     containers = status.get("containerStatuses") or []
-    ends = [
-        parse_time(((c.get("state") or {}).get("terminated") or {}).get("finishedAt"))
-        for c in containers
-    ]
+    ends = [_finished_at(c) for c in containers]
     if containers and all(end is not None for end in ends):
-        init_ends = [
-            parse_time(((c.get("state") or {}).get("terminated") or {}).get("finishedAt"))
-            for c in status.get("initContainerStatuses") or []
-        ]
+        init_ends = [_finished_at(c) for c in status.get("initContainerStatuses") or []]
         end = max(e for e in [*ends, *init_ends] if e is not None)
     else:  # deletionTimestamp is when the grace period ends; the pod may go sooner
         deleted = parse_time((pod.get("metadata") or {}).get("deletionTimestamp"))
@@ -189,8 +193,7 @@ def _state(pod: Pod, deleted: bool) -> JobState:
         return JobState.NODE_FAIL
     for container in _statuses(status):
         for key in ("state", "lastState"):
-            terminated = (container.get(key) or {}).get("terminated") or {}
-            if terminated.get("reason") == "OOMKilled":
+            if _container_state(container, key, "terminated").get("reason") == "OOMKilled":
                 return JobState.OUT_OF_MEMORY
     return JobState.FAILED
 
