@@ -42,6 +42,7 @@ class Accountant:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.uncertainty = config.uncertainty
         self.factors_version = factors.version()
 
     def account(self, job: JobRecord) -> AccountedJob:
@@ -53,7 +54,7 @@ class Accountant:
             if job.run_seconds > 0:
                 raise
             power = PowerProfile(job.gpu_model)  # never ran: costs nothing on any hardware
-        footprint = compute_footprint(job, power, site, self.config.uncertainty)
+        footprint = compute_footprint(job, power, site, self.uncertainty)
         return AccountedJob(job, footprint, power.gpu_model, cluster.site, self.factors_version)
 
 

@@ -170,12 +170,30 @@ class ClusterConfig(_Strict):
     memory_power_w_per_gb: float = Field(factors.MEMORY_POWER_W_PER_GB, ge=0, le=10)
     attribution: AttributionConfig = Field(default_factory=AttributionConfig)
 
+    @cached_property
+    def profile_cache(self) -> dict[tuple[int, str | None, bool], PowerProfile]:
+        """Profiles resolved so far, by (rule position, GPU model, whether the job has
+        GPUs): a profile depends on nothing else, and an import asks millions of times."""
+        return {}
+
     def power_profile(self, job: JobRecord) -> PowerProfile:
         """The power figures for ``job``: the first matching hardware rule, then defaults."""
-        rule = next((r for r in self.hardware if r.match.matches(job)), _NO_RULE)
-        gpu_model = rule.gpu_model or job.gpu_model
+        position = next(
+            (i for i, r in enumerate(self.hardware) if r.match.matches(job)), len(self.hardware)
+        )
+        key = (position, job.gpu_model, job.gpu_count > 0)
+        profile = self.profile_cache.get(key)
+        if profile is None:
+            rule = self.hardware[position] if position < len(self.hardware) else _NO_RULE
+            profile = self.profile_cache[key] = self._rule_profile(rule, *key[1:])
+        return profile
+
+    def _rule_profile(
+        self, rule: HardwareRule, gpu_model: str | None, has_gpus: bool
+    ) -> PowerProfile:
+        gpu_model = rule.gpu_model or gpu_model
         tdp_w = rule.gpu_tdp_w or 0.0
-        if job.gpu_count > 0 and not tdp_w and gpu_model:
+        if has_gpus and not tdp_w and gpu_model:
             tdp_w = factors.find_hardware(gpu_model).tdp_w
         cpu_w = rule.cpu_power_w_per_core or self.cpu_power_w_per_core
         return PowerProfile(

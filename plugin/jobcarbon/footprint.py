@@ -15,7 +15,9 @@ over time are integrated over the run hour by hour.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from .errors import FactorError
 from .records import Component, JobRecord
@@ -52,22 +54,10 @@ class Uncertainty:
     measured: float = 0.05  # a scheduler's energy counter
 
 
-@dataclass(frozen=True, slots=True)
-class Bounds:
-    """A central value with its low and high bound, in one unit."""
-
-    central: float
-    low: float
-    high: float
-
-    def scaled(self, factor: float) -> Bounds:
-        return Bounds(self.central * factor, self.low * factor, self.high * factor)
-
-    def __add__(self, other: Bounds) -> Bounds:
-        return Bounds(self.central + other.central, self.low + other.low, self.high + other.high)
-
-
-ZERO = Bounds(0.0, 0.0, 0.0)
+#: A central value with its low and high bound, in one unit. Plain tuples: the model
+#: runs once per job, millions of times in an import, and a frozen dataclass costs
+#: ten times as much to build.
+Bounds = tuple[float, float, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,24 +94,23 @@ class Footprint:
 def _component_power_w(
     job: JobRecord, power: PowerProfile, u: Uncertainty
 ) -> dict[Component, Bounds]:
-    gpu = ZERO
+    gpu = (0.0, 0.0, 0.0)
     if job.gpu_count > 0:
         if power.gpu_tdp_w <= 0:
             raise FactorError(
                 f"job {job.cluster}/{job.job_id} has {job.gpu_count:g} GPU(s) but no GPU power: "
                 f"add a hardware rule for partition {job.partition!r} or a GPU model"
             )
-        tdp, idle = power.gpu_tdp_w, power.gpu_idle_w
+        tdp, idle, n = power.gpu_tdp_w, power.gpu_idle_w, job.gpu_count
         if job.gpu_utilization is None:
-            per_gpu = Bounds(tdp, idle, tdp * (1 + u.tdp))
+            gpu = (tdp * n, idle * n, tdp * (1 + u.tdp) * n)
         else:
             central = idle + job.gpu_utilization * (tdp - idle)
-            per_gpu = Bounds(central, central * (1 - u.tdp), central * (1 + u.tdp))
-        gpu = per_gpu.scaled(job.gpu_count)
+            gpu = (central * n, central * (1 - u.tdp) * n, central * (1 + u.tdp) * n)
     cpu_central = job.cpu_count * power.cpu_power_w_per_core
-    cpu = Bounds(cpu_central, job.cpu_count * power.cpu_idle_w_per_core, cpu_central * (1 + u.tdp))
+    cpu = (cpu_central, job.cpu_count * power.cpu_idle_w_per_core, cpu_central * (1 + u.tdp))
     memory_central = job.memory_gb * power.memory_power_w_per_gb
-    memory = Bounds(memory_central, memory_central * (1 - u.tdp), memory_central * (1 + u.tdp))
+    memory = (memory_central, memory_central * (1 - u.tdp), memory_central * (1 + u.tdp))
     return {Component.GPU: gpu, Component.CPU: cpu, Component.MEMORY: memory}
 
 
@@ -138,16 +127,20 @@ def _apply_measurement(
         return Method.ESTIMATED
     covered = [c for c in Component if c in job.measured.covers]
     measured_kwh = job.measured.energy_j / J_PER_KWH
-    estimated_kwh = sum(energy_kwh[c].central for c in covered)
+    estimated_kwh = sum(energy_kwh[c][0] for c in covered)
     for component in covered:
         if estimated_kwh > 0:
-            share = energy_kwh[component].central / estimated_kwh
+            share = energy_kwh[component][0] / estimated_kwh
         else:
             share = 1.0 if component is covered[0] else 0.0
         value = measured_kwh * share
-        energy_kwh[component] = Bounds(value, value * (1 - u.measured), value * (1 + u.measured))
-    uncovered_cost = any(energy_kwh[c].central > 0 for c in Component if c not in covered)
+        energy_kwh[component] = (value, value * (1 - u.measured), value * (1 + u.measured))
+    uncovered_cost = any(energy_kwh[c][0] > 0 for c in Component if c not in covered)
     return Method.MIXED if uncovered_cost else Method.MEASURED
+
+
+#: What a job that never ran costs.
+NOTHING = Footprint(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, Method.ESTIMATED)
 
 
 def compute_footprint(
@@ -155,41 +148,53 @@ def compute_footprint(
 ) -> Footprint:
     """The footprint of ``job``. Jobs that never started cost zero."""
     job.validate()
-    if job.start_time is None or job.end_time is None or job.run_seconds <= 0:
-        return Footprint(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, Method.ESTIMATED)
-    hours = job.run_seconds / 3600.0
-    power_w = _component_power_w(job, power, u)
-    energy_kwh = {c: p.scaled(hours / 1000.0) for c, p in power_w.items()}
+    run_s = job.run_seconds
+    if job.start_time is None or job.end_time is None or run_s <= 0:
+        return NOTHING
+    kwh_per_w = run_s / 3600.0 / 1000.0
+    energy_kwh = {
+        component: (central * kwh_per_w, low * kwh_per_w, high * kwh_per_w)
+        for component, (central, low, high) in _component_power_w(job, power, u).items()
+    }
     method = _apply_measurement(job, energy_kwh, u)
-    it_kwh = energy_kwh[Component.GPU] + energy_kwh[Component.CPU] + energy_kwh[Component.MEMORY]
+    gpu, cpu, memory = (
+        energy_kwh[Component.GPU],
+        energy_kwh[Component.CPU],
+        energy_kwh[Component.MEMORY],
+    )
+    it_central, it_low, it_high = (
+        gpu[0] + cpu[0] + memory[0],
+        gpu[1] + cpu[1] + memory[1],
+        gpu[2] + cpu[2] + memory[2],
+    )
 
     if site.pue.is_constant and site.intensity_g_per_kwh.is_constant:
-        segments = [(job.start_time, job.run_seconds)]
+        segments: Iterable[tuple[datetime, float]] = ((job.start_time, run_s),)
     else:
-        segments = list(hour_segments(job.start_time, job.end_time))
-    facility_kwh = 0.0
-    co2e = ZERO
+        segments = hour_segments(job.start_time, job.end_time)
+    facility_kwh = co2e_central = co2e_low = co2e_high = 0.0
     for segment_start, seconds in segments:
-        share = seconds / job.run_seconds
+        share = seconds / run_s
         pue = site.pue.at(segment_start)
         pue_low = max(1.0, pue * (1 - site.pue_uncertainty))
         pue_high = pue * (1 + site.pue_uncertainty)
         intensity = site.intensity_g_per_kwh.at(segment_start)
-        facility_kwh += it_kwh.central * share * pue
-        co2e = co2e + Bounds(
-            it_kwh.central * pue, it_kwh.low * pue_low, it_kwh.high * pue_high
-        ).scaled(share * intensity)
+        facility_kwh += it_central * share * pue
+        weight = share * intensity
+        co2e_central += it_central * pue * weight
+        co2e_low += it_low * pue_low * weight
+        co2e_high += it_high * pue_high * weight
 
     return Footprint(
-        gpu_seconds=job.gpu_seconds,
-        cpu_seconds=job.cpu_seconds,
-        energy_gpu_kwh=energy_kwh[Component.GPU].central,
-        energy_cpu_kwh=energy_kwh[Component.CPU].central,
-        energy_memory_kwh=energy_kwh[Component.MEMORY].central,
+        gpu_seconds=job.gpu_count * run_s,
+        cpu_seconds=job.cpu_count * run_s,
+        energy_gpu_kwh=gpu[0],
+        energy_cpu_kwh=cpu[0],
+        energy_memory_kwh=memory[0],
         energy_facility_kwh=facility_kwh,
-        co2e_g=co2e.central,
-        co2e_g_low=co2e.low,
-        co2e_g_high=co2e.high,
+        co2e_g=co2e_central,
+        co2e_g_low=co2e_low,
+        co2e_g_high=co2e_high,
         method=method,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from jobcarbon.sources.sacct import (
     SacctRow,
     parse_alloc_tres,
     parse_state,
+    parse_time,
     parse_usage,
     read_parsable,
     read_rows,
@@ -31,10 +33,22 @@ HEADER = "JobID|JobIDRaw|User|Account|WCKey|Partition|State|Submit|Start|End|All
         ("cpu=64,gres/gpu:h100=8,mem=1T,node=2", (8, "h100", 64, 1024.0, 2)),
         ("cpu=4,mem=4096,node=1", (0, None, 4, 4.0, 1)),
         ("cpu=16,gres/gpu:a100=1,gres/gpu:v100=2,gres/gpu=3,node=1", (3, None, 16, 0.0, 1)),
+        # other gres (gpuutil is usage, gpumem a size) and an empty type are not GPUs
+        ("cpu=2,gres/gpumem=40G,gres/gpuutil=80,gres/gpu:=1,node=1", (0, None, 2, 0.0, 1)),
     ],
 )
 def test_alloc_tres(tres: str, expected: tuple[object, ...]) -> None:
     assert parse_alloc_tres(tres) == expected
+
+
+def test_times_are_utc_whatever_sacct_prints() -> None:
+    assert parse_time("2026-10-03T14:05:00") == utc(2026, 10, 3, 14, 5)
+    assert parse_time(" 2026-10-03T14:05:00\n") == utc(2026, 10, 3, 14, 5)
+    assert parse_time("2026-10-03T14:05:00").utcoffset() == timedelta(0)
+    for missing in ("", "Unknown", "None"):
+        assert parse_time(missing) is None
+    with pytest.raises(ValueError):
+        parse_time("yesterday")
 
 
 def test_states() -> None:
