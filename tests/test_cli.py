@@ -190,3 +190,33 @@ def test_summary_offers_every_ledger_dimension() -> None:
     (by,) = (p for p in summary.params if p.name == "by")
     assert isinstance(by.type, click.Choice)
     assert tuple(by.type.choices) == DIMENSIONS
+
+
+def test_slurm_import_from_a_file_and_from_a_pipe_gives_the_demo_ledger(
+    demo_dir: Path, tmp_path: Path
+) -> None:
+    """`jobcarbon slurm import FILE` and `sacct ... | jobcarbon slurm import -` as an admin
+    runs them (a real process, a real pipe): the demo month, the demo's totals."""
+    from importlib import resources
+
+    dump = resources.files("jobcarbon").joinpath("data", "demo", "sacct-2026-10.txt")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        (demo_dir / "config.yaml")
+        .read_text()
+        .replace("sqlite:///ledger.db", f"sqlite:///{tmp_path / 'l.db'}")
+    )
+    command = [sys.executable, "-m", "jobcarbon", "--config", str(config), "slurm", "import"]
+    with Ledger(demo_dir / "ledger.db") as demo:
+        expected = demo.totals()
+    from_file = subprocess.run([*command, str(dump)], capture_output=True, text=True)
+    assert from_file.returncode == 0, from_file.stderr
+    assert f"imported {expected.jobs} job(s), 0 unchanged, 0 problem(s)" in from_file.stdout
+    (tmp_path / "l.db").unlink()
+    from_pipe = subprocess.run(
+        [*command, "-"], input=dump.read_text(), capture_output=True, text=True
+    )
+    assert from_pipe.returncode == 0, from_pipe.stderr
+    assert f"imported {expected.jobs} job(s)" in from_pipe.stdout
+    with Ledger(tmp_path / "l.db") as imported:
+        assert imported.totals() == expected

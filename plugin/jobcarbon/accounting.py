@@ -3,18 +3,29 @@
 A bad record (a malformed accounting line, unknown hardware, an impossible
 duration) is reported with where it came from and counted; it never stops the
 records around it. Each batch is written in one ledger transaction.
+
+``ingest`` does it all in one process; ``ingest_on_two_cores`` (large imports) reads
+and accounts in a forked child while this process writes: the Python and the SQLite
+halves of the work, each on its own core.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+import multiprocessing
+import os
+import signal
+import traceback
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any, NoReturn
 
 from . import factors
 from .config import Config
-from .errors import FactorError, InputError
+from .errors import FactorError, InputError, SourceError
 from .footprint import AccountedJob, PowerProfile, compute_footprint
-from .ledger import Ledger
+from .ledger import Ledger, ledger_row
 from .records import JobRecord, RecordProblem
 
 
@@ -58,41 +69,161 @@ class Accountant:
         return AccountedJob(job, footprint, power.gpu_model, cluster.site, self.factors_version)
 
 
+@dataclass(slots=True)
+class _Batch:
+    """Accounted jobs as ledger rows, and what reading and accounting them reported."""
+
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    report: IngestReport = field(default_factory=IngestReport)
+    errors: dict[str, int] = field(default_factory=lambda: {"parse": 0, "account": 0})
+
+
+def _batches(
+    items: Iterable[JobRecord | RecordProblem], accountant: Accountant, batch_size: int
+) -> Iterator[_Batch]:
+    """Records accounted, ``batch_size`` jobs at a time; problems counted, never raised."""
+    batch = _Batch()
+    for item in items:
+        batch.report.seen += 1
+        if isinstance(item, RecordProblem):
+            batch.report.problems.append(item)
+            batch.errors["parse"] += 1
+            continue
+        try:
+            batch.rows.append(ledger_row(accountant.account(item)))
+        except (FactorError, InputError) as err:
+            batch.report.problems.append(
+                RecordProblem(f"job {item.cluster}/{item.job_id}", str(err))
+            )
+            batch.errors["account"] += 1
+            continue
+        if len(batch.rows) >= batch_size:
+            yield batch
+            batch = _Batch()
+    if batch.report.seen:
+        yield batch
+
+
+OnBatch = Callable[[IngestReport], None]
+
+
+def _write(batches: Iterable[_Batch], ledger: Ledger, on_batch: OnBatch | None) -> IngestReport:
+    """Write batches as they come; the report of them all. Errors per stage go to the
+    ledger's counters at the end (a failed write leaves the batches before it)."""
+    report = IngestReport()
+    errors = {"parse": 0, "account": 0}
+    for batch in batches:
+        if batch.rows:
+            result = ledger.write_rows(batch.rows)
+            report.written += result.written
+            report.unchanged += result.unchanged
+        report.seen += batch.report.seen
+        report.problems.extend(batch.report.problems)
+        for stage, count in batch.errors.items():
+            errors[stage] += count
+        if on_batch is not None:
+            on_batch(report)
+    ledger.add_ingest_errors(errors)
+    return report
+
+
 def ingest(
     items: Iterable[JobRecord | RecordProblem],
     accountant: Accountant,
     ledger: Ledger,
     batch_size: int = 5000,
-    on_batch: Callable[[IngestReport], None] | None = None,
+    on_batch: OnBatch | None = None,
 ) -> IngestReport:
     """Account every record and write them in batches; problems are collected, not raised."""
-    report = IngestReport()
-    batch: list[AccountedJob] = []
+    return _write(_batches(items, accountant, batch_size), ledger, on_batch)
 
-    def flush() -> None:
-        result = ledger.write(batch)
-        report.written += result.written
-        report.unchanged += result.unchanged
-        batch.clear()
-        if on_batch is not None:
-            on_batch(report)
 
-    errors = {"parse": 0, "account": 0}
-    for item in items:
-        report.seen += 1
-        if isinstance(item, RecordProblem):
-            report.problems.append(item)
-            errors["parse"] += 1
-            continue
-        try:
-            batch.append(accountant.account(item))
-        except (FactorError, InputError) as err:
-            report.problems.append(RecordProblem(f"job {item.cluster}/{item.job_id}", str(err)))
-            errors["account"] += 1
-            continue
-        if len(batch) >= batch_size:
-            flush()
-    if batch:
-        flush()
-    ledger.add_ingest_errors(errors)
+def ingest_on_two_cores(
+    items: Iterable[JobRecord | RecordProblem],
+    accountant: Accountant,
+    ledger: Ledger,
+    batch_size: int = 20_000,
+    on_batch: OnBatch | None = None,
+) -> IngestReport:
+    """``ingest`` for large imports: a forked child reads and accounts the records (all
+    of that is Python, on one core) while this process writes the batches before (mostly
+    SQLite, on the other). ``items`` is read in the child only: it must not touch
+    anything the parent's threads may hold (a progress bar's lock); the parent can follow
+    a file's progress by its offset, which the two processes share.
+
+    A batch waits in the pipe until the writer takes it, so at most about two batches
+    are in memory at once. If the child fails, its traceback is raised here as a
+    ``SourceError`` after the batches it accounted are written.
+    """
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    pid = os.fork()  # not multiprocessing.Process: it would close the child's stdin
+    if pid == 0:
+        _account_in_child(items, accountant, batch_size, receiver, sender)
+    sender.close()
+    child = _Child(pid)
+
+    def received() -> Iterator[_Batch]:
+        while True:
+            try:
+                message = receiver.recv()
+            except EOFError:
+                raise SourceError(
+                    f"the accounting process ended without finishing (exit code "
+                    f"{child.wait()}); the batches before were written"
+                ) from None
+            if message is None:
+                return
+            if isinstance(message, str):
+                raise SourceError(f"the accounting process failed:\n{message}")
+            yield message
+
+    try:
+        report = _write(received(), ledger, on_batch)
+    except BaseException:
+        child.stop()  # the writer failed: nobody reads what the child would send
+        raise
+    finally:
+        receiver.close()
+        child.wait()
     return report
+
+
+@dataclass(slots=True)
+class _Child:
+    """A forked process, reaped once."""
+
+    pid: int
+    exit_code: int | None = None
+
+    def stop(self) -> None:
+        if self.exit_code is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+
+    def wait(self) -> int:
+        """Its exit code (minus the signal that ended it), once it has ended."""
+        if self.exit_code is None:
+            self.exit_code = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        return self.exit_code
+
+
+def _account_in_child(
+    items: Iterable[JobRecord | RecordProblem],
+    accountant: Accountant,
+    batch_size: int,
+    receiver: Connection,
+    sender: Connection,
+) -> NoReturn:
+    """The forked child: batches into the pipe, then None; on failure, its traceback."""
+    code = 1
+    try:
+        receiver.close()
+        try:
+            for batch in _batches(items, accountant, batch_size):
+                sender.send(batch)
+            sender.send(None)
+            code = 0
+        except BaseException:  # the parent raises it: printed here it would show twice
+            sender.send(traceback.format_exc())
+    finally:
+        os._exit(code)  # never back into the parent's code (or its atexit handlers)

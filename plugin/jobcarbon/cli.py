@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -813,7 +813,7 @@ def slurm_import(ctx: click.Context, source: TextIO, cluster: str | None) -> Non
 
     from rich.progress import DownloadColumn, Progress
 
-    from .accounting import Accountant, ingest
+    from .accounting import Accountant, IngestReport, ingest_on_two_cores
     from .ledger import open_ledger
     from .sources.sacct import read_parsable
 
@@ -831,18 +831,18 @@ def slurm_import(ctx: click.Context, source: TextIO, cluster: str | None) -> Non
     ):
         task = progress.add_task(f"import {name}", total=size)
 
-        def lines() -> Iterator[str]:
-            done = 0
-            for line in source:
-                done += len(line)
-                if done & 0xFFFF < len(line):
-                    progress.update(task, completed=done)
-                yield line
+        def advance(report: IngestReport) -> None:
+            # the file is read in another process; its offset is shared with this one
+            if size is not None:
+                progress.update(task, completed=os.lseek(source.fileno(), 0, os.SEEK_CUR))
+            else:
+                progress.update(task, description=f"import {name}: {report.seen:,} jobs")
 
-        report = ingest(
-            read_parsable(lines(), cluster=cluster, attributions=config.attributions, source=name),
+        report = ingest_on_two_cores(
+            read_parsable(source, cluster=cluster, attributions=config.attributions, source=name),
             Accountant(config),
             ledger,
+            on_batch=advance,
         )
     click.echo(
         f"imported {report.written} job(s), {report.unchanged} unchanged, "
