@@ -115,7 +115,7 @@ def sqlite_floor(tmp: Path, rows: list[tuple[object, ...]]) -> dict[str, float]:
     rows = [(*row, 0) for row in rows]  # recorded_at
     for name in ("ledger's table", "bare table"):
         table = "jobs" if name == "ledger's table" else "bare"
-        with Ledger(tmp / f"floor-{table}.db") as ledger:  # its pragmas: WAL, page cache
+        with Ledger(tmp / f"floor-{table}.db") as ledger:  # its connection: WAL, synchronous
             db = ledger._db
             if name == "bare table":
                 db.execute("CREATE TABLE bare AS SELECT * FROM jobs WHERE false")
