@@ -185,7 +185,8 @@ class ClusterConfig(_Strict):
         profile = self.profile_cache.get(key)
         if profile is None:
             rule = self.hardware[position] if position < len(self.hardware) else _NO_RULE
-            profile = self.profile_cache[key] = self._rule_profile(rule, *key[1:])
+            profile = self._rule_profile(rule, job.gpu_model, job.gpu_count > 0)
+            self.profile_cache[key] = profile
         return profile
 
     def _rule_profile(
