@@ -190,8 +190,8 @@ def compute_footprint(
         co2e_high += it_high * pue_high * weight
 
     return Footprint(
-        gpu_seconds=job.gpu_count * run_s,
-        cpu_seconds=job.cpu_count * run_s,
+        gpu_seconds=job.gpu_seconds,
+        cpu_seconds=job.cpu_seconds,
         energy_gpu_kwh=gpu[0],
         energy_cpu_kwh=cpu[0],
         energy_memory_kwh=memory[0],
