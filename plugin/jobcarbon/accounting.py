@@ -117,8 +117,7 @@ def _write(batches: Iterable[_Batch], ledger: Ledger, on_batch: OnBatch | None) 
             result = ledger.write_rows(batch.rows)
             report.written += result.written
             report.unchanged += result.unchanged
-        report.seen += batch.report.seen
-        report.problems.extend(batch.report.problems)
+        report.add(batch.report)  # what was read: seen, problems
         for stage, count in batch.errors.items():
             errors[stage] += count
         if on_batch is not None:
