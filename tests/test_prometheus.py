@@ -201,7 +201,8 @@ def _panel_expressions() -> list[tuple[str, str]]:
             for target in panel["targets"]:
                 found.append((f"{path.name}: {panel['title']}", target["expr"]))
         for variable in board["templating"]["list"]:
-            match = re.fullmatch(r"label_values\((.*), (\w+)\)", variable.get("definition", ""))
+            query = variable["query"] if variable["type"] == "query" else ""
+            match = re.fullmatch(r"label_values\((.*), (\w+)\)", query)
             if match:  # label_values(selector, label) as PromQL
                 found.append(
                     (
