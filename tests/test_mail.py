@@ -21,6 +21,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from jobcarbon.accounting import Accountant
 from jobcarbon.cli import main
 from jobcarbon.config import Config, load_config
 from jobcarbon.errors import ConfigError, MailError
@@ -29,7 +30,7 @@ from jobcarbon.mail import AddressBook, Composed, Composer, Postman, SmtpSender
 from jobcarbon.report import monthly_reports
 from tests.conftest import utc
 from tests.smtp_server import Inbox, SmtpServer, free_port, self_signed
-from tests.test_report import OCTOBER, october_ledger, site_config
+from tests.test_report import OCTOBER, hours_job, october_ledger, site_config
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -192,6 +193,27 @@ def test_preview_writes_each_email_and_its_html(tmp_path: Path) -> None:
     assert "3 written" in members.output
     nobody = run(config_file, "--project", "nothing-ran", "--out", str(tmp_path / "none"))
     assert nobody.output.strip() == "no jobs in 2026-10 for nothing-ran"
+
+
+def test_previews_of_names_with_a_dot_are_not_overwritten(tmp_path: Path) -> None:
+    # Path.with_suffix took ".doe" and ".smith" for suffixes: both became 2026-10-user-john.eml
+    config_file = write_config(tmp_path)
+    config = load_config(config_file)
+    accountant = Accountant(config)
+    with Ledger(config.ledger_location()) as ledger:
+        ledger.write(
+            [
+                accountant.account(hours_job(job_id, user, 1, 1, utc(2026, 10, 9, 12)))
+                for job_id, user in (("21", "john.doe"), ("22", "john.smith"))
+            ]
+        )
+    result = run(config_file, "--out", str(tmp_path / "out"))
+    assert "5 written" in result.output, result.output
+    for user in ("john.doe", "john.smith"):
+        eml = (tmp_path / f"out/2026-10-user-{user}.eml").read_bytes()
+        assert message_from_bytes(eml, policy=default)["To"] == f"{user}@example.org"
+        assert f"Hello {user}," in (tmp_path / f"out/2026-10-user-{user}.html").read_text()
+    assert not (tmp_path / "out/2026-10-user-john.eml").exists()
 
 
 # --- sending, through a real SMTP server ---------------------------------------------------

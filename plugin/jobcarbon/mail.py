@@ -512,8 +512,9 @@ class Postman:
         stem = self.out_dir / file_stem(composed.report)
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            stem.with_suffix(".eml").write_bytes(composed.eml)
-            stem.with_suffix(".html").write_text(composed.html, encoding="utf-8")
+            # not with_suffix: a dot in the name (john.doe) is not a suffix to replace
+            stem.with_name(f"{stem.name}.eml").write_bytes(composed.eml)
+            stem.with_name(f"{stem.name}.html").write_text(composed.html, encoding="utf-8")
         except OSError as err:
             raise MailError(f"cannot write the preview {stem}: {err.strerror}") from err
 
