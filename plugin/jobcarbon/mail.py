@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import csv
 import email.policy
+import functools
 import hashlib
 import random
 import re
@@ -340,6 +341,7 @@ def _questions(reply_to: str | None) -> str:
     return "For questions or to stop it, ask your cluster's administrators."
 
 
+@functools.cache  # a handful of months, looked up a few times in every e-mail
 def _month_name(month: str) -> str:
     return datetime.strptime(month, "%Y-%m").strftime("%B %Y")
 

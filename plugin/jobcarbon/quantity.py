@@ -21,6 +21,8 @@ from dataclasses import dataclass
 SIGNIFICANT = 3
 #: The smallest figure shown as a number, in the smallest unit of its scale.
 SMALLEST = 0.001
+#: The smallest figure that rounds to 1.00 at three significant figures.
+ROUNDS_TO_ONE = 1 - 0.5 * 10**-SIGNIFICANT
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +45,9 @@ class Scale:
 
     def fitting(self, value: float) -> tuple[str, float]:
         """The largest unit in which ``value``, rounded, is at least one."""
+        magnitude = abs(value)
         for unit, size in reversed(self.units):
-            if abs(_rounded(value / size, SIGNIFICANT)) >= 1:
+            if magnitude >= size * ROUNDS_TO_ONE:
                 return unit, size
         return self.units[0]
 
@@ -64,9 +67,11 @@ def significant(value: float, digits: int = SIGNIFICANT) -> str:
         return "0"
     if not math.isfinite(value):
         raise ValueError(f"cannot format {value!r} as a figure")
-    rounded = _rounded(value, digits)
-    decimals = max(0, digits - 1 - _exponent(rounded))
-    return f"{rounded:,.{decimals}f}"
+    exponent = math.floor(math.log10(abs(value)))
+    decimals = max(0, digits - 1 - exponent)
+    if decimals and abs(round(value, decimals)) >= 10.0 ** (exponent + 1):
+        decimals -= 1  # rounding carried into a new digit: 9.996 is 10.0, not 10.00
+    return f"{value:,.{decimals}f}"
 
 
 def in_units(value: float, scale: Scale) -> Quantity:
@@ -116,14 +121,3 @@ def percent(value: float) -> str:
     if 99 < value < 100:
         return "> 99"
     return f"{value:.0f}"
-
-
-def _exponent(value: float) -> int:
-    return math.floor(math.log10(abs(value))) if value else 0
-
-
-def _rounded(value: float, digits: int) -> float:
-    """``value`` rounded to ``digits`` significant figures (whole numbers kept whole)."""
-    if value == 0:
-        return 0.0
-    return round(value, max(0, digits - 1 - _exponent(value)))
