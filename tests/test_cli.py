@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -220,3 +221,30 @@ def test_slurm_import_from_a_file_and_from_a_pipe_gives_the_demo_ledger(
     assert f"imported {expected.jobs} job(s)" in from_pipe.stdout
     with Ledger(tmp_path / "l.db") as imported:
         assert imported.totals() == expected
+
+
+def test_summary_of_a_small_month_shows_significant_figures_in_fitting_units(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    from tests.test_report import site_config, small_ledger
+
+    config = site_config()
+    small_ledger(tmp_path / "ledger.db", config).close()
+    path = tmp_path / "config.yaml"
+    dumped = config.model_dump(mode="json", exclude={"base_dir"}, exclude_defaults=True)
+    path.write_text(json.dumps({**dumped, "ledger": {"url": "sqlite:///ledger.db"}}))
+    result = runner.invoke(
+        main, ["--config", str(path), "summary", "--by", "user", "--month", "2026-10"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = {
+        cells[0]: cells[1:]
+        for line in result.output.splitlines()
+        if len(cells := [c.strip() for c in line.strip("│┃ ").split("│")]) == 6
+    }
+    # erin: 60 s + 12 s on one 300 W GPU at PUE 1.5 and 400 g/kWh (tests/test_report.py)
+    assert rows["erin"][:4] == ["3", "0.0200", "9.00 Wh", "3.60 g"]
+    assert rows["total"][:4] == rows["erin"][:4]
+    low, high = (float(n) for n in rows["erin"][4].removesuffix(" g").split("–"))
+    assert low < 3.6 < high
+    assert re.search(r"(?<![\d.,])0\.0+(?!\d)", result.output) is None  # no figure shown as 0.0

@@ -8,9 +8,10 @@ The ledger is ``tests/test_report.py``'s hand-worked October: bob 0.72 kg, alice
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
-from datetime import datetime
+from datetime import UTC, datetime
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default
@@ -21,15 +22,17 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from jobcarbon.accounting import Accountant
 from jobcarbon.cli import main
-from jobcarbon.config import Config, load_config
+from jobcarbon.config import Config, load_config, parse_config
 from jobcarbon.errors import ConfigError, MailError
 from jobcarbon.ledger import Filters, Ledger
 from jobcarbon.mail import AddressBook, Composed, Composer, Postman, SmtpSender
-from jobcarbon.report import monthly_reports
+from jobcarbon.quantity import co2e, co2e_range, energy
+from jobcarbon.report import monthly_reports, previous_month
 from tests.conftest import utc
 from tests.smtp_server import Inbox, SmtpServer, free_port, self_signed
-from tests.test_report import OCTOBER, october_ledger, site_config
+from tests.test_report import OCTOBER, hours_job, october_ledger, site_config, small_ledger
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -140,17 +143,25 @@ def test_a_message_has_text_and_html_and_the_ledgers_figures(tmp_path: Path) -> 
         reports = {r.name: r for r in monthly_reports(ledger, config, OCTOBER, "user")}
         summary = ledger.totals(Filters(month=OCTOBER, user="alice"))
     message = parsed(Composer(config).compose(reports["alice"], ["alice@example.org"], _now()))
-    assert message["Subject"] == "Your computing in October 2026: 0.3 kg CO2e, 0.7 kWh"
+    # alice: 0.288 + 0.45 = 0.738 kWh, 115.2 + 180 = 295.2 g (tests/test_report.py)
+    assert message["Subject"] == "Your computing in October 2026: 295 g CO2e, 738 Wh"
     assert message["Reply-To"] == "green@example.org"
     assert message["Message-ID"].endswith("@hpc.example.org>")
     text, html = _bodies(message)
+    likely = co2e_range(summary.co2e_kg_low, summary.co2e_kg_high)  # as `summary` prints it
     for figure in (
-        f"{summary.gpu_hours:,.1f}",  # 3.0, as `jobcarbon summary` prints it
-        f"{summary.energy_kwh:,.1f} kWh",
-        f"{summary.co2e_kg:,.1f} kg CO2e (likely between {summary.co2e_kg_low:,.1f} and "
-        f"{summary.co2e_kg_high:,.1f})",
+        "GPU-hours      3.00",
+        "Energy         738 Wh",
+        f"Emissions      295 g CO2e (likely {likely})",
+        "  2026-09       180 g",  # the chart's labels: alice's September job, 180 g
+        "  2026-10       295 g",
+        "1.69 km driven in an average European passenger car",  # 295.2 g / 175 g/km
+        "c1/2 oom (failed): 1.00 GPU-h, 450 Wh, 180 g CO2e",
     ):
         assert figure in text
+    for figure in ("<b>1.69</b> km driven", ">295</div>", ">g CO2e<br>", ">738</div>", ">Wh</div>"):
+        assert figure in html
+    assert "Reply to it (green@example.org) for questions" in text
     assert "took 33 % of the GPU-hours" in text
     assert "more than 33 % of the 3 users" in text
     assert "busy 20 %" in text
@@ -160,6 +171,101 @@ def test_a_message_has_text_and_html_and_the_ledgers_figures(tmp_path: Path) -> 
     # the same report always gets the same Message-ID: a resend is recognisable
     again = parsed(Composer(config).compose(reports["alice"], ["alice@example.org"], _now()))
     assert again["Message-ID"] == message["Message-ID"]
+
+
+ZERO = re.compile(r"(?<![\d.,])0\.0+(?!\d)")  # "0.0", "0.00": a figure rounded to nothing
+
+
+def jobs_counted(text: str) -> dict[str, int]:
+    """The job counts a text e-mail states: its header, and the sums of each list of jobs."""
+    (header,) = re.findall(r"^  Jobs +([\d,]+)$", text, re.M)
+    counts = {"header": int(header.replace(",", ""))}
+    for title in ("By project", "By cluster", "By GPU model", "How this is computed"):
+        section = text.split(f"{title}", 1)[1].split("\n\n", 1)[0]
+        found = re.findall(r"([\d,]+) jobs?\b", section)
+        counts[title] = sum(int(n.replace(",", "")) for n in found)
+    return counts
+
+
+def test_a_small_clusters_month_shows_every_figure_in_a_fitting_unit(tmp_path: Path) -> None:
+    config = site_config(reply_to="green@example.org")
+    with small_ledger(tmp_path / "l.db", config) as ledger:
+        (erin,) = monthly_reports(ledger, config, OCTOBER, "user")
+        summary = ledger.totals(Filters(month=OCTOBER, user="erin"))
+    message = parsed(Composer(config).compose(erin, ["erin@example.org"], _now()))
+    # 9 Wh and 3.6 g (tests/test_report.py): fixed 0.1 kg and 0.1 kWh made both 0.0
+    assert message["Subject"] == "Your computing in October 2026: 3.60 g CO2e, 9.00 Wh"
+    text, html = _bodies(message)
+    likely = co2e_range(summary.co2e_kg_low, summary.co2e_kg_high)
+    for figure in (
+        "GPU-hours      0.0200",  # 72 s
+        "Energy         9.00 Wh",
+        f"Emissions      3.60 g CO2e (likely {likely})",
+        "0.0206 km driven in an average European passenger car",  # 3.6 g / 175 g/km
+        "0.00393 months of CO2 uptake by one tree",  # 3.6 g / 917 g a month
+        "  2026-10      3.60 g  ####################",  # the chart's label and full bar
+        "c1/11 smoke-test (completed): 0.0167 GPU-h, 7.50 Wh, 3.00 g CO2e",
+        "c1/12 retry (completed): 0.00333 GPU-h, 1.50 Wh, 0.600 g CO2e",
+    ):
+        assert figure in text
+    for body in (text, html):
+        assert ZERO.search(body) is None, ZERO.search(body)
+    assert "<b>0.0206</b> km driven" in html
+    assert ">3.60 g</td>" in html  # the chart's label
+
+
+def test_every_count_in_an_email_agrees_with_the_others(tmp_path: Path) -> None:
+    # erin: 3 jobs, one cancelled while pending; the factor lines counted only the 2
+    # that used energy, so the header said 3 jobs and the method line 2
+    config = site_config()
+    with small_ledger(tmp_path / "l.db", config) as ledger:
+        (erin,) = monthly_reports(ledger, config, OCTOBER, "user")
+    text, html = _bodies(parsed(Composer(config).compose(erin, [], _now())))
+    assert jobs_counted(text) == dict.fromkeys(
+        ("header", "By project", "By cluster", "By GPU model", "How this is computed"), 3
+    )
+    assert "estimated energy, 2 jobs, factors" in text
+    assert "1 job used no energy" in text and "1 job used no energy" in html
+    assert "All 3 jobs, largest first:" in text  # not "the five largest" of three
+    assert "You were the only user who ran jobs this month." in text
+    with october_ledger(tmp_path / "october.db", config) as ledger:
+        reports = {r.name: r for r in monthly_reports(ledger, config, OCTOBER, "user")}
+    alice_text, _ = _bodies(parsed(Composer(config).compose(reports["alice"], [], _now())))
+    assert set(jobs_counted(alice_text).values()) == {2}
+    assert "1 job used no energy" not in alice_text
+
+
+def test_one_pue_shows_as_one_value(tmp_path: Path) -> None:
+    # a PUE by month makes each job's energy a sum over its hours; the effective PUE,
+    # facility over IT energy, then differs from 1.3 in the last bits for some jobs
+    config = parse_config(
+        {
+            "sites": {
+                "s1": {
+                    "pue": 1.3,
+                    "pue_monthly": {"2026-07": 1.42},
+                    "grid": {"intensity_g_per_kwh": 400},
+                }
+            },
+            "clusters": {"c1": {"site": "s1", "hardware": [{"gpu_tdp_w": 300}]}},
+        }
+    )
+    accountant = Accountant(config)
+    jobs = [
+        hours_job(
+            job_id, "erin", 4, seconds / 3600, utc(2026, 10, 5, 12, 30), cpu_count=64, memory_gb=512
+        )
+        for job_id, seconds in (("1", 35_323), ("2", 1_800))
+    ]
+    with Ledger(tmp_path / "l.db") as ledger:
+        ledger.write([accountant.account(job) for job in jobs])
+        (erin,) = monthly_reports(ledger, config, OCTOBER, "user")
+    (factors,) = erin.factors
+    assert factors.pue_min != factors.pue_max  # 1.3 and 1.3000000000000003
+    text, html = _bodies(parsed(Composer(config).compose(erin, [], _now())))
+    assert "site s1: PUE 1.30, grid 400 g CO2e/kWh, estimated energy, 2 jobs" in text
+    assert "site s1: PUE 1.30, grid 400 g CO2e/kWh, estimated energy, 2 jobs" in html
+    assert "1.30–1.30" not in text + html
 
 
 def test_a_sites_templates_replace_the_bundled_ones(tmp_path: Path) -> None:
@@ -191,10 +297,67 @@ def test_preview_writes_each_email_and_its_html(tmp_path: Path) -> None:
     members = run(config_file, "--project", "proj", "--out", str(tmp_path / "members"))
     assert "3 written" in members.output
     nobody = run(config_file, "--project", "nothing-ran", "--out", str(tmp_path / "none"))
-    assert nobody.output.strip() == "no jobs in 2026-10 for nothing-ran"
+    assert nobody.output.strip() == (
+        "no jobs in 2026-10 for nothing-ran; none in any other month either"
+    )
+
+
+def test_previews_of_names_with_a_dot_are_not_overwritten(tmp_path: Path) -> None:
+    # Path.with_suffix took ".doe" and ".smith" for suffixes: both became 2026-10-user-john.eml
+    config_file = write_config(tmp_path)
+    config = load_config(config_file)
+    accountant = Accountant(config)
+    with Ledger(config.ledger_location()) as ledger:
+        ledger.write(
+            [
+                accountant.account(hours_job(job_id, user, 1, 1, utc(2026, 10, 9, 12)))
+                for job_id, user in (("21", "john.doe"), ("22", "john.smith"))
+            ]
+        )
+    result = run(config_file, "--out", str(tmp_path / "out"))
+    assert "5 written" in result.output, result.output
+    for user in ("john.doe", "john.smith"):
+        eml = (tmp_path / f"out/2026-10-user-{user}.eml").read_bytes()
+        assert message_from_bytes(eml, policy=default)["To"] == f"{user}@example.org"
+        assert f"Hello {user}," in (tmp_path / f"out/2026-10-user-{user}.html").read_text()
+    assert not (tmp_path / "out/2026-10-user-john.eml").exists()
+
+
+def test_without_a_month_an_empty_last_month_names_the_months_with_jobs(tmp_path: Path) -> None:
+    config_file = write_config(tmp_path)  # jobs in 2026-09 and 2026-10 only
+    last = previous_month(datetime.now(UTC))
+    assert last not in ("2026-09", "2026-10")  # the test runs after November 2026
+    result = CliRunner().invoke(
+        main, ["--config", str(config_file), "report", "monthly", "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == (
+        f"no jobs in {last} (last month); jobs are in 2026-09, 2026-10: "
+        "choose one with --month YYYY-MM"
+    )
+    assert not (tmp_path / "o").exists()
 
 
 # --- sending, through a real SMTP server ---------------------------------------------------
+
+
+@pytest.mark.integration
+def test_replies_go_to_mail_reply_to_and_the_footer_says_so(tmp_path: Path) -> None:
+    inbox = Inbox()
+    with SmtpServer(inbox) as server:
+        config_file = write_config(
+            tmp_path, smtp_port=server.port, reply_to="Green IT <green-it@hpc.example.org>"
+        )
+        result = run(config_file, "--send", "--user", "carol")
+        assert result.exit_code == 0, result.output
+    (message,) = inbox.to("carol@example.org")
+    assert message["From"] == "carbon@hpc.example.org"
+    assert message["Reply-To"] == "Green IT <green-it@hpc.example.org>"
+    text, html = _bodies(message)
+    promise = "Reply to it (Green IT <green-it@hpc.example.org>) for questions or to stop it."
+    assert promise in text
+    assert "Reply to it (Green IT &lt;green-it@hpc.example.org&gt;) for questions" in html
+    assert "ask your cluster's administrators" not in text
 
 
 @pytest.mark.integration
@@ -224,12 +387,16 @@ def test_send_delivers_each_user_once_and_a_rerun_sends_nothing(tmp_path: Path) 
             summary = ledger.totals(Filters(month=OCTOBER, user=user))
             assert message["From"] == "carbon@hpc.example.org"
             assert message["Subject"] == (
-                f"Your computing in October 2026: {summary.co2e_kg:,.1f} kg CO2e, "
-                f"{summary.energy_kwh:,.1f} kWh"
+                f"Your computing in October 2026: {co2e(summary.co2e_kg)} CO2e, "
+                f"{energy(summary.energy_kwh)}"
             )
             text, html = _bodies(message)
-            assert f"{summary.co2e_kg:,.1f} kg CO2e (likely between" in text
+            assert f"{co2e(summary.co2e_kg)} CO2e (likely " in text
             assert f"Hello {user}," in html
+            # no mail.reply_to: no Reply-To, and no promise that a reply reaches anyone
+            assert message["Reply-To"] is None
+            assert "Reply to it" not in text and "Reply to it" not in html
+            assert "ask your cluster's administrators" in text
         assert set(ledger.mail_sent(OCTOBER, "user")) == set(USERS)
 
 

@@ -79,6 +79,23 @@ def october_ledger(path: Path, config: Config) -> Ledger:
     return ledger
 
 
+def small_ledger(path: Path, config: Config) -> Ledger:
+    """erin, on a new cluster: two jobs of seconds, and one cancelled while pending."""
+    accountant = Accountant(config)
+    end = utc(2026, 10, 9, 12)
+    jobs = [
+        # 1 GPU × 300 W × 60 s = 18 kJ = 5 Wh, × PUE 1.5 = 7.5 Wh, × 0.4 g/Wh = 3 g
+        hours_job("11", "erin", 1, 60 / 3600, end, name="smoke-test"),
+        # 1 GPU × 300 W × 12 s = 1 Wh → 1.5 Wh → 0.6 g
+        hours_job("12", "erin", 1, 12 / 3600, end, name="retry"),
+        # never started: no energy, no factors
+        make_job(job_id="13", user="erin", state=JobState.CANCELLED, start_time=None, end_time=end),
+    ]
+    ledger = Ledger(path)
+    ledger.write([accountant.account(job) for job in jobs])
+    return ledger
+
+
 def test_month_arithmetic() -> None:
     assert months_up_to("2026-01", 3) == ("2025-11", "2025-12", "2026-01")
     assert previous_month(utc(2026, 1, 3, 6)) == "2025-12"
@@ -121,7 +138,8 @@ def test_advice_is_chosen_from_the_users_own_figures(tmp_path: Path) -> None:
     alice = reports["alice"]
     assert [s.key for s in alice.suggestions] == ["failed-jobs", "idle-gpus", "cleaner-site"]
     failed, idle, cleaner = (s.text for s in alice.suggestions)
-    assert "1.0 GPU-hours (33 % of your GPU time, 0.2 kg CO2e)" in failed
+    # job 2: 1 GPU × 300 W × 1 h × PUE 1.5 = 0.45 kWh × 400 g/kWh = 180 g
+    assert "1.00 GPU-hours (33 % of your GPU time, 180 g CO2e)" in failed
     assert "busy 20 %" in idle
     # 400 g/kWh at s1 against 40 at c2's site: 90 % less
     assert "Cluster c2 runs on 40 g" in cleaner and "about 90 % less" in cleaner
@@ -137,7 +155,7 @@ def test_a_project_for_its_leads_lists_its_members(tmp_path: Path) -> None:
     assert project.name == "proj"
     assert project.totals.co2e_kg == pytest.approx(0.72 + 0.2952 + 0.09)
     assert [(m.key, m.jobs) for m in project.members] == [("bob", 1), ("alice", 2), ("carol", 1)]
-    assert project.suggestions[0].text.startswith("1.0 GPU-hours (")
+    assert project.suggestions[0].text.startswith("1.00 GPU-hours (")
     assert "the project's GPU time" in project.suggestions[0].text
 
 
@@ -186,3 +204,16 @@ def test_a_series_site_suggests_its_cleaner_hours(tmp_path: Path) -> None:
     hours = erin.suggestions[0]
     assert hours.key == "cleaner-hours"
     assert "between 10:00 and 16:00 UTC was 60 % cleaner" in hours.text  # 100 vs 250
+
+
+def test_the_jobs_behind_the_factors_add_up_to_the_months_jobs(tmp_path: Path) -> None:
+    config = site_config()
+    with small_ledger(tmp_path / "l.db", config) as ledger:
+        (erin,) = monthly_reports(ledger, config, OCTOBER, "user")
+    assert erin.totals.jobs == 3
+    assert erin.totals.gpu_hours == pytest.approx(72 / 3600)  # 60 s + 12 s
+    assert erin.totals.energy_kwh == pytest.approx(0.009)  # 7.5 + 1.5 Wh
+    assert erin.totals.co2e_kg == pytest.approx(0.0036)  # 3 + 0.6 g
+    (factors,) = erin.factors
+    assert factors.jobs == 2  # the pending-cancelled job used no factors
+    assert erin.jobs_without_energy == 1

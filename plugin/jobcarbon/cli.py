@@ -292,19 +292,21 @@ def summary(
 
 
 def _summary_table(by: str, rows: list[Any], total: Any, caption: str) -> None:
+    from .quantity import co2e, co2e_range, energy, significant
+
     formatted = [
         (
             r.key,
             f"{r.jobs:,}",
-            f"{r.gpu_hours:,.1f}",
-            f"{r.energy_kwh:,.1f}",
-            f"{r.co2e_kg:,.1f}",
-            f"{r.co2e_kg_low:,.1f} – {r.co2e_kg_high:,.1f}",
+            significant(r.gpu_hours),
+            str(energy(r.energy_kwh)),
+            str(co2e(r.co2e_kg)),
+            co2e_range(r.co2e_kg_low, r.co2e_kg_high),
         )
         for r in [*rows, total]
     ]
     formatted[-1] = ("total", *formatted[-1][1:])
-    _table([by, "jobs", "GPU-h", "energy kWh", "kg CO2e", "range kg"], formatted, caption)
+    _table([by, "jobs", "GPU-h", "energy", "CO2e", "likely range"], formatted, caption)
 
 
 def _date(value: str | None) -> datetime | None:
@@ -409,6 +411,7 @@ def report_monthly(
     if user and (leads or project):
         raise click.UsageError("--user picks one user's e-mail: leave out --leads and --project")
     config = _config(ctx)
+    chosen_month = month
     month = month or previous_month(datetime.now(UTC))
     audience: Audience = "lead" if leads else "user"
     book = AddressBook(config)
@@ -434,7 +437,9 @@ def report_monthly(
         reports = monthly_reports(ledger, config, month, audience, names)
         if not reports:
             whom = f" for {user or project}" if names is not None else ""
-            click.echo(f"no jobs in {month}{whom}")
+            when = "" if chosen_month else " (last month)"
+            others = _months_with_jobs(ledger, Filters(user=user, project=project))
+            click.echo(f"no jobs in {month}{when}{whom}; {others}")
             return
         postman = Postman(ledger, book, composer, sender, out, resend)
         with Progress(transient=True) as progress:
@@ -455,6 +460,15 @@ def report_monthly(
         sys.exit(outcome.stopped.exit_code)
     if outcome.failed:
         sys.exit(1)
+
+
+def _months_with_jobs(ledger: Any, filters: Any, shown: int = 6) -> str:
+    """Which months have jobs, latest ``shown`` of them, and how to pick one."""
+    months = sorted(row.key for row in ledger.summary("month", filters))
+    if not months:
+        return "none in any other month either"
+    earlier = f" (and {len(months) - shown} earlier)" if len(months) > shown else ""
+    return f"jobs are in {', '.join(months[-shown:])}{earlier}: choose one with --month YYYY-MM"
 
 
 # --- ledger maintenance -------------------------------------------------------------------

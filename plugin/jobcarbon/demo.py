@@ -19,6 +19,7 @@ from rich.table import Table
 from .accounting import Accountant, IngestReport, ingest
 from .config import load_config
 from .ledger import Filters, SummaryRow, open_ledger
+from .quantity import co2e, co2e_range, energy, percent, significant
 from .sources.sacct import read_parsable
 
 DEMO_MONTH = "2026-10"
@@ -84,9 +85,9 @@ def run_demo(directory: Path, console: Console | None = None) -> IngestReport:
 
     site = config.site_factors[config.clusters[cluster].site]
     console.print(
-        f"\nTotal {DEMO_MONTH}: {total.co2e_kg:,.0f} kg CO2e "
-        f"(range {total.co2e_kg_low:,.0f} – {total.co2e_kg_high:,.0f}) from "
-        f"{total.energy_kwh:,.0f} kWh at site {site.name} (grid {site.region_key}, "
+        f"\nTotal {DEMO_MONTH}: {co2e(total.co2e_kg)} CO2e "
+        f"(likely {co2e_range(total.co2e_kg_low, total.co2e_kg_high)}) from "
+        f"{energy(total.energy_kwh)} at site {site.name} (grid {site.region_key}, "
         f"{site.intensity_g_per_kwh.at(MONTH_START):g} gCO2e/kWh). "
         "H100 jobs use the nodes' measured energy; the rest are TDP estimates.\n"
     )
@@ -109,15 +110,15 @@ def run_demo(directory: Path, console: Console | None = None) -> IngestReport:
 
 
 def _show(console: Console, title: str, by: str, rows: list[SummaryRow], total: SummaryRow) -> None:
-    table = Table(by, "jobs", "GPU-h", "kWh", "kg CO2e", "share", title=title, title_justify="left")
+    table = Table(by, "jobs", "GPU-h", "energy", "CO2e", "share", title=title, title_justify="left")
     for row in rows:
         share = row.co2e_kg / total.co2e_kg if total.co2e_kg else 0.0
         table.add_row(
             row.key,
             f"{row.jobs:,}",
-            f"{row.gpu_hours:,.0f}",
-            f"{row.energy_kwh:,.0f}",
-            f"{row.co2e_kg:,.1f}",
-            f"{share:.0%}",
+            significant(row.gpu_hours),
+            str(energy(row.energy_kwh)),
+            str(co2e(row.co2e_kg)),
+            f"{percent(100 * share)}%",
         )
     console.print(table)

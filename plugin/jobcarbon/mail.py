@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import csv
 import email.policy
+import functools
 import hashlib
 import random
 import re
@@ -34,10 +35,11 @@ from pathlib import Path
 
 import jinja2
 
+from . import quantity
 from .backoff import backoff_s
 from .config import Config, MailConfig
 from .errors import ConfigError, MailError
-from .ledger import Ledger, MailSent
+from .ledger import FactorsUsed, Ledger, MailSent
 from .report import MonthlyReport
 
 ADDRESS = re.compile(r"^[^@\s<>,]+@[^@\s<>,]+$")
@@ -170,12 +172,24 @@ class Composer:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self._env.filters["num"] = _num
-        self._env.filters["bar"] = _bar_percent
-        self._env.filters["month_name"] = _month_name
+        self._env.filters.update(
+            num=_num,
+            sig=quantity.significant,
+            co2e=quantity.co2e,
+            energy=quantity.energy,
+            co2e_range=quantity.co2e_range,
+            percent=quantity.percent,
+            bar=_bar_percent,
+            month_name=_month_name,
+            largest_jobs_title=_largest_jobs_title,
+            place=_place,
+            factors_line=_factors_line,
+            no_energy_line=_no_energy_line,
+            questions=_questions,
+        )
 
     def render(self, report: MonthlyReport) -> Rendered:
-        context = {"r": report, "method_url": self.mail.method_url}
+        context = {"r": report, "method_url": self.mail.method_url, "reply_to": self.mail.reply_to}
         try:
             subject = self._env.get_template("monthly_subject.txt.j2").render(context)
             text = self._env.get_template("monthly.txt.j2").render(context)
@@ -262,9 +276,72 @@ def message_id(report: MonthlyReport, from_address: str) -> str:
 
 
 def _num(value: float, digits: int = 1) -> str:
+    """Fixed decimals, for sites' own templates; the bundled ones use ``quantity``."""
     return f"{value:,.{digits}f}"
 
 
+# The sentences that text and HTML share and that depend on the figures (how many
+# jobs, whether a range is one value): written once here, escaped by the HTML.
+
+
+def _jobs(count: int) -> str:
+    return f"{count:,} job" if count == 1 else f"{count:,} jobs"
+
+
+def _largest_jobs_title(report: MonthlyReport) -> str:
+    shown, total = len(report.largest_jobs), report.totals.jobs
+    if total == 1:
+        return "The month's one job"
+    if shown == total:
+        return f"All {total:,} jobs, largest first"
+    return f"The {shown} largest of the {total:,} jobs"
+
+
+def _place(report: MonthlyReport) -> str:
+    """Where the person (or project) stands among everyone with jobs this month."""
+    lower = quantity.percent(report.lower_percent)
+    if report.audience == "user":
+        if report.peers == 1:
+            return "You were the only user who ran jobs this month."
+        return (
+            f"You emitted more than {lower} % of the {report.peers:,} users who ran jobs "
+            "this month."
+        )
+    if report.peers == 1:
+        return "It was the only project with jobs this month."
+    return (
+        f"The project emitted more than {lower} % of the {report.peers:,} projects with jobs "
+        "this month."
+    )
+
+
+def _factors_line(f: FactorsUsed) -> str:
+    """The factors behind one site's (and method's) jobs; a range only where they differ."""
+    sig = quantity.significant
+    pue = quantity.span(sig(f.pue_min), sig(f.pue_max))
+    grid = quantity.span(sig(f.intensity_min_g_per_kwh), sig(f.intensity_max_g_per_kwh))
+    return (
+        f"site {f.site}: PUE {pue}, grid {grid} g CO2e/kWh, {f.method} energy, {_jobs(f.jobs)}, "
+        f"factors {f.factors_version}"
+    )
+
+
+def _no_energy_line(report: MonthlyReport) -> str:
+    """The jobs the factor lines leave out, so that their counts add up to the month's."""
+    return (
+        f"{_jobs(report.jobs_without_energy)} used no energy (ended before running, e.g. "
+        "cancelled while pending): no factors apply"
+    )
+
+
+def _questions(reply_to: str | None) -> str:
+    """Where questions go: a reply only when replies go somewhere (``mail.reply_to``)."""
+    if reply_to:
+        return f"Reply to it ({reply_to}) for questions or to stop it."
+    return "For questions or to stop it, ask your cluster's administrators."
+
+
+@functools.cache  # a handful of months, looked up a few times in every e-mail
 def _month_name(month: str) -> str:
     return datetime.strptime(month, "%Y-%m").strftime("%B %Y")
 
@@ -512,8 +589,9 @@ class Postman:
         stem = self.out_dir / file_stem(composed.report)
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            stem.with_suffix(".eml").write_bytes(composed.eml)
-            stem.with_suffix(".html").write_text(composed.html, encoding="utf-8")
+            # not with_suffix: a dot in the name (john.doe) is not a suffix to replace
+            stem.with_name(f"{stem.name}.eml").write_bytes(composed.eml)
+            stem.with_name(f"{stem.name}.html").write_text(composed.html, encoding="utf-8")
         except OSError as err:
             raise MailError(f"cannot write the preview {stem}: {err.strerror}") from err
 

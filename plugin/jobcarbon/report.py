@@ -21,6 +21,7 @@ from . import factors
 from .config import Config
 from .estimate import EquivalentAmount
 from .ledger import Dimension, FactorsUsed, Filters, Habits, Ledger, SummaryRow
+from .quantity import co2e, percent, significant
 from .site import HOUR_S, Constant, HourlySeries
 
 Audience = Literal["user", "lead"]
@@ -70,6 +71,11 @@ class MonthlyReport:
     def failed_percent(self) -> float:
         """Share of the GPU-hours (or, without GPUs, of nothing) on failed jobs."""
         return _percent(self.habits.failed_gpu_hours, self.habits.gpu_hours)
+
+    @property
+    def jobs_without_energy(self) -> int:
+        """Jobs that used no energy and so no factors: ``totals.jobs`` less those in ``factors``."""
+        return self.totals.jobs - sum(f.jobs for f in self.factors)
 
     @property
     def busy_percent(self) -> float | None:
@@ -246,8 +252,9 @@ def advise(
         found.append(
             Suggestion(
                 "failed-jobs",
-                f"{habits.failed_gpu_hours:,.1f} GPU-hours ({report.failed_percent:.0f} % of "
-                f"{whose} GPU time, {habits.failed_co2e_kg:,.1f} kg CO2e) went to jobs that "
+                f"{significant(habits.failed_gpu_hours)} GPU-hours "
+                f"({percent(report.failed_percent)} % of {whose} GPU time, "
+                f"{co2e(habits.failed_co2e_kg)} CO2e) went to jobs that "
                 "failed, timed out or ran out of memory. Try a new setup on a small, short "
                 "allocation first, and checkpoint long runs so that a time limit does not "
                 "throw the work away.",
@@ -258,10 +265,10 @@ def advise(
         found.append(
             Suggestion(
                 "idle-gpus",
-                f"The GPUs of {whose} jobs were busy {busy:.0f} % of the time they were "
-                f"allocated (over {habits.measured_gpu_hours:,.1f} measured GPU-hours). An idle "
-                "GPU still draws power: ask for fewer GPUs, or look at data loading and "
-                "batch size.",
+                f"The GPUs of {whose} jobs were busy {percent(busy)} % of the time they were "
+                f"allocated (over {significant(habits.measured_gpu_hours)} measured GPU-hours). "
+                "An idle GPU still draws power: ask for fewer GPUs, or look at data loading "
+                "and batch size.",
             )
         )
     for row in by_site:
@@ -287,7 +294,8 @@ def advise(
         found.append(
             Suggestion(
                 "cancelled-jobs",
-                f"{habits.cancelled_gpu_hours:,.1f} GPU-hours ({cancelled_percent:.0f} %) went "
+                f"{significant(habits.cancelled_gpu_hours)} GPU-hours "
+                f"({percent(cancelled_percent)} %) went "
                 "to jobs cancelled before they ended. Watch the first minutes of a long run "
                 "(logs, loss curve) and cancel early rather than late.",
             )
@@ -299,7 +307,7 @@ def advise(
             Suggestion(
                 "largest-job",
                 f"Job {job['job_id']} ({job['name'] or 'unnamed'}) on {job['cluster']} made "
-                f"{share:.0f} % of {whose} emissions this month. Before running it again, "
+                f"{percent(share)} % of {whose} emissions this month. Before running it again, "
                 "check whether it can finish sooner or on fewer devices (profiling, mixed "
                 "precision, a smaller model to try ideas on).",
             )
