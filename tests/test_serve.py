@@ -365,7 +365,8 @@ def test_web_config_problems_are_all_named(tmp_path: Path) -> None:
         "http_server_config: not supported (tls_server_config, basic_auth_users are)",
         "tls_server_config.client_ca_file: not supported (cert_file, key_file, min_version are)",
         "tls_server_config.key_file: required (a PEM file)",
-        "basic_auth_users.alice: not a bcrypt hash ($2y$..., $2b$...)",
+        "basic_auth_users.alice: not a bcrypt hash ($2y$10$ and 53 characters: "
+        "htpasswd -nbBC 10 USER PASSWORD)",
     ]
     path.write_text(yaml.safe_dump({"tls_server_config": {"cert_file": "a", "key_file": "b"}}))
     with pytest.raises(ConfigError, match=r"cannot load .*/a with .*/b: No such file"):

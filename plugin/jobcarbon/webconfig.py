@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ TLS_VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3
 # Verified (user, password) pairs kept so that a scraper's every request does not pay
 # a bcrypt hash (about 70 ms at cost 10 here); the exporter-toolkit keeps them too.
 VERIFIED_KEPT = 64
+# $2y$ (htpasswd -B), $2b$ or $2a$, a two-digit cost, 22 characters of salt, 31 of hash
+BCRYPT_HASH = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
 
 
 class BasicAuth:
@@ -142,8 +145,11 @@ def _users(section: Any, problems: list[str]) -> dict[str, bytes]:
         return {}
     users = {}
     for user, hashed in section.items():
-        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
-            problems.append(f"basic_auth_users.{user}: not a bcrypt hash ($2y$..., $2b$...)")
+        if not isinstance(hashed, str) or not BCRYPT_HASH.fullmatch(hashed):
+            problems.append(
+                f"basic_auth_users.{user}: not a bcrypt hash ($2y$10$ and 53 characters: "
+                "htpasswd -nbBC 10 USER PASSWORD)"
+            )
         elif ":" in str(user):
             problems.append(f"basic_auth_users.{user}: a user name cannot hold ':'")
         else:
