@@ -178,7 +178,8 @@ METRICS = (
         "counter",
         "scrapes",
         (),
-        "Scrapes that could not read the ledger (missing, locked, newer schema).",
+        "Scrapes that failed: the ledger missing, locked or from a newer schema, or any "
+        "other error (each logged once while it lasts; the next scrape tries again).",
     ),
     MetricSpec(
         "jobcarbon_build_info",
