@@ -337,9 +337,10 @@ def test_tls_and_basic_auth(tmp_path: Path, certificate: tuple[Path, Path]) -> N
         assert get(port, headers={"Authorization": "Basic !!"}, tls=trust)[0] == 401
         # the kubelet's probe has no password: /healthz answers (over TLS) without one
         assert get(port, "/healthz", tls=trust)[0] == 200
-        # a client without TLS is refused: no HTTP answer, nothing served
-        with pytest.raises((http.client.HTTPException, ConnectionError)):
-            get(port, headers=basic("prometheus", PASSWORD))
+        # a client without TLS is refused in plain words, and not asked for a password
+        status, headers, text = get(port, headers=basic("prometheus", PASSWORD))
+        assert (status, text) == (400, b"Client sent an HTTP request to an HTTPS server.\n")
+        assert "WWW-Authenticate" not in headers
         # 200 connections that never start the handshake do not hold the server
         idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(200)]
         try:

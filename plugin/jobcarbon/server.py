@@ -3,12 +3,14 @@ watcher's /healthz and /readyz for the kubelet's probes.
 
 Each connection is served on a thread of its own, and with TLS its handshake happens
 there too, so a slow, silent or half-open client holds only its own thread (until
-``REQUEST_TIMEOUT_S``) and never the accepting one.
+``REQUEST_TIMEOUT_S``) and never the accepting one. With TLS a plain HTTP request is
+answered 400 in plain words (no password is asked for over a clear connection).
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterable
@@ -24,6 +26,11 @@ from .webconfig import BasicAuth
 log = logging.getLogger("jobcarbon.server")
 
 REQUEST_TIMEOUT_S = 30.0  # a connection silent this long is closed
+TLS_HANDSHAKE = b"\x16"  # the first byte of a TLS client's first record
+PLAIN_HTTP_TO_TLS = (
+    b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
+    b"Client sent an HTTP request to an HTTPS server.\n"
+)
 App = Callable[..., Iterable[bytes]]
 Probe = Callable[[], tuple[bool, str]]
 
@@ -33,23 +40,26 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
     request_queue_size = 256  # the listen backlog: scrapers and probes arriving at once
     tls: ssl.SSLContext | None = None
 
-    def get_request(self) -> tuple[Any, Any]:
-        connection, address = super().get_request()
-        if self.tls is not None:  # the handshake waits for the connection's own thread
-            connection = self.tls.wrap_socket(
-                connection, server_side=True, do_handshake_on_connect=False
-            )
-        return connection, address
-
     def finish_request(self, request: Any, client_address: Any) -> None:
         request.settimeout(REQUEST_TIMEOUT_S)
-        if isinstance(request, ssl.SSLSocket):
-            try:
-                request.do_handshake()
-            except (OSError, ssl.SSLError) as err:  # plain HTTP, a bad client, a timeout
-                log.debug("TLS handshake with %s failed: %s", client_address[0], err)
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        try:
+            first = request.recv(1, socket.MSG_PEEK)
+            if first != TLS_HANDSHAKE:  # plain HTTP: say so, as Go's servers do
+                if first:
+                    request.recv(65536)  # the request, read so that closing does not reset
+                    request.sendall(PLAIN_HTTP_TO_TLS)
                 return
-        super().finish_request(request, client_address)
+            secure = self.tls.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError) as err:  # a bad client, a timeout
+            log.debug("TLS handshake with %s failed: %s", client_address[0], err)
+            return
+        try:
+            super().finish_request(secure, client_address)
+        finally:
+            self.shutdown_request(secure)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("connection from %s failed", client_address[0], exc_info=True)
