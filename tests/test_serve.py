@@ -469,3 +469,30 @@ def test_prometheus_scrapes_over_tls_with_basic_auth(
             wait_for("all three scraped", lambda: len(_values(prometheus, "up")) == 3, 30)
             assert _values(prometheus, "up") == {"tls": 1, "wrong_password": 0, "no_tls": 0}
             assert _values(prometheus, "sum by (job) (jobcarbon_jobs_total)") == {"tls": 30}
+
+
+def test_serve_refuses_a_bad_web_config_file_at_start(tmp_path: Path) -> None:
+    config = tmp_path / "site.yaml"
+    config.write_text(yaml.safe_dump({**CONFIG, "ledger": {"url": f"sqlite:///{tmp_path}/l.db"}}))
+    web = tmp_path / "web.yml"
+    web.write_text(yaml.safe_dump({"basic_auth_users": {"prometheus": "REPLACE-ME"}}))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobcarbon",
+            "--config",
+            str(config),
+            "serve",
+            "--listen",
+            f"127.0.0.1:{free_port()}",
+            "--web.config.file",
+            str(web),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert f"1 problem(s) in {web}" in done.stderr
+    assert "basic_auth_users.prometheus: not a bcrypt hash" in done.stderr
