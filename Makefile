@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/epilog.py
 	$(BIN)/python bench/scrape.py
+	$(BIN)/python bench/scrape_load.py
 	$(BIN)/python bench/slurm_import.py
 	$(BIN)/python bench/report.py
 	$(BIN)/python bench/k8s_watch.py

@@ -81,6 +81,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.slurm_cluster import free_port
 
@@ -273,16 +274,31 @@ class PrometheusWithHistory:
     """Prometheus 2.42 on 127.0.0.1 whose TSDB holds ``series`` (backfilled by promtool).
 
     ``with PrometheusWithHistory(series) as prometheus:`` then ``prometheus.url``;
-    skips the test when ``prometheus`` or ``promtool`` is not installed.
+    skips the test when ``prometheus`` or ``promtool`` is not installed. With
+    ``scrape_configs`` (Prometheus' own ``scrape_configs`` entries) it also scrapes
+    them every ``scrape_interval_s``; ``series`` may then be empty (no history).
     """
 
-    def __init__(self, series: Sequence[Series], *, retention: str = RETENTION) -> None:
+    def __init__(
+        self,
+        series: Sequence[Series],
+        *,
+        retention: str = RETENTION,
+        scrape_configs: Sequence[Mapping[str, Any]] = (),
+        scrape_interval_s: float = 60,
+    ) -> None:
         prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
         if prometheus is None or promtool is None:
             pytest.skip("prometheus not found: apt-get install prometheus (Debian 12 ships 2.42)")
         self.prometheus, self.promtool = prometheus, promtool
-        self.text = openmetrics(series)  # validates before anything starts
+        self.text = openmetrics(series) if series else None  # validates before anything starts
         self.retention = retention
+        self.global_config = {
+            "evaluation_interval": "1m",
+            "scrape_interval": f"{scrape_interval_s}s",
+            "scrape_timeout": f"{min(scrape_interval_s, 10)}s",  # at most the interval
+        }
+        self.scrape_configs = [dict(job) for job in scrape_configs]
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.base = Path(tempfile.mkdtemp(prefix="jobcarbon-prom-"))
@@ -290,9 +306,9 @@ class PrometheusWithHistory:
         self.log = self.base / "prometheus.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> PrometheusWithHistory:
+    def _backfill(self, text: str) -> None:
         history = self.base / "history.om"
-        history.write_text(self.text)
+        history.write_text(text)
         backfill = ["tsdb", "create-blocks-from", "openmetrics", "--quiet", str(history)]
         blocks = subprocess.run(
             [self.promtool, *backfill, str(self.data)],
@@ -303,8 +319,15 @@ class PrometheusWithHistory:
         if blocks.returncode != 0:
             self.stop()
             raise RuntimeError(f"promtool could not create blocks: {blocks.stderr.strip()}")
+
+    def start(self) -> PrometheusWithHistory:
+        if self.text is not None:
+            self._backfill(self.text)
         config = self.base / "prometheus.yml"
-        config.write_text("global:\n  evaluation_interval: 1m\n")  # no targets, no rules
+        # no rules; targets only when scrape_configs are given
+        config.write_text(
+            yaml.safe_dump({"global": self.global_config, "scrape_configs": self.scrape_configs})
+        )
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 [

@@ -277,3 +277,49 @@ def test_incremental_scrapes_equal_a_full_render(tmp_path: Path) -> None:
     failed_bob = {**LABELS, "user": "bob", "state": "failed"}
     assert ("jobcarbon_jobs_total", tuple(sorted(failed_bob.items()))) not in incremental
     assert incremental[("jobcarbon_jobs_total", tuple(sorted(LABELS.items())))] == 3
+
+
+def test_non_finite_values_in_the_text_format_s_words() -> None:
+    """repr() writes inf, -inf and nan; the text format wants +Inf, -Inf and NaN."""
+    from jobcarbon.exporter import _SPEC, Family, _text
+
+    spec = _SPEC["jobcarbon_ingest_pending_jobs"]
+    values = [float("inf"), float("-inf"), float("nan"), 0.1]
+    body = _text([Family(spec, [((f"s{i}",), v) for i, v in enumerate(values)])]).decode()
+    assert body.splitlines()[2:] == [
+        'jobcarbon_ingest_pending_jobs{source="s0"} +Inf',
+        'jobcarbon_ingest_pending_jobs{source="s1"} -Inf',
+        'jobcarbon_ingest_pending_jobs{source="s2"} NaN',
+        'jobcarbon_ingest_pending_jobs{source="s3"} 0.1',
+    ]
+    if shutil.which("promtool") is not None:
+        result = subprocess.run(["promtool", "check", "metrics"], input=body.encode())
+        assert result.returncode == 0
+
+
+def test_help_text_is_escaped() -> None:
+    """In HELP a backslash is written \\\\ and a newline \\n (quotes stay as they are)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from jobcarbon.exporter import Family, MetricSpec, _text
+
+    help_text = 'a path C:\\jobs, "quoted",\nand a second line'
+    spec = MetricSpec("jobcarbon_example", "gauge", "jobs", (), help_text)
+    body = _text([Family(spec, [((), 1.0)])]).decode()
+    assert body.splitlines()[0] == (
+        '# HELP jobcarbon_example a path C:\\\\jobs, "quoted",\\nand a second line'
+    )
+    [family] = text_string_to_metric_families(body)
+    assert family.documentation == help_text
+
+
+def test_the_docstring_tells_how_the_totals_are_kept(tmp_path: Path) -> None:
+    """The totals are kept by Ledger.write (the migration dropped the triggers)."""
+    import jobcarbon.exporter
+
+    fill(tmp_path / "l.db")
+    with sqlite3.connect(tmp_path / "l.db") as db:
+        triggers = db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()
+    assert triggers == []
+    doc = jobcarbon.exporter.__doc__ or ""
+    assert "trigger" not in doc and "``Ledger.write`` keeps" in doc

@@ -285,3 +285,54 @@ def test_the_shipped_config_is_valid() -> None:
     config = parse_config(yaml.safe_load((MANIFESTS / "config.yaml").read_text()))
     assert config.ledger_location() == Path("/var/lib/jobcarbon/ledger.db")
     assert config.kubernetes.cluster == "gpu-platform"
+
+
+@pytest.fixture(scope="module")
+def rendered_with_web_auth(tmp_path_factory: pytest.TempPathFactory) -> list[Doc]:
+    """The base with components/web-tls-auth listed, as its comment says."""
+    copy = tmp_path_factory.mktemp("k8s-web") / "k8s_manifests"
+    shutil.copytree(MANIFESTS, copy)
+    kustomization = copy / "kustomization.yaml"
+    kustomization.write_text(
+        kustomization.read_text() + "components:\n  - components/web-tls-auth\n"
+    )
+    return _kustomize(copy)
+
+
+def test_the_web_auth_component_serves_tls_and_basic_auth_from_its_secret(
+    rendered: list[Doc], rendered_with_web_auth: list[Doc], tmp_path: Path
+) -> None:
+    from jobcarbon.errors import ConfigError
+    from jobcarbon.webconfig import load_web_config
+
+    docs = rendered_with_web_auth
+    added = [doc["kind"] for doc in docs if doc["kind"] not in {d["kind"] for d in rendered}]
+    assert added == ["Secret"]
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    secret = _one(docs, "Secret")
+    pod = _deployment_pod(docs)["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    exporter = next(c for c in pod["containers"] if c["name"] == "exporter")
+    assert exporter["args"][:3] == ["serve", "--listen", "0.0.0.0:9877"]
+    option, web_file = exporter["args"][3:]
+    assert option == "--web.config.file"
+    mounts = {m["mountPath"]: m["name"] for m in exporter["volumeMounts"]}
+    # the file the exporter is given is the Secret's key, where it is mounted
+    directory, key = web_file.rsplit("/", 1)
+    assert volumes[mounts[directory]]["secret"]["secretName"] == secret["metadata"]["name"]
+    web = yaml.safe_load(secret["stringData"][key])
+    tls = web["tls_server_config"]
+    for path, tls_key in ((tls["cert_file"], "tls.crt"), (tls["key_file"], "tls.key")):
+        directory, name = path.rsplit("/", 1)
+        assert name == tls_key  # the keys of a kubernetes.io/tls Secret
+        assert volumes[mounts[directory]]["secret"]["secretName"] == "jobcarbon-tls"
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert exporter[probe]["httpGet"]["scheme"] == "HTTPS"
+        assert exporter[probe]["httpGet"]["path"] == "/healthz"  # wants no password
+    assert {m["name"] for m in exporter["volumeMounts"]} >= {"config", "ledger", "tmp"}
+    # the shipped placeholder must be replaced: the exporter refuses to start with it
+    placeholder = tmp_path / "web.yml"
+    placeholder.write_text(yaml.safe_dump({"basic_auth_users": web["basic_auth_users"]}))
+    with pytest.raises(ConfigError, match=r"basic_auth_users\.prometheus: not a bcrypt hash"):
+        load_web_config(placeholder)

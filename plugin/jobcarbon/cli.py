@@ -567,17 +567,27 @@ def _listen_address(address: str, option: str) -> tuple[str, int]:
     "--listen",
     help="host:port to serve on [default: exporter.listen in the config, 127.0.0.1:9877].",
 )
+@click.option(
+    "--web.config.file",
+    "web_config_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="TLS and basic auth, in the Prometheus exporter-toolkit's format "
+    "(tls_server_config: cert_file, key_file; basic_auth_users: user: bcrypt hash).",
+)
 @click.pass_context
-def serve(ctx: click.Context, listen: str | None) -> None:
-    """Serve Prometheus metrics from the ledger (GET /metrics)."""
+def serve(ctx: click.Context, listen: str | None, web_config_file: Path | None) -> None:
+    """Serve Prometheus metrics from the ledger (GET /metrics; GET /healthz fails while
+    scrapes cannot read the ledger)."""
     import logging
 
     from .server import serve_metrics
+    from .webconfig import WebConfig, load_web_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    web = load_web_config(web_config_file) if web_config_file else WebConfig()
     exporter = _exporter(ctx)
     host, port = _listen_address(listen or _config(ctx).exporter.listen, "--listen")
-    serve_metrics(exporter, host, port)
+    serve_metrics(exporter, host, port, web.tls, web.auth())
 
 
 @main.command()

@@ -1,27 +1,34 @@
 """Prometheus metrics from the ledger: aggregates only, read at scrape time.
 
-Counters come from the ledger's running totals (kept by triggers as jobs are
-written), so they survive exporter restarts, equal the ledger's sums, and a scrape
-costs the same whatever the number of jobs. No job id, pod name or address is ever
-a label. The rendered exposition is cached until the ledger changes (or a minute
-passes, for factors that vary with time), so repeated scrapes are cheap.
+Counters come from the ledger's running totals (which ``Ledger.write`` keeps, batch
+by batch, as it writes jobs), so they survive exporter restarts, equal the ledger's
+sums, and a scrape costs the same whatever the number of jobs. No job id, pod name or
+address is ever a label. The rendered exposition is cached until the ledger changes
+(or a minute passes, for factors that vary with time), so repeated scrapes are cheap.
 
-A ledger that is missing, locked or from a newer schema makes the scrape answer
-``jobcarbon_ledger_up 0`` (and count the error, and log it) rather than fail.
+Any number of request threads may scrape at once: one thread of its own holds the
+ledger connection and does every read (a SQLite connection belongs to the thread that
+opened it, and the cache's ``data_version`` is only comparable on one connection).
+Anything that goes wrong in a scrape (a ledger missing, locked or from a newer
+schema, or any other error) answers ``jobcarbon_ledger_up 0``, is counted in
+``jobcarbon_ledger_errors_total`` and logged once; the next scrape tries again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import logging
 import os
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -37,6 +44,7 @@ JOB_LABELS = ("cluster", "user", "project", "partition", "gpu_model", "state", "
 RUNNING_LABELS = ("cluster", "user", "project", "gpu_model")
 INGEST_STAGES = ("parse", "account", "sacct", "kubernetes")
 RERENDER_AFTER_S = 60.0
+GZIP_LEVEL = 1  # measured at 5,000 label sets: see the README's Benchmarks
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +178,8 @@ METRICS = (
         "counter",
         "scrapes",
         (),
-        "Scrapes that could not read the ledger (missing, locked, newer schema).",
+        "Scrapes that failed: the ledger missing, locked or from a newer schema, or any "
+        "other error (each logged once while it lasts; the next scrape tries again).",
     ),
     MetricSpec(
         "jobcarbon_build_info",
@@ -195,6 +204,7 @@ class Family:
 
 
 PerUser = TypeVar("PerUser", Aggregate, Running)
+Read = TypeVar("Read")
 
 
 def _merge_users(rows: list[PerUser]) -> list[PerUser]:
@@ -281,7 +291,12 @@ def _source_families(gauges: dict[str, float]) -> list[Family]:
 
 
 class LedgerCollector:
-    """A Prometheus collector over a ledger file: reads the ledger's totals per scrape."""
+    """A Prometheus collector over a ledger file: reads the ledger's totals per scrape.
+
+    Every ledger call runs on one thread of the collector's own (``_read``), whatever
+    thread scrapes: that thread opens the connection, uses it and closes it after an
+    error, so request threads never share a connection between them.
+    """
 
     def __init__(
         self, location: Path | str, config: Config, clock: Callable[[], float] = time.time
@@ -290,56 +305,80 @@ class LedgerCollector:
         self.config = config
         self.clock = clock
         self.ledger_errors = 0
+        self.last_error: str | None = None  # why the last scrape failed; None if it did not
         self._ledger: Ledger | None = None
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobcarbon-ledger")
+        self._state = threading.Lock()  # ledger_errors and last_error
 
-    def _open(self) -> Ledger:
-        if self._ledger is None:
-            # a scrape must answer within Prometheus' timeout: wait little for a lock
-            self._ledger = Ledger(
-                self.location,
-                migrate=False,
-                busy_timeout_s=1.0,
-                password=self.config.ledger_password(),
-            )
-        return self._ledger
+    def _read(self, call: Callable[[Ledger], Read]) -> Read:
+        """``call(ledger)`` on the reader thread; its exception, re-raised here."""
+        return self._reader.submit(self._on_reader, call).result()
 
-    def changed_aggregates(self, after: int) -> tuple[list[Aggregate], int]:
-        """The ledger's totals changed since ``after``; ``LedgerError`` if unreadable."""
+    def _on_reader(self, call: Callable[[Ledger], Read]) -> Read:
         try:
-            return self._open().changed_aggregates(after)
-        except LedgerError:
-            if self._ledger is not None:
-                self._ledger.close()
-                self._ledger = None
+            if self._ledger is None:
+                # a scrape must answer within Prometheus' timeout: wait little for a lock
+                self._ledger = Ledger(
+                    self.location,
+                    migrate=False,
+                    busy_timeout_s=1.0,
+                    password=self.config.ledger_password(),
+                )
+            return call(self._ledger)
+        except BaseException:
+            # the next scrape opens afresh; a connection that failed may fail to close
+            ledger, self._ledger = self._ledger, None
+            if ledger is not None:
+                with contextlib.suppress(Exception):
+                    ledger.close()
             raise
 
-    def data_version(self) -> tuple[int, int] | None:
-        try:
-            return self._open().data_version()
-        except LedgerError:
-            return None
+    def changed_aggregates(self, after: int) -> tuple[list[Aggregate], int]:
+        """The ledger's totals changed since ``after``; raises if unreadable."""
+        return self._read(lambda ledger: ledger.changed_aggregates(after))
+
+    def data_version(self) -> tuple[int, int]:
+        """Changes whenever anyone commits to the ledger; raises if unreadable."""
+        return self._read(Ledger.data_version)
+
+    def failed(self, err: BaseException) -> list[Family]:
+        """Count a scrape that failed (log it once, not at every scrape while it lasts);
+        the families that say so."""
+        words = str(err) if isinstance(err, LedgerError) else f"{type(err).__name__}: {err}"
+        with self._state:
+            self.ledger_errors += 1
+            repeated, self.last_error = self.last_error == words, words
+        if not repeated:
+            unexpected = not isinstance(err, LedgerError)  # its traceback, to report
+            log.error("scrape cannot read the ledger: %s", words, exc_info=unexpected)
+        return [self._build_info(), *self._health(up=False)]
+
+    def _succeeded(self) -> None:
+        with self._state:
+            failing, self.last_error = self.last_error, None
+        if failing is not None:
+            log.info("the ledger is readable again (after: %s)", failing)
 
     def snapshot(self, include_jobs: bool = True) -> list[Family]:
         """Every metric's series now (without the per-label-set ones unless
-        ``include_jobs``). Never raises for a broken ledger: ``ledger_up`` says so."""
-        families = [Family(_SPEC["jobcarbon_build_info"], [((__version__,), 1.0)])]
+        ``include_jobs``). Never raises: ``ledger_up`` says when it could not read."""
         try:
-            ledger = self._open()
+            return self.read_snapshot(include_jobs)
+        except Exception as err:
+            return self.failed(err)
+
+    def read_snapshot(self, include_jobs: bool = True) -> list[Family]:
+        """``snapshot``, but raises what went wrong (``failed`` counts it)."""
+
+        def read(ledger: Ledger) -> tuple[Any, ...]:
             rows = ledger.aggregates() if include_jobs else []
-            errors = ledger.ingest_errors()
-            gauges = ledger.gauges()
-            running = ledger.running()
-        except LedgerError as err:
-            self.ledger_errors += 1
-            log.error("scrape cannot read the ledger: %s", err)
-            if self._ledger is not None:
-                self._ledger.close()
-                self._ledger = None
-            return families + self._health(up=False)
+            return rows, ledger.ingest_errors(), ledger.gauges(), ledger.running()
+
+        rows, errors, gauges, running = self._read(read)
         if self.config.exporter.drop_user_label:
             rows = _merge_users(rows)
             running = _merge_users(running)
-        families += self._health(up=True) + self._factor_families()
+        families = [self._build_info(), *self._health(up=True), *self._factor_families()]
         if include_jobs:
             families += self._job_families(rows)
         families.append(
@@ -359,6 +398,7 @@ class LedgerCollector:
                 ],
             )
         )
+        self._succeeded()
         return families
 
     def collect(self) -> Iterator[Metric]:
@@ -378,6 +418,9 @@ class LedgerCollector:
         its own metric and alert)."""
         oldest = self.clock() - self.config.kubernetes.stale_after_s
         return [row for row in rows if row.updated_at >= oldest]
+
+    def _build_info(self) -> Family:
+        return Family(_SPEC["jobcarbon_build_info"], [((__version__,), 1.0)])
 
     def _health(self, up: bool) -> list[Family]:
         return [
@@ -418,7 +461,8 @@ class Exporter:
     rather than through prometheus_client's ``generate_latest``, which re-validates
     every label name of every sample (about a second for 5,000 label sets here); label
     names are fixed in ``METRICS``. With ``drop_user_label`` (totals merged over users)
-    every scrape renders afresh.
+    every scrape renders afresh. Scrapes at the same moment take turns (``_lock``);
+    those that find the ledger unchanged are answered from the cache.
     """
 
     def __init__(
@@ -427,39 +471,60 @@ class Exporter:
         self.collector = collector
         self.clock = clock
         self._lock = threading.Lock()
-        self._cached: tuple[tuple[int, int] | None, float, bytes] | None = None
+        self._cached: tuple[tuple[int, int], float, bytes] | None = None
+        self._gzipped: tuple[bytes, bytes] | None = None  # a body, and it compressed
         self._seen = -1  # change number of the ledger totals read so far
         self._rows: dict[tuple[str, ...], tuple[Aggregate, list[str]]] = {}
 
     def render(self) -> bytes:
+        """The exposition now. Never raises: a failure answers ``ledger_up 0``."""
         with self._lock:
-            version = self.collector.data_version()
-            now = self.clock()
-            if (
-                self._cached is not None
-                and version is not None
-                and self._cached[0] == version
-                and now - self._cached[1] < RERENDER_AFTER_S
-            ):
-                return self._cached[2]
-            body = self._render()
-            self._cached = (version, now, body) if version is not None else None
+            try:
+                version = self.collector.data_version()
+                now = self.clock()
+                cached = self._cached
+                if (
+                    cached is not None
+                    and cached[0] == version
+                    and now - cached[1] < RERENDER_AFTER_S
+                ):
+                    return cached[2]
+                body = self._render()
+            except Exception as err:
+                # start again from nothing at the next scrape
+                self._cached, self._seen, self._rows = None, -1, {}
+                return _text(self.collector.failed(err))
+            self._cached = (version, now, body)
             return body
+
+    def render_gzip(self) -> bytes:
+        """``render()`` gzip-compressed, compressed again only when the body changed."""
+        body = self.render()
+        with self._lock:
+            if self._gzipped is None or self._gzipped[0] is not body:
+                self._gzipped = (body, gzip.compress(body, GZIP_LEVEL, mtime=0))
+            return self._gzipped[1]
+
+    def health(self) -> tuple[bool, str]:
+        """Whether a scrape now reads the ledger, and what went wrong if not (a
+        scrape itself, so answered from the cache while the ledger is unchanged)."""
+        self.render()
+        error = self.collector.last_error
+        if error is None:
+            return True, "the ledger is readable"
+        return False, f"scrapes fail ({self.collector.ledger_errors} so far): {error}"
 
     def _render(self) -> bytes:
         if self.collector.config.exporter.drop_user_label:
-            return _text(self.collector.snapshot())
-        try:
-            changed, self._seen = self.collector.changed_aggregates(self._seen)
-        except LedgerError:
-            self._seen, self._rows = -1, {}
-            return _text(self.collector.snapshot())  # answers ledger_up 0
+            return _text(self.collector.read_snapshot())
+        changed, seen = self.collector.changed_aggregates(self._seen)
         for row in changed:
             if row.jobs:
                 self._rows[row.labels] = (row, _row_lines(row))
             else:
                 self._rows.pop(row.labels, None)
-        out = [_text(self.collector.snapshot(include_jobs=False))]
+        self._seen = seen
+        out = [_text(self.collector.read_snapshot(include_jobs=False))]
         for index, name in enumerate(JOB_METRICS):
             out.append(_header(_SPEC[name]).encode())
             out.append("".join(lines[index] for _, lines in self._rows.values()).encode())
@@ -472,12 +537,24 @@ def _escape(value: str) -> str:
 
 
 def _header(spec: MetricSpec) -> str:
-    return f"# HELP {spec.name} {spec.help}\n# TYPE {spec.name} {spec.type}\n"
+    # the text format escapes \ and newline in HELP (not quotes, as in label values)
+    help_text = spec.help.replace("\\", "\\\\").replace("\n", "\\n")
+    return f"# HELP {spec.name} {help_text}\n# TYPE {spec.name} {spec.type}\n"
+
+
+# the text format's names for what repr() writes inf, -inf and nan
+_NON_FINITE = {"inf": "+Inf", "-inf": "-Inf", "nan": "NaN"}
+
+
+def _number(value: float) -> str:
+    text = repr(value)
+    return _NON_FINITE.get(text, text)
 
 
 def _line(spec: MetricSpec, labels: tuple[str, ...], value: float) -> str:
     inner = ",".join(f'{n}="{_escape(v)}"' for n, v in zip(spec.labels, labels, strict=True))
-    return f"{spec.name}{{{inner}}} {value!r}\n" if inner else f"{spec.name} {value!r}\n"
+    number = _number(value)
+    return f"{spec.name}{{{inner}}} {number}\n" if inner else f"{spec.name} {number}\n"
 
 
 def _row_lines(row: Aggregate) -> list[str]:

@@ -13,6 +13,7 @@ GPU draws its TDP, so 2 GPUs for an hour use 0.8 kWh at the GPUs.
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -395,6 +397,49 @@ def test_probes_and_the_health_the_exporter_serves(api: FakeApiServer, site: Pat
     assert samples['jobcarbon_source_restarts_total{source="kubernetes/k8s",reason="expired"}'] == 0
     contact = samples['jobcarbon_source_last_contact_timestamp_seconds{source="kubernetes/k8s"}']
     assert contact == pytest.approx(watcher.health.last_contact)
+
+
+def test_probes_answer_at_once_and_readyz_fails_while_the_ledger_cannot_be_written(
+    api: FakeApiServer, site: Path
+) -> None:
+    api.add_pod(finished("done", 1, 1.0, "kim"))
+    path = site.parent / "ledger.db"
+    with Ledger(path, busy_timeout_s=0.2) as ledger:
+        kube = KubeApi(str(site.parent / "kubeconfig"), None, 500, 60, 10)
+        watcher = Watcher(load_config(site), ledger, kube)
+        port = free_port()
+        server = serve_in_thread(
+            probe_app({"/healthz": watcher.alive, "/readyz": watcher.ready}), "127.0.0.1", port
+        )
+
+        def probes() -> list[tuple[int, str]]:  # 16 at the same moment, each path
+            with ThreadPoolExecutor(16) as pool:
+                urls = [f"http://127.0.0.1:{port}/{p}" for p in ("readyz", "healthz") * 16]
+                return list(pool.map(_get, urls))
+
+        blocker = sqlite3.connect(path, isolation_level=None)  # another writer holds the lock
+        try:
+            blocker.execute("BEGIN IMMEDIATE")
+            watcher.once()
+            answers = probes()
+            assert {a for a in answers[0::2]} == {
+                (
+                    503,
+                    "failing: cannot write the ledger (1 pod(s) waiting): cannot write "
+                    f"running jobs to {path}: database is locked\n",  # the last write that failed
+                )
+            }
+            assert {status for status, _ in answers[1::2]} == {200}  # alive all the same
+            blocker.execute("ROLLBACK")
+            watcher.flush()
+            answers = probes()
+            assert {status for status, _ in answers} == {200}
+            assert all(text.startswith("ok: API server last heard") for _, text in answers[0::2])
+            assert ledger.count() == 1
+        finally:
+            blocker.close()
+            server.shutdown()
+            server.server_close()
 
 
 def test_measured_gpu_energy_from_dcgm_exporter(api: FakeApiServer, site: Path) -> None:

@@ -267,6 +267,7 @@ class Health:
     last_contact: float = 0.0  # wall clock: when the API server was last heard
     last_contact_monotonic: float = 0.0
     heartbeat: float = 0.0  # the loop last went round
+    ledger_error: str | None = None  # why the last write to the ledger failed, if it did
     restarts: Counter[str] = field(default_factory=Counter)
 
 
@@ -497,7 +498,9 @@ class Watcher:
             report = ingest((self._record(e) for e in ended), self.accountant, self.ledger)
         except LedgerError as err:
             log.error("cannot write %d pod(s) to the ledger, will retry: %s", len(ended), err)
+            self.health.ledger_error = str(err)
             return
+        self.health.ledger_error = None
         self._ended = []
         self.report.seen += report.seen
         self.report.written += report.written
@@ -548,8 +551,11 @@ class Watcher:
                 self.ledger.set_gauge(
                     f"{source}.restarts.{reason}", float(self.health.restarts[reason])
                 )
+            if not self._ended:  # else the pods waiting say the ledger still fails
+                self.health.ledger_error = None
         except LedgerError as err:
             log.error("cannot write the running pods to the ledger: %s", err)
+            self.health.ledger_error = str(err)
         self._running_written = self.monotonic()
 
     def _tick(self) -> None:
@@ -670,9 +676,13 @@ class Watcher:
         return age < limit, f"loop last ran {age:.0f} s ago (limit {limit:.0f} s)"
 
     def ready(self) -> tuple[bool, str]:
-        """Listed, and heard from the API server within ``stale_after_s``."""
+        """Listed, heard from the API server within ``stale_after_s``, and the last
+        write to the ledger went in (pods that ended wait in memory until one does)."""
         if not self.health.listed:
             return False, "not listed yet"
+        error = self.health.ledger_error
+        if error is not None:
+            return False, f"cannot write the ledger ({len(self._ended)} pod(s) waiting): {error}"
         age = self.monotonic() - self.health.last_contact_monotonic
         limit = self.settings.stale_after_s
         return age < limit, f"API server last heard {age:.0f} s ago (limit {limit:.0f} s)"
