@@ -23,7 +23,10 @@ hand):
   (2000-01-01 was tried), days back and even in the future all stay queryable.
 - Queries reach the past with the API's ``time=`` (epoch seconds or RFC 3339) or the
   ``@`` modifier, which 2.42 enables by default. A range selector ``[3600s]`` evaluated
-  at t is the *closed* interval [t-3600s, t] in 2.x (Prometheus 3 makes it left-open).
+  at t is the *closed* interval [t-3600s, t] in 2.x; Prometheus 3 makes it left-open,
+  (t-3600s, t], so a sample exactly at t-3600s is left out (``range_keeps_start``).
+  ``increase()`` extrapolates to the range's start, so a steady counter's is the same
+  in both; across a counter reset it is not (tests/test_prometheus_server.py).
   An instant selector finds a series only up to 5 minutes (the lookback delta) after
   its last sample: a finished pod needs a range selector or ``@``.
 
@@ -80,8 +83,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
-
+from tests.prometheus_versions import PROMETHEUS_2, Prometheus
 from tests.slurm_cluster import free_port
 
 ENERGY_METRIC = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"
@@ -270,17 +272,23 @@ def dcgm_energy_series(
 
 
 class PrometheusWithHistory:
-    """Prometheus 2.42 on 127.0.0.1 whose TSDB holds ``series`` (backfilled by promtool).
+    """Prometheus (2.42 unless ``version`` says otherwise: tests/prometheus_versions.py)
+    on 127.0.0.1 whose TSDB holds ``series`` (backfilled by promtool).
 
     ``with PrometheusWithHistory(series) as prometheus:`` then ``prometheus.url``;
-    skips the test when ``prometheus`` or ``promtool`` is not installed.
+    skips the test when that version's ``prometheus`` or ``promtool`` is not there.
     """
 
-    def __init__(self, series: Sequence[Series], *, retention: str = RETENTION) -> None:
-        prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
-        if prometheus is None or promtool is None:
-            pytest.skip("prometheus not found: apt-get install prometheus (Debian 12 ships 2.42)")
-        self.prometheus, self.promtool = prometheus, promtool
+    def __init__(
+        self,
+        series: Sequence[Series],
+        *,
+        retention: str = RETENTION,
+        version: Prometheus = PROMETHEUS_2,
+    ) -> None:
+        self.prometheus, self.promtool = version.tool("prometheus"), version.tool("promtool")
+        # a range [t-d, t] includes its start in 2.x; 3.x makes it left-open (t-d, t]
+        self.range_keeps_start = version.major == 2
         self.text = openmetrics(series)  # validates before anything starts
         self.retention = retention
         self.port = free_port()
