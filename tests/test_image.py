@@ -43,8 +43,6 @@ TOKEN = "image-test-token"
 START = BASE_TIME + timedelta(seconds=5)
 END = START + timedelta(hours=1)
 
-pytestmark = pytest.mark.integration
-
 
 @dataclass
 class Image:
@@ -131,6 +129,7 @@ def _uid(image: Image) -> int:
     return int(image.config["User"].split(":")[0])
 
 
+@pytest.mark.integration
 def test_the_image_is_what_the_manifests_run(image: Image) -> None:
     deployment = yaml.safe_load((ROOT / "k8s_manifests" / "deployment.yaml").read_text())
     pod = deployment["spec"]["template"]["spec"]
@@ -158,6 +157,7 @@ def test_the_readme_builds_and_pushes_the_image_the_manifests_name() -> None:
     assert reference in (ROOT / "Containerfile").read_text()
 
 
+@pytest.mark.integration
 def test_serve_answers_metrics_from_a_mounted_ledger(image: Image, tmp_path: Path) -> None:
     config_dir, ledger_dir = _volumes(tmp_path, _uid(image), SITE)
     with Ledger(ledger_dir / "ledger.db") as ledger:
@@ -193,6 +193,7 @@ def test_serve_answers_metrics_from_a_mounted_ledger(image: Image, tmp_path: Pat
     assert co2e_g == pytest.approx(total.co2e_kg * 1000)
 
 
+@pytest.mark.integration
 def test_k8s_watch_reaches_the_api_server(image: Image, tmp_path: Path) -> None:
     site = {
         **SITE,
