@@ -33,7 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/report.py
 	$(BIN)/python bench/k8s_watch.py
 
-# Rebuild the bundled factor tables and demo month from ../shared/data (maintainers).
+# Rebuild the bundled factor tables from data/sources, and the demo month (maintainers).
 factors: $(STAMP)
 	$(BIN)/python tools/build_factors.py
 	$(BIN)/python tools/make_demo_data.py

@@ -20,7 +20,6 @@ import pytest
 from jobcarbon.records import JobRecord, JobState
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 def load_tool(name: str) -> ModuleType:

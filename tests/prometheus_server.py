@@ -23,7 +23,10 @@ hand):
   (2000-01-01 was tried), days back and even in the future all stay queryable.
 - Queries reach the past with the API's ``time=`` (epoch seconds or RFC 3339) or the
   ``@`` modifier, which 2.42 enables by default. A range selector ``[3600s]`` evaluated
-  at t is the *closed* interval [t-3600s, t] in 2.x (Prometheus 3 makes it left-open).
+  at t is the *closed* interval [t-3600s, t] in 2.x; Prometheus 3 makes it left-open,
+  (t-3600s, t], so a sample exactly at t-3600s is left out (``range_keeps_start``).
+  ``increase()`` extrapolates to the range's start, so a steady counter's is the same
+  in both; across a counter reset it is not (tests/test_prometheus_server.py).
   An instant selector finds a series only up to 5 minutes (the lookback delta) after
   its last sample: a finished pod needs a range selector or ``@``.
 
@@ -80,9 +83,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
+from tests.prometheus_versions import PROMETHEUS_2, Prometheus
 from tests.slurm_cluster import free_port
 
 ENERGY_METRIC = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"
@@ -271,10 +274,11 @@ def dcgm_energy_series(
 
 
 class PrometheusWithHistory:
-    """Prometheus 2.42 on 127.0.0.1 whose TSDB holds ``series`` (backfilled by promtool).
+    """Prometheus (2.42 unless ``version`` says otherwise: tests/prometheus_versions.py)
+    on 127.0.0.1 whose TSDB holds ``series`` (backfilled by promtool).
 
     ``with PrometheusWithHistory(series) as prometheus:`` then ``prometheus.url``;
-    skips the test when ``prometheus`` or ``promtool`` is not installed. With
+    skips the test when that version's ``prometheus`` or ``promtool`` is not there. With
     ``scrape_configs`` (Prometheus' own ``scrape_configs`` entries) it also scrapes
     them every ``scrape_interval_s``; ``series`` may then be empty (no history).
     """
@@ -286,11 +290,11 @@ class PrometheusWithHistory:
         retention: str = RETENTION,
         scrape_configs: Sequence[Mapping[str, Any]] = (),
         scrape_interval_s: float = 60,
+        version: Prometheus = PROMETHEUS_2,
     ) -> None:
-        prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
-        if prometheus is None or promtool is None:
-            pytest.skip("prometheus not found: apt-get install prometheus (Debian 12 ships 2.42)")
-        self.prometheus, self.promtool = prometheus, promtool
+        self.prometheus, self.promtool = version.tool("prometheus"), version.tool("promtool")
+        # a range [t-d, t] includes its start in 2.x; 3.x makes it left-open (t-d, t]
+        self.range_keeps_start = version.major == 2
         self.text = openmetrics(series) if series else None  # validates before anything starts
         self.retention = retention
         self.global_config = {

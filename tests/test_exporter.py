@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 import subprocess
 from dataclasses import replace
@@ -17,6 +16,7 @@ from jobcarbon.exporter import Exporter, LedgerCollector, metrics_reference, wri
 from jobcarbon.ledger import SCHEMA_VERSION, Filters, Ledger, Running
 from jobcarbon.records import JobState
 from tests.conftest import ROOT
+from tests.prometheus_versions import VERSIONS, Prometheus
 from tests.test_ledger import accounted
 
 CONFIG = {
@@ -229,13 +229,13 @@ def test_textfile_is_written_atomically(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_exposition_passes_promtool(tmp_path: Path) -> None:
-    if shutil.which("promtool") is None:
-        pytest.skip("promtool not found: apt-get install prometheus")
+@pytest.mark.parametrize("version", VERSIONS)
+def test_exposition_passes_promtool(tmp_path: Path, version: Prometheus) -> None:
+    promtool = version.tool("promtool")
     path = tmp_path / "l.db"
     fill(path)
     body = Exporter(LedgerCollector(path, parse_config(CONFIG))).render()
-    result = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True)
+    result = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -1,4 +1,5 @@
-"""`jobcarbon serve` scraped by a real Prometheus (Debian's prometheus 2.42) on loopback.
+"""`jobcarbon serve` scraped by a real Prometheus on loopback, 2.42 and 3.x
+(tests/prometheus_versions.py).
 
 Checks that what Prometheus stores equals the ledger, that every expression of every
 dashboard panel and every rule runs there (with its variables filled in), and that an
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -28,15 +28,9 @@ import yaml
 from jobcarbon.ledger import Filters, Ledger, Running
 from jobcarbon.records import JobState
 from tests.conftest import ROOT
+from tests.prometheus_versions import VERSIONS, Prometheus
 from tests.slurm_cluster import free_port, wait_for
 from tests.test_ledger import accounted
-
-PROMETHEUS = shutil.which("prometheus")
-PROMTOOL = shutil.which("promtool")
-needs_prometheus = pytest.mark.skipif(
-    PROMETHEUS is None or PROMTOOL is None,
-    reason="prometheus not found: apt-get install prometheus (Debian 12 ships 2.42)",
-)
 
 
 @dataclass
@@ -97,10 +91,12 @@ def _get(url: str) -> bytes | None:
         return None
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    if PROMETHEUS is None:
-        pytest.skip("prometheus not found: apt-get install prometheus")
+@pytest.fixture(scope="module", params=VERSIONS)
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    version: Prometheus = request.param
+    binary = version.tool("prometheus")
     root = tmp_path_factory.mktemp("prom")
     ledger_path = root / "ledger.db"
     with Ledger(ledger_path) as ledger:
@@ -152,7 +148,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     )
     prometheus = subprocess.Popen(
         [
-            PROMETHEUS,
+            binary,
             f"--config.file={root / 'prometheus.yml'}",
             f"--storage.tsdb.path={root / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{stack.prometheus_port}",
@@ -178,7 +174,6 @@ def _ready(stack: Stack) -> bool:
     return bool(result) and float(result[0]["value"][1]) >= 3
 
 
-@needs_prometheus
 @pytest.mark.integration
 def test_prometheus_totals_equal_the_ledger(stack: Stack) -> None:
     with Ledger(stack.ledger) as ledger:
@@ -225,7 +220,6 @@ def _fill(expr: str) -> str:
     return expr
 
 
-@needs_prometheus
 @pytest.mark.integration
 @pytest.mark.parametrize(("where", "expr"), _panel_expressions())
 def test_every_dashboard_expression_returns_data(stack: Stack, where: str, expr: str) -> None:
@@ -241,7 +235,6 @@ def _rules() -> list[tuple[str, str, bool]]:
     ]
 
 
-@needs_prometheus
 @pytest.mark.integration
 @pytest.mark.parametrize(("name", "expr", "recording"), _rules())
 def test_every_rule_expression_runs(stack: Stack, name: str, expr: str, recording: bool) -> None:
@@ -250,7 +243,6 @@ def test_every_rule_expression_runs(stack: Stack, name: str, expr: str, recordin
         assert result, f"recording rule {name} returns no data"
 
 
-@needs_prometheus
 @pytest.mark.integration
 def test_rules_load_in_prometheus(stack: Stack) -> None:
     url = f"http://127.0.0.1:{stack.prometheus_port}/api/v1/rules"
@@ -261,7 +253,6 @@ def test_rules_load_in_prometheus(stack: Stack) -> None:
     assert all(rule["health"] != "err" for group in groups for rule in group["rules"])
 
 
-@needs_prometheus
 @pytest.mark.integration
 def test_an_exporter_restart_does_not_reset_counters(stack: Stack) -> None:
     before = stack.value("sum(jobcarbon_jobs_total)")
@@ -274,11 +265,10 @@ def test_an_exporter_restart_does_not_reset_counters(stack: Stack) -> None:
     assert stack.value("sum(resets(jobcarbon_co2e_grams_total[10m]))") == 0
 
 
-def test_rules_pass_promtool_unit_tests() -> None:
-    if PROMTOOL is None:
-        pytest.skip("promtool not found: apt-get install prometheus")
+@pytest.mark.parametrize("version", VERSIONS)
+def test_rules_pass_promtool_unit_tests(version: Prometheus) -> None:
     result = subprocess.run(
-        [PROMTOOL, "test", "rules", "rules.test.yaml"],
+        [version.tool("promtool"), "test", "rules", "rules.test.yaml"],
         cwd=ROOT / "prometheus",
         capture_output=True,
         text=True,

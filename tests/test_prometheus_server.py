@@ -1,6 +1,6 @@
 """tests/prometheus_server.py: dcgm-exporter's energy counter of finished pods,
-backfilled into a real Prometheus 2.42 and read back over its HTTP API, the way the
-Kubernetes watcher will read it.
+backfilled into a real Prometheus (2.42 and 3.x) and read back over its HTTP API, the
+way the Kubernetes watcher reads it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from tests.prometheus_server import (
     epoch_s,
     openmetrics,
 )
+from tests.prometheus_versions import VERSIONS
 
 # Pods of a day ago (whole hours, so that the 30 s grid has no remainder) ...
 END = (int(time.time()) // 3600) * 3600 - 86400
@@ -116,9 +117,9 @@ def _pods() -> list[Series]:
     ]
 
 
-@pytest.fixture(scope="module")
-def prometheus() -> Iterator[PrometheusWithHistory]:
-    with PrometheusWithHistory(_pods()) as server:
+@pytest.fixture(scope="module", params=VERSIONS)
+def prometheus(request: pytest.FixtureRequest) -> Iterator[PrometheusWithHistory]:
+    with PrometheusWithHistory(_pods(), version=request.param) as server:
         yield server
 
 
@@ -154,9 +155,11 @@ def test_range_selector_at_the_end_returns_the_pods_counter(
         "namespace": "ml",
         "pod": "train-abc",
     }
-    # Prometheus 2.x: [t-3600s, t] includes both ends, so all 121 samples
-    assert samples == [(START + 30 * k, COUNTER_START_MJ + STEP_MJ * k) for k in range(121)]
-    assert samples[-1][1] - samples[0][1] == TRAIN_ABC_MJ
+    # 2.x: [t-3600s, t] includes both ends, so all 121 samples; 3.x: (t-3600s, t], the
+    # first is out and the other 120 span 119 steps
+    first = 0 if prometheus.range_keeps_start else 1
+    assert samples == [(START + 30 * k, COUNTER_START_MJ + STEP_MJ * k) for k in range(first, 121)]
+    assert samples[-1][1] - samples[0][1] == TRAIN_ABC_MJ - first * STEP_MJ
     increase = f'increase({ENERGY_METRIC}{{namespace="ml",pod="train-abc"}}[3600s])'
     assert _value(prometheus.query(increase, END)) == TRAIN_ABC_MJ
 
@@ -180,9 +183,19 @@ def test_time_parameter_and_at_modifier_reach_a_date_months_back(
     by_at = prometheus.query(f"{selector} @ {epoch_s(FIXED_END):.0f}")  # evaluated now
     assert by_epoch == by_rfc3339 == by_at
     ((_, samples),) = _matrix(by_at)
-    # 100 W × 3600 s = 360,000,000 mJ
-    assert (samples[0][0], samples[-1][0]) == (epoch_s(FIXED_START), epoch_s(FIXED_END))
-    assert samples[-1][1] - samples[0][1] == 360_000_000
+    # 100 W × 3600 s = 360,000,000 mJ; without the start's sample (3.x) 100 W × 3570 s
+    # = 357,000,000 mJ
+    if prometheus.range_keeps_start:
+        assert (samples[0][0], samples[-1][1] - samples[0][1]) == (
+            epoch_s(FIXED_START),
+            360_000_000,
+        )
+    else:
+        assert (samples[0][0], samples[-1][1] - samples[0][1]) == (
+            epoch_s(FIXED_START) + 30,
+            357_000_000,
+        )
+    assert samples[-1][0] == epoch_s(FIXED_END)
 
 
 @pytest.mark.integration
@@ -202,7 +215,9 @@ def test_a_counter_reset_is_a_drop(prometheus: PrometheusWithHistory) -> None:
     end = RESET_START + 3600
     data = prometheus.query(f'{ENERGY_METRIC}{{pod="flaky"}}[3600s]', end)
     ((_, samples),) = _matrix(data)
-    values = [value for _, value in samples]
+    # step k's sample (3.x leaves out step 0, at the range's start)
+    values = {round((t - RESET_START) / 30): value for t, value in samples}
+    assert min(values) == (0 if prometheus.range_keeps_start else 1)
     # 200 W: 6,000,000 mJ a step; the reload at step 60 restarts the counter from 0
     assert values[59] == COUNTER_START_MJ + 59 * 6_000_000
     assert values[60] == 0
@@ -210,8 +225,11 @@ def test_a_counter_reset_is_a_drop(prometheus: PrometheusWithHistory) -> None:
     assert _value(prometheus.query(f'resets({ENERGY_METRIC}{{pod="flaky"}}[3600s])', end)) == 1
     # 59 steps before the reload and 360,000,000 mJ after it: the step into the reload
     # is lost, 714,000,000 of the 720,000,000 mJ drawn
+    # (2.x). 3.x has steps 1..120: 58 steps and 360,000,000 mJ = 708,000,000 mJ over
+    # 3570 s, extrapolated to the range's 3600 s: 708,000,000 × 3600 / 3570.
     increase = f'increase({ENERGY_METRIC}{{pod="flaky"}}[3600s])'
-    assert _value(prometheus.query(increase, end)) == 714_000_000
+    expected_mj = 714_000_000 if prometheus.range_keeps_start else 708_000_000 * 3600 / 3570
+    assert _value(prometheus.query(increase, end)) == pytest.approx(expected_mj)
 
 
 @pytest.mark.integration
@@ -233,11 +251,12 @@ def test_without_honor_labels_the_pod_is_in_exported_labels(
 ) -> None:
     selector = f'{ENERGY_METRIC}{{exported_namespace="ml",exported_pod="train-xyz"}}[3600s]'
     ((labels, samples),) = _matrix(prometheus.query(selector, END))
+    first = 0 if prometheus.range_keeps_start else 1
     assert labels["pod"] == "nvidia-dcgm-exporter-x7k2p"
     assert labels["namespace"] == "gpu-operator"
     assert labels["exported_container"] == "train"
     assert (labels["job"], labels["instance"]) == ("nvidia-dcgm-exporter", "10.0.3.7:9400")
-    assert samples[-1][1] - samples[0][1] == TRAIN_ABC_MJ
+    assert samples[-1][1] - samples[0][1] == TRAIN_ABC_MJ - first * STEP_MJ
 
 
 @pytest.mark.integration

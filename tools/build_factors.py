@@ -1,9 +1,9 @@
 """Build jobcarbon's bundled factor tables from the public reference files.
 
-Usage: python tools/build_factors.py [--shared ../shared/data] [--out plugin/jobcarbon/data]
+Usage: python tools/build_factors.py [--sources data/sources] [--out plugin/jobcarbon/data]
 
-Reads the unchanged public files in ``shared/data`` (see its README for their
-origin and licences) and writes the CSV tables the package ships. Every output
+Reads the public files in ``data/sources`` (see its README for their origin and
+licences, and the few figures withheld from them) and writes the CSV tables the package ships. Every output
 row carries its source, year and licence. The numbers are the sources' own; the
 few rows added here by hand (current data-centre accelerators) cite the
 manufacturer's datasheet. Needs ``pycountry`` (the ``dev`` extra) for ISO codes.
@@ -131,10 +131,10 @@ def write_csv(path: Path, fields: list[str], rows: list[dict[str, object]]) -> N
     path.write_text(buffer.getvalue(), encoding="utf-8")
 
 
-def hardware_rows(shared: Path) -> list[dict[str, object]]:
+def hardware_rows(sources: Path) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     seen: set[str] = set()
-    for r in read_csv(shared / MLCO2 / "gpus.csv"):
+    for r in read_csv(sources / MLCO2 / "gpus.csv"):
         if not r["tdp_watts"]:
             continue
         source = r["source"] or "ML CO2 Impact calculator (no source given)"
@@ -151,7 +151,7 @@ def hardware_rows(shared: Path) -> list[dict[str, object]]:
             }
         )
         seen.add(norm(r["name"]))
-    for r in read_csv(shared / GA / "TDP_gpu.csv", skip=1):
+    for r in read_csv(sources / GA / "TDP_gpu.csv", skip=1):
         if not r["TDP"] or norm(r["model"]) in seen:
             continue
         kind = "tpu" if r["model"].startswith("TPU") else "gpu"
@@ -184,9 +184,9 @@ def hardware_rows(shared: Path) -> list[dict[str, object]]:
     return rows
 
 
-def cpu_rows(shared: Path) -> list[dict[str, object]]:
+def cpu_rows(sources: Path) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
-    for r in read_csv(shared / GA / "TDP_cpu.csv", skip=1):
+    for r in read_csv(sources / GA / "TDP_cpu.csv", skip=1):
         if not (r["TDP"] and r["n_cores"] and r["TDP_per_core"]) or r["model"] == "Any":
             continue
         rows.append(
@@ -217,10 +217,10 @@ def country_alpha2(name: str) -> str:
     return str(pycountry.countries.lookup(name).alpha_2)
 
 
-def region_rows(shared: Path) -> list[dict[str, object]]:
+def region_rows(sources: Path) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     by_location: dict[str, dict[str, object]] = {}
-    mix = json.loads((shared / "codecarbon" / "private_infra_global_energy_mix.json").read_text())
+    mix = json.loads((sources / "codecarbon" / "private_infra_global_energy_mix.json").read_text())
     for iso3, r in sorted(mix.items()):
         country = pycountry.countries.get(alpha_3=iso3)
         if country is None or r.get("carbon_intensity") is None:
@@ -241,7 +241,7 @@ def region_rows(shared: Path) -> list[dict[str, object]]:
         }
         rows.append(row)
         by_location[country.alpha_2] = row
-    usa = json.loads((shared / "codecarbon" / "private_infra_2016_usa_emissions.json").read_text())
+    usa = json.loads((sources / "codecarbon" / "private_infra_2016_usa_emissions.json").read_text())
     for state, r in sorted(usa.items()):
         if state.startswith("_"):
             continue  # the file's own unit notes
@@ -262,7 +262,9 @@ def region_rows(shared: Path) -> list[dict[str, object]]:
         }
         rows.append(row)
         by_location[key] = row
-    nordic = json.loads((shared / "codecarbon" / "private_infra_nordic_emissions.json").read_text())
+    nordic = json.loads(
+        (sources / "codecarbon" / "private_infra_nordic_emissions.json").read_text()
+    )
     for zone, r in nordic["data"].items():
         if zone == "FI":
             continue  # Finland as a whole is already a country row
@@ -282,27 +284,30 @@ def region_rows(shared: Path) -> list[dict[str, object]]:
                 "licence": CODECARBON_LICENCE,
             }
         )
-    provider_pue = {r["provider"].lower(): r for r in read_csv(shared / GA / "defaults_PUE.csv", 1)}
-    google = {r["region"]: r for r in read_csv(shared / "codecarbon" / "cloud_impact.csv")}
-    for r in read_csv(shared / MLCO2 / "impact.csv"):
+    provider_pue = {
+        r["provider"].lower(): r for r in read_csv(sources / GA / "defaults_PUE.csv", 1)
+    }
+    google = {r["region"]: r for r in read_csv(sources / "codecarbon" / "cloud_impact.csv")}
+    for r in read_csv(sources / MLCO2 / "impact.csv"):
         provider, region = r["provider"], r["region"] or r["providerName"].lower()
         key = f"{provider}:{region}"
-        rows.append(
-            {
-                "vintage": "mlco2-impact-2019",
-                "key": key,
-                "aliases": r["regionName"],
-                "name": f"{r['providerName']} {region}",
-                "kind": "cloud",
-                "provider": provider,
-                "intensity_g_per_kwh": float(r["impact"]),
-                "offset_pct": r["offsetRatio"],
-                "pue": r["PUE"],
-                "year": 2019,
-                "source": f"{r['source']} (via {MLCO2})",
-                "licence": MLCO2_LICENCE,
-            }
-        )
+        if r["impact"]:  # empty where the figure may not be shipped (data/sources/README.md)
+            rows.append(
+                {
+                    "vintage": "mlco2-impact-2019",
+                    "key": key,
+                    "aliases": r["regionName"],
+                    "name": f"{r['providerName']} {region}",
+                    "kind": "cloud",
+                    "provider": provider,
+                    "intensity_g_per_kwh": float(r["impact"]),
+                    "offset_pct": r["offsetRatio"],
+                    "pue": r["PUE"],
+                    "year": 2019,
+                    "source": f"{r['source']} (via {MLCO2})",
+                    "licence": MLCO2_LICENCE,
+                }
+            )
         pue = provider_pue.get(provider)
         pue_cells = {"pue": pue["PUE"] if pue else "", "pue_source": pue["source"] if pue else ""}
         if provider == "gcp" and region in google:
@@ -356,7 +361,7 @@ def region_rows(shared: Path) -> list[dict[str, object]]:
     return rows
 
 
-def pue_rows(shared: Path) -> list[dict[str, object]]:
+def pue_rows(sources: Path) -> list[dict[str, object]]:
     return [
         {
             "provider": r["provider"],
@@ -365,18 +370,18 @@ def pue_rows(shared: Path) -> list[dict[str, object]]:
             "source": f"{r['source']} (via {GA})",
             "licence": GA_LICENCE,
         }
-        for r in read_csv(shared / GA / "defaults_PUE.csv", skip=1)
+        for r in read_csv(sources / GA / "defaults_PUE.csv", skip=1)
     ]
 
 
-def equivalent_rows(shared: Path) -> list[dict[str, object]]:
+def equivalent_rows(sources: Path) -> list[dict[str, object]]:
     wanted = {
         "passengerCar_EU_perkm": ("car_km_eu", "km driven in an average European passenger car"),
         "passengerCar_US_perkm": ("car_km_us", "km driven in an average US passenger car"),
         "train_perkm": ("train_km", "km by train"),
         "tree_month": ("tree_months", "months of CO2 uptake by one tree"),
     }
-    reference = {r["variable"]: r for r in read_csv(shared / GA / "referenceValues.csv", skip=1)}
+    reference = {r["variable"]: r for r in read_csv(sources / GA / "referenceValues.csv", skip=1)}
     # tree_month's row points at treeYear's row for its source
     reference["tree_month"]["source"] = reference["treeYear"]["source"] + " (treeYear / 12)"
     rows: list[dict[str, object]] = []
@@ -395,17 +400,17 @@ def equivalent_rows(shared: Path) -> list[dict[str, object]]:
     return rows
 
 
-def build(shared: Path, out: Path) -> None:
+def build(sources: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_csv(
         out / "hardware.csv",
         ["name", "aliases", "kind", "tdp_w", "year", "source", "licence", "in_seed_calculator"],
-        hardware_rows(shared),
+        hardware_rows(sources),
     )
     write_csv(
         out / "cpus.csv",
         ["name", "tdp_w", "cores", "power_w_per_core", "year", "source", "licence"],
-        cpu_rows(shared),
+        cpu_rows(sources),
     )
     write_csv(
         out / "regions.csv",
@@ -423,23 +428,23 @@ def build(shared: Path, out: Path) -> None:
             "source",
             "licence",
         ],
-        region_rows(shared),
+        region_rows(sources),
     )
-    write_csv(out / "pue.csv", ["provider", "pue", "year", "source", "licence"], pue_rows(shared))
+    write_csv(out / "pue.csv", ["provider", "pue", "year", "source", "licence"], pue_rows(sources))
     write_csv(
         out / "equivalents.csv",
         ["key", "description", "co2e_g_per_unit", "year", "source", "licence"],
-        equivalent_rows(shared),
+        equivalent_rows(sources),
     )
 
 
 def main() -> None:
     root = Path(__file__).resolve().parent.parent
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", type=Path, default=root.parent / "shared" / "data")
+    parser.add_argument("--sources", type=Path, default=root / "data" / "sources")
     parser.add_argument("--out", type=Path, default=root / "plugin" / "jobcarbon" / "data")
     args = parser.parse_args()
-    build(args.shared, args.out)
+    build(args.sources, args.out)
 
 
 if __name__ == "__main__":
