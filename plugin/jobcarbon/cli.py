@@ -628,12 +628,14 @@ def k8s_watch(
     Pods already in the ledger are skipped, so a restart writes nothing twice.
     Probes: /healthz and /readyz on kubernetes.health_listen; health metrics
     (last contact, restarts) and running pods' usage reach `jobcarbon serve`
-    through the ledger.
+    through the ledger. SIGHUP reads the config again (an invalid one is
+    refused with the reason in the log, and the old one kept).
     """
     import logging
     import signal
 
     from .ledger import open_ledger
+    from .reload import Reloader
     from .server import probe_app, serve_in_thread
     from .sources.dcgm import DcgmEnergy
     from .sources.kubernetes import KubeApi, Watcher
@@ -680,7 +682,7 @@ def k8s_watch(
         stopping: list[int] = []
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda number, frame: stopping.append(number))
-        watcher.run(lambda: bool(stopping))
+        watcher.run(lambda: bool(stopping), Reloader(lambda: _config(ctx)).install())
 
 
 # --- slurm --------------------------------------------------------------------------------
@@ -713,11 +715,17 @@ def _collector(ctx: click.Context, ledger: Any) -> Any:
 @click.option("--once", is_flag=True, help="Process what is pending, sweep once, and exit.")
 @click.pass_context
 def slurm_collect(ctx: click.Context, once: bool) -> None:
-    """Drain the epilog's spool and sweep accounting into the ledger (a service)."""
+    """Drain the epilog's spool and sweep accounting into the ledger (a service).
+
+    \b
+    SIGHUP (systemctl reload) reads the config again; one that is not valid
+    is refused with the reason in the log, and the old one is kept.
+    """
     import logging
     import signal
 
     from .ledger import open_ledger
+    from .reload import Reloader
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     with open_ledger(_config(ctx)) as ledger:
@@ -726,7 +734,7 @@ def slurm_collect(ctx: click.Context, once: bool) -> None:
             stopping: list[int] = []
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda number, frame: stopping.append(number))
-            collector.run_forever(lambda: bool(stopping))
+            collector.run_forever(lambda: bool(stopping), Reloader(lambda: _config(ctx)).install())
             return
         report = collector.collect_once()
     click.echo(
