@@ -72,3 +72,19 @@ def describe(path: Path, action: str, err: OSError | None = None, write: bool = 
         f"cannot {action} {path}{reason} (running as {user}; {blocking} is "
         f"{owner_and_mode(blocking)}): {advice}"
     )
+
+
+def readable_by_others(path: Path) -> str | None:
+    """A warning if every user can read ``path`` (its mode and its directory's let them),
+    saying what to change; None if not, or if it cannot be told."""
+    try:
+        info, directory = path.stat(), path.parent.stat()
+    except OSError:
+        return None
+    if not (info.st_mode & stat.S_IROTH and directory.st_mode & stat.S_IXOTH):
+        return None
+    return (
+        f"{path} is readable by every user ({owner_and_mode(path)}, its directory "
+        f"{owner_and_mode(path.parent)}), and it names every user's jobs: chmod 0640 "
+        f"{path} (and its -wal and -shm files), or chmod 0750 {path.parent}"
+    )

@@ -35,7 +35,7 @@ class _Group(click.Group):
 @click.option(
     "--config",
     "config_path",
-    type=click.Path(dir_okay=False),
+    type=click.Path(dir_okay=False, readable=False),  # load_config says who cannot read it
     default=None,
     help="Site config file [default: $JOBCARBON_CONFIG or /etc/jobcarbon/config.yaml].",
 )
@@ -70,8 +70,16 @@ def config_group() -> None:
 @click.argument("path", required=False, type=click.Path(dir_okay=False))
 @click.pass_context
 def config_check(ctx: click.Context, path: str | None) -> None:
-    """Validate a config file and report every problem at once."""
+    """Validate a config file and report every problem at once.
+
+    \b
+    Then, warnings (exit 1): a ledger every user can read, and where scontrol
+    reaches a Slurm controller, what does not fit it: its ClusterName, GPU
+    partitions no hardware rule names, AccountingStorageTRES without gres/gpu.
+    """
+    from .access import readable_by_others
     from .config import config_path, load_config
+    from .sources import live
 
     config = load_config(path or ctx.obj["config_path"])
     where = config_path(path or ctx.obj["config_path"])
@@ -81,6 +89,16 @@ def config_check(ctx: click.Context, path: str | None) -> None:
             f"  site {name}: PUE {site.pue.at(datetime.now(UTC)):g} now, "
             f"intensity {_describe_intensity(site)}"
         )
+    location = config.ledger_location()
+    warnings = [readable_by_others(location)] if isinstance(location, Path) else []
+    settings = live.slurm_settings()
+    if settings is not None:
+        click.echo(f"  Slurm cluster {settings.get('ClusterName', '?')}: compared")
+        warnings += live.compare(config, settings, live.gpu_partitions())
+    for warning in filter(None, warnings):
+        click.secho(f"  warning: {warning}", fg="yellow", err=True)
+    if any(warnings):
+        sys.exit(1)
 
 
 def _describe_intensity(site: Any) -> str:
