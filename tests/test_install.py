@@ -439,21 +439,24 @@ def test_config_check_compares_with_the_live_cluster(installed: Installed, tmp_p
     tmp_path.chmod(0o755)
     config = yaml.safe_load(installed.path("/etc/jobcarbon/config.yaml").read_text())
     site = next(iter(config["sites"]))
-    typo = _config_copy(installed, tmp_path, clusters={"cii": {"site": site}})
-    result = _jobcarbon_as(installed, "root", typo, "config", "check")
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert (
-        "Slurm's ClusterName is 'testcl', but the config's clusters are cii: every job of it "
-        "would fail as an unknown cluster; name the clusters entry 'testcl'"
-    ) in " ".join(result.stderr.split())
-    no_rule = _config_copy(installed, tmp_path, clusters={CLUSTER: {"site": site}})
-    result = _jobcarbon_as(installed, "root", no_rule, "config", "check")
-    assert result.returncode == 1, result.stdout + result.stderr
-    # "a100" alone is ambiguous in the tables (A100 PCIe or SXM4): no model without a rule
-    assert (
-        "partition 'gpu' has GPUs (a100, nodes localhost) that no hardware rule of "
-        "clusters.testcl names"
-    ) in " ".join(result.stderr.split())
+    cases = [
+        (
+            {"cii": {"site": site}},
+            "Slurm's ClusterName is 'testcl', but the config's clusters are cii: every job "
+            "of it would fail as an unknown cluster; name the clusters entry 'testcl'",
+        ),
+        (
+            # "a100" alone is ambiguous in the tables (A100 PCIe or SXM4): a rule must say
+            {CLUSTER: {"site": site}},
+            "partition 'gpu' has GPUs (a100, nodes localhost) that no hardware rule of "
+            "clusters.testcl names",
+        ),
+    ]
+    for clusters, expected in cases:
+        config_file = _config_copy(installed, tmp_path, clusters=clusters)
+        result = _jobcarbon_as(installed, "root", config_file, "config", "check")
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert expected in " ".join(result.stderr.split())
 
 
 @pytest.mark.integration
