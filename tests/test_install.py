@@ -373,7 +373,7 @@ def test_the_guide_on_a_real_cluster(installed: Installed) -> None:
         config_file.write_text(good.replace(f"  {CLUSTER}:", "  cii:", 1) + "typo_key: 1\n")
         # as `systemctl reload` would, to the service's main process (not runuser's)
         main = subprocess.run(
-            ["pgrep", "-s", str(processes[0].pid), "-f", "bin/jobcarbon slurm collect"],
+            ["pgrep", "-s", str(processes[0].pid), "-u", SERVICE_USER, "-f", "slurm collect"],
             capture_output=True,
             text=True,
             check=True,

@@ -129,10 +129,10 @@ METRICS = (
         "jobs",
         ("started",),
         "Slurm jobs that only the collector's sweep found (no spool entry from the "
-        'epilog), by whether they started: for started="true" the epilog did not run '
-        "or could not write its spool (its failure signal); Slurm runs no epilog for a "
-        'job cancelled while pending (started="false"), so those are the sweep\'s to '
-        "find and no failure.",
+        'epilog within 5 minutes), by whether they started: for started="true" the '
+        "epilog did not run or could not write its spool (its failure signal); Slurm "
+        'runs no epilog for a job cancelled while pending (started="false"), so those '
+        "are the sweep's to find and no failure.",
     ),
     MetricSpec(
         "jobcarbon_source_last_contact_timestamp_seconds",

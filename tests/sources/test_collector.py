@@ -21,7 +21,7 @@ from jobcarbon.errors import ConfigError
 from jobcarbon.ledger import Ledger
 from jobcarbon.reload import Reloader
 from jobcarbon.sources.sacct import DELIMITER, SACCT_FIELDS
-from jobcarbon.sources.slurm import Collector, Sacct, Spool
+from jobcarbon.sources.slurm import SWEEP_FOUND_GRACE_S, Collector, Sacct, Spool
 
 CONFIG = {
     "sites": {"s": {"pue": 1.0, "grid": {"intensity_g_per_kwh": 100}}},
@@ -143,16 +143,36 @@ def test_sacct_failing_is_retried_with_growing_waits(rig: Any) -> None:
 
 
 def test_the_sweep_counts_the_jobs_it_alone_found(rig: Any) -> None:
-    collector, sacct, _now, spool = rig
+    collector, sacct, now, spool = rig
     sacct.state = "COMPLETED"
     collector.collect_once()  # the spool's entry accounts job 7: the sweep finds it known
+    now[0] += SWEEP_FOUND_GRACE_S
+    collector.collect_once()
     assert collector.ledger.gauges().get("slurm.sweep_found_jobs.true", 0) == 0
     collector.ledger.close()
     collector.ledger = Ledger(spool.root.parent / "other.db")  # a ledger without it
-    collector.collect_once()  # no spool entry now: only the sweep found it
-    collector.collect_once()  # found again: in the ledger by now, not counted twice
+    collector.collect_once()  # no spool entry: the sweep accounts it, and waits for one
+    now[0] += SWEEP_FOUND_GRACE_S - 1
+    collector.collect_once()  # found again, known by now: noted once
+    assert "slurm.sweep_found_jobs.true" not in collector.ledger.gauges()
+    now[0] += 1  # no entry came in the grace: the epilog was silent
+    collector.collect_once()
     assert collector.ledger.gauges()["slurm.sweep_found_jobs.true"] == 1
     assert "slurm.sweep_found_jobs.false" not in collector.ledger.gauges()
+
+
+def test_a_late_epilog_entry_is_no_failure(rig: Any) -> None:
+    collector, sacct, now, spool = rig
+    sacct.state = "COMPLETED"
+    (spool.new / "7").unlink()
+    collector.collect_once()  # the sweep is first (a site epilog still running)
+    (spool.new / "7").write_text("JOB_ID=7\n")
+    now[0] += 10
+    collector.collect_once()  # the entry: unchanged in the ledger, and done with
+    now[0] += SWEEP_FOUND_GRACE_S
+    collector.collect_once()
+    assert not list(spool.new.iterdir())
+    assert "slurm.sweep_found_jobs.true" not in collector.ledger.gauges()
 
 
 def test_a_job_cancelled_while_pending_is_the_sweeps_not_a_failure(tmp_path: Path) -> None:
@@ -161,9 +181,14 @@ def test_a_job_cancelled_while_pending_is_the_sweeps_not_a_failure(tmp_path: Pat
     # Slurm 22.05 gives a job cancelled while pending Start = End; it runs no epilog
     sacct = ScriptedSacct(Start="2026-10-01T11:00:00", ElapsedRaw="0")
     sacct.state = "CANCELLED"
+    now = [1e9]
     with Ledger(tmp_path / "ledger.db") as ledger:
-        collector = Collector(parse_config(CONFIG), ledger, Sacct(run=sacct), spool)
+        collector = Collector(
+            parse_config(CONFIG), ledger, Sacct(run=sacct), spool, clock=lambda: now[0]
+        )
         assert collector.collect_once().accounted.written == 1
+        now[0] += SWEEP_FOUND_GRACE_S
+        collector.collect_once()
         gauges = ledger.gauges()
     assert gauges["slurm.sweep_found_jobs.false"] == 1
     assert "slurm.sweep_found_jobs.true" not in gauges

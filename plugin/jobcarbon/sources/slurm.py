@@ -49,6 +49,9 @@ PENDING_GAUGE = "slurm.pending_jobs"
 #: Jobs only the sweep found (no spool entry), by whether they started: a started job's
 #: epilog should have written one (gauges in the ledger, served as a counter).
 SWEEP_FOUND_GAUGE = "slurm.sweep_found_jobs.{started}"
+#: How long a job the sweep found waits for its spool entry before it counts as found by
+#: the sweep alone: the epilog (and a site epilog it runs first) may still be running.
+SWEEP_FOUND_GRACE_S = 300.0
 
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
 Record = JobRecord | RecordProblem
@@ -282,6 +285,8 @@ class Collector:
         # since the last one: a job the sweep reads again is not counted again
         self._problems_before: set[str] = set()
         self._problems_since: set[str] = set()
+        # jobs the sweep found with no spool entry: job id → (when, whether it started)
+        self._unspooled: dict[str, tuple[float, bool]] = {}
 
     def _use(self, config: Config, accounting: Accounting, spool: Spool) -> None:
         self.config = config
@@ -365,6 +370,8 @@ class Collector:
         now = self.clock()
         entries = self.spool.entries()
         present = {e.job_id for e in entries}
+        for job_id in present:  # its epilog was late, not silent
+            self._unspooled.pop(job_id, None)
         self._retries = {k: r for k, r in self._retries.items() if k in present}
         due = [
             e
@@ -430,32 +437,43 @@ class Collector:
         self._problems_before, self._problems_since = self._problems_since, set()
 
     def _count_found(self, rows: list[SacctRow | RecordProblem], records: list[Record]) -> None:
-        """Count the jobs of a sweep that neither the spool nor the ledger has: found by
-        the sweep alone. For a job that started, its epilog wrote no entry (not run, or
-        the spool unwritable); Slurm runs none for a job cancelled while pending."""
+        """Note the jobs of a sweep that neither the spool nor the ledger has; those whose
+        spool entry has not come ``SWEEP_FOUND_GRACE_S`` later were found by the sweep
+        alone. For a job that started, its epilog wrote no entry (not run, or the spool
+        unwritable); Slurm runs none for a job cancelled while pending."""
         spooled = {entry.job_id for entry in self.spool.entries()}
-        unspooled: dict[str, list[JobRecord]] = {}
+        unspooled: dict[str, list[tuple[str, JobRecord]]] = {}
         for row, record in zip(rows, records, strict=True):  # to_records: one for one
-            unlisted = isinstance(row, SacctRow) and row.job_id_raw not in spooled
-            if unlisted and isinstance(record, JobRecord):
-                unspooled.setdefault(record.cluster, []).append(record)
-        found = {"true": 0, "false": 0}
+            if not (isinstance(row, SacctRow) and isinstance(record, JobRecord)):
+                continue  # a problem, not a job
+            if row.job_id_raw not in spooled:
+                unspooled.setdefault(record.cluster, []).append((row.job_id_raw, record))
+        now = self.clock()
         for cluster, group in unspooled.items():
-            known = self.ledger.known_jobs(cluster, [r.job_id for r in group])
-            for record in group:
+            known = self.ledger.known_jobs(cluster, [r.job_id for _, r in group])
+            for job_id, record in group:
                 if record.job_id not in known:
-                    found["true" if _started(record) else "false"] += 1
+                    self._unspooled.setdefault(job_id, (now, _started(record)))
+
+    def _settle_found(self) -> None:
+        """Count the noted jobs whose spool entry did not come within the grace."""
+        now = self.clock()
+        found = {"true": 0, "false": 0}
+        for job_id, (when, started) in list(self._unspooled.items()):
+            if now - when >= SWEEP_FOUND_GRACE_S:
+                found["true" if started else "false"] += 1
+                del self._unspooled[job_id]
         if found["true"]:
             log.warning(
-                "the sweep found %d started job(s) with no spool entry: is the epilog "
-                "EpilogSlurmctld, and can it write %s?",
+                "the sweep alone found %d started job(s), with no spool entry: is the "
+                "epilog EpilogSlurmctld, and can it write %s?",
                 found["true"],
                 self.spool.new,
             )
         gauges = self.ledger.gauges()
-        for started, count in found.items():
+        for label, count in found.items():
             if count:
-                name = SWEEP_FOUND_GAUGE.format(started=started)
+                name = SWEEP_FOUND_GAUGE.format(started=label)
                 self.ledger.set_gauge(name, gauges.get(name, 0.0) + count)
 
     def collect_once(self, sweep: bool = True) -> CollectReport:
@@ -463,6 +481,7 @@ class Collector:
         self.drain_spool(report)
         if sweep:
             self.sweep(report)
+        self._settle_found()
         return report
 
     def run_forever(
