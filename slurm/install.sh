@@ -149,6 +149,16 @@ for item in gres/gpu $(gpu_types | sort -u | sed 's#^#gres/gpu:#'); do
     esac
 done
 
+# --- 5. the systemd units -------------------------------------------------------------
+run install -d -m 0755 "$units"
+for unit in jobcarbon-collector.service jobcarbon-exporter.service \
+        jobcarbon-report.service jobcarbon-report.timer; do
+    sed -e "s#/usr/local/bin/jobcarbon#$bin#g" -e "s#/etc/jobcarbon#$etc#g" \
+        -e "s#/var/lib/jobcarbon#$state#g" -e "s#/var/spool/jobcarbon#$spool#g" \
+        -e "s#^User=slurm\$#User=$user#" "$checkout/slurm/$unit" \
+        | write "$units/$unit" 0644
+done
+
 say ""
 say "slurm.conf ($slurm_conf): set these lines, then run \`scontrol reconfigure\`:"
 if [ "$current_epilog" = "$wrapper" ]; then
@@ -167,17 +177,8 @@ elif [ -n "$tres" ]; then
     say "    (in place of AccountingStorageTRES=$tres: the same list, with GPUs added)"
 fi
 
-# --- 5. the systemd units -------------------------------------------------------------
-run install -d -m 0755 "$units"
-for unit in jobcarbon-collector.service jobcarbon-exporter.service \
-        jobcarbon-report.service jobcarbon-report.timer; do
-    sed -e "s#/usr/local/bin/jobcarbon#$bin#g" -e "s#/etc/jobcarbon#$etc#g" \
-        -e "s#/var/lib/jobcarbon#$state#g" -e "s#/var/spool/jobcarbon#$spool#g" \
-        -e "s#^User=slurm\$#User=$user#" "$checkout/slurm/$unit" \
-        | write "$units/$unit" 0644
-done
-
 say ""
-say "Next: edit $etc/config.yaml (the cluster key is ClusterName; hardware rules),"
+cluster_name=$(setting ClusterName)
+say "Next: edit $etc/config.yaml (its clusters key: ${cluster_name:-Slurm's ClusterName}; hardware rules),"
 say "  $bin config check"
 say "  systemctl daemon-reload && systemctl enable --now jobcarbon-collector jobcarbon-exporter"
