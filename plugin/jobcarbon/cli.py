@@ -609,9 +609,10 @@ def metrics(ctx: click.Context, textfile: Path | None, docs: bool) -> None:
     try:
         write_textfile(exporter, textfile)
     except OSError as err:
+        from .access import describe
         from .errors import JobcarbonError
 
-        raise JobcarbonError(f"cannot write {textfile}: {err.strerror}") from err
+        raise JobcarbonError(describe(textfile, "write the metrics to", err)) from err
 
 
 # --- kubernetes ---------------------------------------------------------------------------
