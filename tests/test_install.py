@@ -460,14 +460,14 @@ def test_config_check_compares_with_the_live_cluster(installed: Installed, tmp_p
 
 
 @pytest.mark.integration
-def test_collect_without_spool_access_says_so(installed: Installed, tmp_path: Path) -> None:
-    tmp_path.chmod(0o755)
-    state = tmp_path / "state"
-    state.mkdir()
+def test_collect_without_spool_access_says_so(installed: Installed) -> None:
+    home = installed.root.parent / "alice"  # not under pytest's tmp_path: 0700 above it
+    state = home / "state"
+    state.mkdir(parents=True)
     shutil.chown(state, "alice")
     config = _config_copy(
         installed,
-        tmp_path,
+        home,
         ledger={"url": f"sqlite:///{state / 'ledger.db'}"},
         slurm={"spool_dir": str(installed.path("/var/spool/jobcarbon"))},
     )
