@@ -1,7 +1,7 @@
 """The shipped systemd units parse, as systemd itself reads them (systemd-analyze verify).
 
 They are checked inside a scratch root holding the units, the targets they refer
-to and a stand-in for the jobcarbon command at its documented path, so that the
+to and stand-ins for the commands they run at their paths, so that the
 check needs no installation and touches nothing on the host.
 """
 
@@ -31,9 +31,11 @@ def test_unit_verifies_cleanly(unit: Path, tmp_path: Path) -> None:
     shutil.copytree(SYSTEM_UNITS, root / "usr/lib/systemd/system", symlinks=True)
     for shipped in UNITS:  # a timer needs its service beside it
         shutil.copy(shipped, root / "etc/systemd/system" / shipped.name)
-    command = root / "usr/local/bin/jobcarbon"
-    command.write_text("#!/bin/sh\n")
-    command.chmod(0o755)
+    for stand_in in ("usr/local/bin/jobcarbon", "bin/kill"):  # ExecStart=, ExecReload=
+        command = root / stand_in
+        command.parent.mkdir(parents=True, exist_ok=True)
+        command.write_text("#!/bin/sh\n")
+        command.chmod(0o755)
     result = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", f"--root={root}", unit.name],
         capture_output=True,

@@ -78,24 +78,34 @@ class _Batch:
     errors: dict[str, int] = field(default_factory=lambda: {"parse": 0, "account": 0})
 
 
+Counted = Callable[[RecordProblem], bool]
+
+
+def _every(problem: RecordProblem) -> bool:
+    return True
+
+
 def _batches(
-    items: Iterable[JobRecord | RecordProblem], accountant: Accountant, batch_size: int
+    items: Iterable[JobRecord | RecordProblem],
+    accountant: Accountant,
+    batch_size: int,
+    counted: Counted = _every,
 ) -> Iterator[_Batch]:
-    """Records accounted, ``batch_size`` jobs at a time; problems counted, never raised."""
+    """Records accounted, ``batch_size`` jobs at a time; problems counted (those
+    ``counted`` says), never raised."""
     batch = _Batch()
     for item in items:
         batch.report.seen += 1
         if isinstance(item, RecordProblem):
             batch.report.problems.append(item)
-            batch.errors["parse"] += 1
+            batch.errors["parse"] += counted(item)
             continue
         try:
             batch.rows.append(ledger_row(accountant.account(item)))
         except (FactorError, InputError) as err:
-            batch.report.problems.append(
-                RecordProblem(f"job {item.cluster}/{item.job_id}", str(err))
-            )
-            batch.errors["account"] += 1
+            problem = RecordProblem(f"job {item.cluster}/{item.job_id}", str(err))
+            batch.report.problems.append(problem)
+            batch.errors["account"] += counted(problem)
             continue
         if len(batch.rows) >= batch_size:
             yield batch
@@ -132,9 +142,11 @@ def ingest(
     ledger: Ledger,
     batch_size: int = 5000,
     on_batch: OnBatch | None = None,
+    counted: Counted = _every,
 ) -> IngestReport:
-    """Account every record and write them in batches; problems are collected, not raised."""
-    return _write(_batches(items, accountant, batch_size), ledger, on_batch)
+    """Account every record and write them in batches; problems are collected, not raised,
+    and those ``counted`` says (default: all) added to the ledger's error counts."""
+    return _write(_batches(items, accountant, batch_size, counted), ledger, on_batch)
 
 
 def ingest_on_two_cores(

@@ -35,7 +35,7 @@ class _Group(click.Group):
 @click.option(
     "--config",
     "config_path",
-    type=click.Path(dir_okay=False),
+    type=click.Path(dir_okay=False, readable=False),  # load_config says who cannot read it
     default=None,
     help="Site config file [default: $JOBCARBON_CONFIG or /etc/jobcarbon/config.yaml].",
 )
@@ -70,8 +70,16 @@ def config_group() -> None:
 @click.argument("path", required=False, type=click.Path(dir_okay=False))
 @click.pass_context
 def config_check(ctx: click.Context, path: str | None) -> None:
-    """Validate a config file and report every problem at once."""
+    """Validate a config file and report every problem at once.
+
+    \b
+    Then, warnings (exit 1): a ledger every user can read, and where scontrol
+    reaches a Slurm controller, what does not fit it: its ClusterName, GPU
+    partitions no hardware rule names, AccountingStorageTRES without gres/gpu.
+    """
+    from .access import readable_by_others
     from .config import config_path, load_config
+    from .sources import live
 
     config = load_config(path or ctx.obj["config_path"])
     where = config_path(path or ctx.obj["config_path"])
@@ -81,6 +89,16 @@ def config_check(ctx: click.Context, path: str | None) -> None:
             f"  site {name}: PUE {site.pue.at(datetime.now(UTC)):g} now, "
             f"intensity {_describe_intensity(site)}"
         )
+    location = config.ledger_location()
+    warnings = [readable_by_others(location)] if isinstance(location, Path) else []
+    settings = live.slurm_settings()
+    if settings is not None:
+        click.echo(f"  Slurm cluster {settings.get('ClusterName', '?')}: compared")
+        warnings += live.compare(config, settings, live.gpu_partitions())
+    for warning in filter(None, warnings):
+        click.secho(f"  warning: {warning}", fg="yellow", err=True)
+    if any(warnings):
+        sys.exit(1)
 
 
 def _describe_intensity(site: Any) -> str:
@@ -615,9 +633,10 @@ def metrics(ctx: click.Context, textfile: Path | None, docs: bool) -> None:
     try:
         write_textfile(exporter, textfile)
     except OSError as err:
+        from .access import describe
         from .errors import JobcarbonError
 
-        raise JobcarbonError(f"cannot write {textfile}: {err.strerror}") from err
+        raise JobcarbonError(describe(textfile, "write the metrics to", err)) from err
 
 
 # --- kubernetes ---------------------------------------------------------------------------
@@ -652,12 +671,14 @@ def k8s_watch(
     Pods already in the ledger are skipped, so a restart writes nothing twice.
     Probes: /healthz and /readyz on kubernetes.health_listen; health metrics
     (last contact, restarts) and running pods' usage reach `jobcarbon serve`
-    through the ledger.
+    through the ledger. SIGHUP reads the config again (an invalid one is
+    refused with the reason in the log, and the old one kept).
     """
     import logging
     import signal
 
     from .ledger import open_ledger
+    from .reload import Reloader
     from .server import probe_app, serve_in_thread
     from .sources.dcgm import DcgmEnergy
     from .sources.kubernetes import KubeApi, Watcher
@@ -704,7 +725,7 @@ def k8s_watch(
         stopping: list[int] = []
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda number, frame: stopping.append(number))
-        watcher.run(lambda: bool(stopping))
+        watcher.run(lambda: bool(stopping), Reloader(lambda: _config(ctx)).install())
 
 
 # --- slurm --------------------------------------------------------------------------------
@@ -737,11 +758,17 @@ def _collector(ctx: click.Context, ledger: Any) -> Any:
 @click.option("--once", is_flag=True, help="Process what is pending, sweep once, and exit.")
 @click.pass_context
 def slurm_collect(ctx: click.Context, once: bool) -> None:
-    """Drain the epilog's spool and sweep accounting into the ledger (a service)."""
+    """Drain the epilog's spool and sweep accounting into the ledger (a service).
+
+    \b
+    SIGHUP (systemctl reload) reads the config again; one that is not valid
+    is refused with the reason in the log, and the old one is kept.
+    """
     import logging
     import signal
 
     from .ledger import open_ledger
+    from .reload import Reloader
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     with open_ledger(_config(ctx)) as ledger:
@@ -750,7 +777,7 @@ def slurm_collect(ctx: click.Context, once: bool) -> None:
             stopping: list[int] = []
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda number, frame: stopping.append(number))
-            collector.run_forever(lambda: bool(stopping))
+            collector.run_forever(lambda: bool(stopping), Reloader(lambda: _config(ctx)).install())
             return
         report = collector.collect_once()
     click.echo(

@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from . import factors
+from . import access, factors
 from .errors import ConfigError, FactorError
 from .footprint import PowerProfile, Uncertainty
 from .records import JobRecord
@@ -587,7 +587,7 @@ def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
             ]
         ) from err
     except OSError as err:
-        raise ConfigError([f"cannot read {path}: {err.strerror}"]) from err
+        raise ConfigError([access.describe(path, "read the config", err, write=False)]) from err
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

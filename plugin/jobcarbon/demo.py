@@ -34,7 +34,11 @@ def run_demo(directory: Path, console: Console | None = None) -> IngestReport:
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
     config_file = directory / "config.yaml"
-    config_file.write_text(data.joinpath("config.example.yaml").read_text(encoding="utf-8"))
+    example = data.joinpath("config.example.yaml").read_text(encoding="utf-8")
+    # the example's ledger is a service's, in /var/lib/jobcarbon; the demo's is its own
+    config_file.write_text(
+        example.replace("url: sqlite:////var/lib/jobcarbon/ledger.db", "url: sqlite:///ledger.db")
+    )
     sacct_lines = data.joinpath("demo", DEMO_FILE).read_text(encoding="utf-8").splitlines()
     config = load_config(config_file)
     cluster = next(iter(config.clusters))

@@ -132,6 +132,17 @@ METRICS = (
         "Kubernetes API server).",
     ),
     MetricSpec(
+        "jobcarbon_sweep_found_jobs_total",
+        "counter",
+        "jobs",
+        ("started",),
+        "Slurm jobs that only the collector's sweep found (no spool entry from the "
+        'epilog within 5 minutes), by whether they started: for started="true" the '
+        "epilog did not run or could not write its spool (its failure signal); Slurm "
+        'runs no epilog for a job cancelled while pending (started="false"), so those '
+        "are the sweep's to find and no failure.",
+    ),
+    MetricSpec(
         "jobcarbon_source_last_contact_timestamp_seconds",
         "gauge",
         "seconds",
@@ -395,6 +406,15 @@ class LedgerCollector:
                     ((name.removesuffix(".pending_jobs"),), value)
                     for name, value in sorted(gauges.items())
                     if name.endswith(".pending_jobs")
+                ],
+            )
+        )
+        families.append(
+            Family(
+                _SPEC["jobcarbon_sweep_found_jobs_total"],
+                [
+                    ((started,), gauges.get(f"slurm.sweep_found_jobs.{started}", 0.0))
+                    for started in ("true", "false")
                 ],
             )
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 import sqlite3
 import time
@@ -23,6 +24,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
+from . import access
 from .config import Config
 from .errors import LedgerError
 from .footprint import AccountedJob
@@ -753,19 +755,21 @@ class Ledger:
     def _connect_sqlite(self, migrate: bool, busy_timeout_s: float) -> sqlite3.Connection:
         try:
             if migrate:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                _create_private(self.path)
             elif not self.path.exists():
                 raise LedgerError(f"no ledger at {self.path}")
+        except OSError as err:
+            action = "create the ledger" if migrate else "open the ledger"
+            raise LedgerError(access.describe(self.path, action, err, write=migrate)) from err
+        try:
             db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
             db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
             _wal_mode(db, busy_timeout_s)
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute("PRAGMA temp_store = MEMORY")  # the staged batch
         except sqlite3.Error as err:
-            raise LedgerError(f"cannot open ledger {self.path}: {err}") from err
-        except OSError as err:
             raise LedgerError(
-                f"cannot create ledger directory for {self.path}: {err.strerror}"
+                access.describe(self.path, "open the ledger", write=migrate) + f" ({err})"
             ) from err
         return db
 
@@ -1238,6 +1242,13 @@ def copy_ledger(
         }
     )
     return CopyResult(jobs, written, source.totals(), target.totals())
+
+
+def _create_private(path: Path) -> None:
+    """The ledger file, made 0640 (its directory 0750) if it does not exist: it names
+    every user's jobs. SQLite gives its -wal and -shm files the mode of the main file."""
+    path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o640))  # an existing file: as it is
 
 
 def _wal_mode(db: sqlite3.Connection, timeout_s: float) -> None:

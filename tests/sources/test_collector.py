@@ -17,9 +17,11 @@ import pytest
 
 from jobcarbon.backoff import backoff_s
 from jobcarbon.config import parse_config
+from jobcarbon.errors import ConfigError
 from jobcarbon.ledger import Ledger
+from jobcarbon.reload import Reloader
 from jobcarbon.sources.sacct import DELIMITER, SACCT_FIELDS
-from jobcarbon.sources.slurm import Collector, Sacct, Spool
+from jobcarbon.sources.slurm import SWEEP_FOUND_GRACE_S, Collector, Sacct, Spool
 
 CONFIG = {
     "sites": {"s": {"pue": 1.0, "grid": {"intensity_g_per_kwh": 100}}},
@@ -28,7 +30,7 @@ CONFIG = {
 }
 
 
-def sacct_line(job_id: str, state: str, end: str) -> str:
+def sacct_line(job_id: str, state: str, end: str, **extra: str) -> str:
     cells = dict.fromkeys(SACCT_FIELDS, "")
     cells.update(
         JobIDRaw=job_id,
@@ -44,16 +46,18 @@ def sacct_line(job_id: str, state: str, end: str) -> str:
         ElapsedRaw="3600",
         AllocTRES="cpu=1,mem=1G,node=1",
     )
+    cells.update(extra)
     return DELIMITER.join(cells[f] for f in SACCT_FIELDS)
 
 
 class ScriptedSacct:
     """Answers ``sacct --jobs=...`` with the state the test has set; counts calls."""
 
-    def __init__(self) -> None:
+    def __init__(self, **extra: str) -> None:
         self.state = "RUNNING"
         self.calls = 0
         self.down = False
+        self.extra = extra  # other cells of job 7
 
     def __call__(self, args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
         self.calls += 1
@@ -61,8 +65,8 @@ class ScriptedSacct:
             return subprocess.CompletedProcess(
                 args, 1, "", "sacct: error: Problem talking to the database: Connection refused"
             )
-        end = "2026-10-01T11:00:00" if self.state == "COMPLETED" else "Unknown"
-        lines = [DELIMITER.join(SACCT_FIELDS), sacct_line("7", self.state, end)]
+        end = "2026-10-01T11:00:00" if self.state in ("COMPLETED", "CANCELLED") else "Unknown"
+        lines = [DELIMITER.join(SACCT_FIELDS), sacct_line("7", self.state, end, **self.extra)]
         return subprocess.CompletedProcess(args, 0, "\n".join(lines) + "\n", "")
 
 
@@ -136,3 +140,114 @@ def test_sacct_failing_is_retried_with_growing_waits(rig: Any) -> None:
     report = collector.collect_once()
     assert report.accounted.written == 1 and not report.errors
     assert collector.seconds_to_next_round() == 60  # back to the poll interval
+
+
+def test_the_sweep_counts_the_jobs_it_alone_found(rig: Any) -> None:
+    collector, sacct, now, spool = rig
+    sacct.state = "COMPLETED"
+    collector.collect_once()  # the spool's entry accounts job 7: the sweep finds it known
+    now[0] += SWEEP_FOUND_GRACE_S
+    collector.collect_once()
+    assert collector.ledger.gauges().get("slurm.sweep_found_jobs.true", 0) == 0
+    collector.ledger.close()
+    collector.ledger = Ledger(spool.root.parent / "other.db")  # a ledger without it
+    collector.collect_once()  # no spool entry: the sweep accounts it, and waits for one
+    now[0] += SWEEP_FOUND_GRACE_S - 1
+    collector.collect_once()  # found again, known by now: noted once
+    assert "slurm.sweep_found_jobs.true" not in collector.ledger.gauges()
+    now[0] += 1  # no entry came in the grace: the epilog was silent
+    collector.collect_once()
+    assert collector.ledger.gauges()["slurm.sweep_found_jobs.true"] == 1
+    assert "slurm.sweep_found_jobs.false" not in collector.ledger.gauges()
+
+
+def test_a_late_epilog_entry_is_no_failure(rig: Any) -> None:
+    collector, sacct, now, spool = rig
+    sacct.state = "COMPLETED"
+    (spool.new / "7").unlink()
+    collector.collect_once()  # the sweep is first (a site epilog still running)
+    (spool.new / "7").write_text("JOB_ID=7\n")
+    now[0] += 10
+    collector.collect_once()  # the entry: unchanged in the ledger, and done with
+    now[0] += SWEEP_FOUND_GRACE_S
+    collector.collect_once()
+    assert not list(spool.new.iterdir())
+    assert "slurm.sweep_found_jobs.true" not in collector.ledger.gauges()
+
+
+def test_a_job_cancelled_while_pending_is_the_sweeps_not_a_failure(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.create()
+    # Slurm 22.05 gives a job cancelled while pending Start = End; it runs no epilog
+    sacct = ScriptedSacct(Start="2026-10-01T11:00:00", ElapsedRaw="0")
+    sacct.state = "CANCELLED"
+    now = [1e9]
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        collector = Collector(
+            parse_config(CONFIG), ledger, Sacct(run=sacct), spool, clock=lambda: now[0]
+        )
+        assert collector.collect_once().accounted.written == 1
+        now[0] += SWEEP_FOUND_GRACE_S
+        collector.collect_once()
+        gauges = ledger.gauges()
+    assert gauges["slurm.sweep_found_jobs.false"] == 1
+    assert "slurm.sweep_found_jobs.true" not in gauges
+
+
+def _gpu_config(rule: bool) -> Any:
+    hardware = [{"match": {"partition": "cpu"}, "gpu_model": "A100 SXM4 80 GB"}] if rule else []
+    return parse_config({**CONFIG, "clusters": {"c1": {"site": "s", "hardware": hardware}}})
+
+
+def test_an_ingest_problem_counts_once_and_stops_when_the_config_is_fixed(
+    tmp_path: Path,
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.create()
+    sacct = ScriptedSacct(AllocTRES="cpu=1,mem=1G,node=1,gres/gpu=1")  # no GPU model
+    sacct.state = "COMPLETED"
+    now = [1e9]
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        collector = Collector(
+            _gpu_config(rule=False), ledger, Sacct(run=sacct), spool, clock=lambda: now[0]
+        )
+        reports = []
+        for _ in range(3):  # three sweeps, each reading job 7 again
+            reports.append(collector.collect_once())
+            now[0] += 300
+        assert [r.accounted.failed for r in reports] == [1, 0, 0]  # logged once
+        assert "job c1/7" in str(reports[0].accounted.problems[0])
+        assert ledger.ingest_errors()["account"] == 1
+        # a hardware rule added, the config reloaded (SIGHUP): job 7 is accounted
+        reloader = Reloader(lambda: _gpu_config(rule=True))
+        reloader.request()
+        assert reloader.take(collector.reload)
+        report = collector.collect_once()
+        assert report.accounted.written == 1 and report.accounted.failed == 0
+        assert ledger.ingest_errors()["account"] == 1
+
+
+def test_an_invalid_config_is_refused_on_reload_and_the_old_one_kept(
+    rig: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import os
+    import signal
+
+    collector = rig[0]
+    before = collector.config
+
+    def broken() -> Any:
+        return parse_config({**CONFIG, "slurm": {"poll_interval_s": -1}})
+
+    reloader = Reloader(broken).install()
+    try:
+        os.kill(os.getpid(), signal.SIGHUP)  # what `systemctl reload` sends
+        assert reloader.requested
+        assert not reloader.take(collector.reload)
+    finally:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    assert collector.config is before
+    assert "config not reloaded, still using the one before" in caplog.text
+    assert "slurm.poll_interval_s: Input should be greater than 0" in caplog.text
+    with pytest.raises(ConfigError):
+        broken()

@@ -47,6 +47,7 @@ from ..config import Config
 from ..errors import ConfigError, FactorError, InputError, LedgerError, SourceError
 from ..ledger import Ledger, Running
 from ..records import JobRecord, RecordProblem
+from ..reload import Reloader
 from .dcgm import DcgmEnergy
 from .pods import Pod, PodFacts, facts, first_start, is_finished, pod_record
 
@@ -313,6 +314,7 @@ class Watcher:
         self._ended: list[_Ended] = []  # finished pods not written yet
         self._nodes: dict[str, dict[str, str]] = {}
         self._running_written = -float("inf")
+        self._reloader: Reloader | None = None
 
     @property
     def running_pods(self) -> int:
@@ -558,7 +560,18 @@ class Watcher:
             self.health.ledger_error = str(err)
         self._running_written = self.monotonic()
 
+    def reload(self, config: Config) -> None:
+        """Go on with ``config``: its clusters, hardware rules, attribution and timing
+        (the namespaces, API client and energy source stay until a restart)."""
+        cluster = config.kubernetes.cluster or next(iter(config.clusters))
+        attribution = config.cluster(cluster).attribution
+        self.accountant = Accountant(config)
+        self.config, self.settings = config, config.kubernetes
+        self.cluster, self.attribution = cluster, attribution
+
     def _tick(self) -> None:
+        if self._reloader is not None:
+            self._reloader.take(self.reload)
         self.health.heartbeat = self.monotonic()
         self.flush()
         if self.monotonic() - self._running_written >= self.settings.running_interval_s:
@@ -612,8 +625,10 @@ class Watcher:
                 self._tick()
         self._tick()
 
-    def run(self, should_stop: Callable[[], bool]) -> None:
-        """List and watch until ``should_stop``; every failure is retried."""
+    def run(self, should_stop: Callable[[], bool], reloader: Reloader | None = None) -> None:
+        """List and watch until ``should_stop``; every failure is retried. A ``reloader``
+        asked to (SIGHUP) gives a new config between two events."""
+        self._reloader = reloader
         attempt = 0
         while not should_stop():
             try:

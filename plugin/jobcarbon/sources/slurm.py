@@ -29,12 +29,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from .. import access
 from ..accounting import Accountant, IngestReport, ingest
 from ..backoff import backoff_s
 from ..config import Config, SlurmConfig
 from ..errors import ConfigError, SourceError
 from ..ledger import Ledger
-from ..records import RecordProblem
+from ..records import JobRecord, JobState, RecordProblem
+from ..reload import Reloader
 from .sacct import DELIMITER, SACCT_FIELDS, Rows, SacctRow, read_rows, to_records
 from .slurmdb import PySlurm, matches
 
@@ -44,8 +46,15 @@ log = logging.getLogger("jobcarbon.slurm")
 FINAL_STATES = "CA,CD,DL,F,NF,OOM,PR,RQ,TO,BF"
 SWEEP_WATERMARK = "slurm.sweep"
 PENDING_GAUGE = "slurm.pending_jobs"
+#: Jobs only the sweep found (no spool entry), by whether they started: a started job's
+#: epilog should have written one (gauges in the ledger, served as a counter).
+SWEEP_FOUND_GAUGE = "slurm.sweep_found_jobs.{started}"
+#: How long a job the sweep found waits for its spool entry before it counts as found by
+#: the sweep alone: the epilog (and a site epilog it runs first) may still be running.
+SWEEP_FOUND_GRACE_S = 300.0
 
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
+Record = JobRecord | RecordProblem
 
 
 class Accounting(Protocol):
@@ -195,7 +204,12 @@ class Spool:
 
     def create(self) -> None:
         for directory in (self.new, self.tmp, self.failed):
-            directory.mkdir(parents=True, exist_ok=True)
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise SourceError(
+                    access.describe(directory, "create the spool directory", err)
+                ) from err
 
     def entries(self) -> list[SpoolEntry]:
         try:
@@ -206,6 +220,8 @@ class Spool:
                 "`jobcarbon slurm collect` run once as SlurmUser, or mkdir "
                 "-p new tmp failed"
             ) from None
+        except OSError as err:
+            raise SourceError(access.describe(self.new, "read the spool", err)) from err
         entries = []
         for path in paths:
             try:
@@ -215,12 +231,18 @@ class Spool:
         return entries
 
     def done(self, entry: SpoolEntry) -> None:
-        entry.path.unlink(missing_ok=True)
+        try:
+            entry.path.unlink(missing_ok=True)
+        except OSError as err:
+            raise SourceError(access.describe(entry.path, "remove the spool entry", err)) from err
 
     def give_up(self, entry: SpoolEntry, reason: str) -> None:
         target = self.failed / entry.job_id
-        entry.path.replace(target)
-        target.with_suffix(".reason").write_text(reason + "\n")
+        try:
+            entry.path.replace(target)
+            target.with_suffix(".reason").write_text(reason + "\n")
+        except OSError as err:
+            raise SourceError(access.describe(target, "move the spool entry to", err)) from err
 
 
 @dataclass(slots=True)
@@ -253,17 +275,40 @@ class Collector:
         spool: Spool,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.config = config
-        self.settings = config.slurm
         self.ledger = ledger
-        self.accounting = accounting
-        self.spool = spool
         self.clock = clock
-        self.accountant = Accountant(config)
-        self.default_cluster = next(iter(config.clusters))
+        self._use(config, accounting, spool)
         self.rng = random.Random()
         self._retries: dict[str, _Retry] = {}  # spool entries waiting for their job
         self._accounting_failures = 0  # consecutive failed calls to accounting
+        # problems (job and reason) counted and logged since the sweep before last, and
+        # since the last one: a job the sweep reads again is not counted again
+        self._problems_before: set[str] = set()
+        self._problems_since: set[str] = set()
+        # jobs the sweep found with no spool entry: job id → (when, whether it started)
+        self._unspooled: dict[str, tuple[float, bool]] = {}
+
+    def _use(self, config: Config, accounting: Accounting, spool: Spool) -> None:
+        self.config = config
+        self.settings = config.slurm
+        self.accounting = accounting
+        self.spool = spool
+        self.accountant = Accountant(config)
+        self.default_cluster = next(iter(config.clusters))
+
+    def reload(self, config: Config) -> None:
+        """Go on with ``config`` (hardware rules, clusters, timing, spool, backend);
+        ``ConfigError`` if its accounting backend cannot be used, the old config kept.
+        The ledger stays the one opened at the start: a new ``ledger.url`` needs a
+        restart."""
+        if config.ledger_location() != self.config.ledger_location():
+            log.warning("ledger.url changed: restart the collector to write to the new ledger")
+        accounting = (
+            self.accounting if config.slurm == self.settings else open_accounting(config.slurm)
+        )
+        spool = Spool(config.slurm.spool_dir)
+        spool.create()
+        self._use(config, accounting, spool)
 
     def _backoff_s(self, attempt: int) -> float:
         return backoff_s(attempt, self.settings.retry_first_s, self.settings.retry_max_s, self.rng)
@@ -283,22 +328,50 @@ class Collector:
             wait = min(wait, min(r.due for r in self._retries.values()) - self.clock())
         return max(wait, 0.0)
 
+    def _records(self, rows: Iterable[SacctRow | RecordProblem]) -> Iterator[Record]:
+        """sacct rows as records (one each), each with its cluster's attribution."""
+        return to_records(rows, cluster=self.default_cluster, attributions=self.config.attributions)
+
+    def _first_time(self, problem: RecordProblem) -> bool:
+        """Whether this problem (its job and reason) was not counted already."""
+        key = str(problem)
+        new = key not in self._problems_before and key not in self._problems_since
+        self._problems_since.add(key)
+        return new
+
+    def _ingest(self, records: Iterable[Record]) -> IngestReport:
+        """Account records into the ledger. A problem is counted and reported once, not
+        again each time its job is read (every sweep overlaps the one before)."""
+        first: list[RecordProblem] = []
+
+        def counted(problem: RecordProblem) -> bool:
+            if self._first_time(problem):
+                first.append(problem)
+                return True
+            return False
+
+        report = ingest(records, self.accountant, self.ledger, counted=counted)
+        report.problems = first
+        return report
+
     def account_rows(self, rows: Iterable[SacctRow | RecordProblem]) -> IngestReport:
         """Account sacct rows into the ledger, each with its cluster's attribution."""
-        records = to_records(
-            rows, cluster=self.default_cluster, attributions=self.config.attributions
-        )
-        return ingest(records, self.accountant, self.ledger)
+        return self._ingest(self._records(rows))
+
+    def _final_rows(self, start: datetime, end: datetime) -> list[SacctRow | RecordProblem]:
+        rows = self.accounting.ended_between(start, end)
+        return [r for r in rows if isinstance(r, RecordProblem) or r.is_final]
 
     def account_window(self, start: datetime, end: datetime) -> IngestReport:
         """Account the jobs that ended between ``start`` and ``end`` (sweep, backfill)."""
-        rows = self.accounting.ended_between(start, end)
-        return self.account_rows(r for r in rows if isinstance(r, RecordProblem) or r.is_final)
+        return self.account_rows(self._final_rows(start, end))
 
     def drain_spool(self, report: CollectReport) -> None:
         now = self.clock()
         entries = self.spool.entries()
         present = {e.job_id for e in entries}
+        for job_id in present:  # its epilog was late, not silent
+            self._unspooled.pop(job_id, None)
         self._retries = {k: r for k, r in self._retries.items() if k in present}
         due = [
             e
@@ -350,29 +423,77 @@ class Collector:
             else mark - self.settings.sweep_overlap_s
         )
         try:
-            report.accounted.add(
-                self.account_window(
-                    datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(now, UTC)
-                )
+            rows = self._final_rows(
+                datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(now, UTC)
             )
         except SourceError as err:
             self._accounting_failed(report, err)
             return
         self._accounting_failures = 0
+        records = list(self._records(rows))
+        self._count_found(rows, records)
+        report.accounted.add(self._ingest(records))
         self.ledger.set_watermark(SWEEP_WATERMARK, now)
+        self._problems_before, self._problems_since = self._problems_since, set()
+
+    def _count_found(self, rows: list[SacctRow | RecordProblem], records: list[Record]) -> None:
+        """Note the jobs of a sweep that neither the spool nor the ledger has; those whose
+        spool entry has not come ``SWEEP_FOUND_GRACE_S`` later were found by the sweep
+        alone. For a job that started, its epilog wrote no entry (not run, or the spool
+        unwritable); Slurm runs none for a job cancelled while pending."""
+        spooled = {entry.job_id for entry in self.spool.entries()}
+        unspooled: dict[str, list[tuple[str, JobRecord]]] = {}
+        for row, record in zip(rows, records, strict=True):  # to_records: one for one
+            if not (isinstance(row, SacctRow) and isinstance(record, JobRecord)):
+                continue  # a problem, not a job
+            if row.job_id_raw not in spooled:
+                unspooled.setdefault(record.cluster, []).append((row.job_id_raw, record))
+        now = self.clock()
+        for cluster, group in unspooled.items():
+            known = self.ledger.known_jobs(cluster, [r.job_id for _, r in group])
+            for job_id, record in group:
+                if record.job_id not in known:
+                    self._unspooled.setdefault(job_id, (now, _started(record)))
+
+    def _settle_found(self) -> None:
+        """Count the noted jobs whose spool entry did not come within the grace."""
+        now = self.clock()
+        found = {"true": 0, "false": 0}
+        for job_id, (when, started) in list(self._unspooled.items()):
+            if now - when >= SWEEP_FOUND_GRACE_S:
+                found["true" if started else "false"] += 1
+                del self._unspooled[job_id]
+        if found["true"]:
+            log.warning(
+                "the sweep alone found %d started job(s), with no spool entry: is the "
+                "epilog EpilogSlurmctld, and can it write %s?",
+                found["true"],
+                self.spool.new,
+            )
+        gauges = self.ledger.gauges()
+        for label, count in found.items():
+            if count:
+                name = SWEEP_FOUND_GAUGE.format(started=label)
+                self.ledger.set_gauge(name, gauges.get(name, 0.0) + count)
 
     def collect_once(self, sweep: bool = True) -> CollectReport:
         report = CollectReport()
         self.drain_spool(report)
         if sweep:
             self.sweep(report)
+        self._settle_found()
         return report
 
-    def run_forever(self, should_stop: Callable[[], bool]) -> None:
+    def run_forever(
+        self, should_stop: Callable[[], bool], reloader: Reloader | None = None
+    ) -> None:
         """Poll the spool every ``poll_interval_s`` (sooner when a retry is due, later
-        while sacct fails); sweep every ``sweep_interval_s``."""
+        while sacct fails); sweep every ``sweep_interval_s``. A ``reloader`` asked to
+        (SIGHUP) gives a new config between two rounds."""
         last_sweep = 0.0
         while not should_stop():
+            if reloader is not None:
+                reloader.take(self.reload)
             due = self.clock() - last_sweep >= self.settings.sweep_interval_s
             report = self.collect_once(sweep=due)
             if due and not report.errors:
@@ -380,7 +501,18 @@ class Collector:
             _log(report)
             deadline = time.monotonic() + self.seconds_to_next_round()
             while time.monotonic() < deadline and not should_stop():
+                if reloader is not None and reloader.requested:
+                    break
                 time.sleep(0.2)
+
+
+def _started(record: JobRecord) -> bool:
+    """Whether the job ran at all. Slurm 22.05 gives a job cancelled while pending a
+    start equal to its end, or none."""
+    return not (
+        record.state is JobState.CANCELLED
+        and (record.start_time is None or record.start_time == record.end_time)
+    )
 
 
 def _log(report: CollectReport) -> None:
