@@ -211,7 +211,10 @@ def test_slurm_import_from_a_file_and_from_a_pipe_gives_the_demo_ledger(
         expected = demo.totals()
     from_file = subprocess.run([*command, str(dump)], capture_output=True, text=True)
     assert from_file.returncode == 0, from_file.stderr
-    assert f"imported {expected.jobs} job(s), 0 unchanged, 0 problem(s)" in from_file.stdout
+    assert (
+        f"imported {expected.jobs} job(s), 0 unchanged, 0 line(s) repaired, 0 problem(s)"
+        in from_file.stdout
+    )
     (tmp_path / "l.db").unlink()
     from_pipe = subprocess.run(
         [*command, "-"], input=dump.read_text(), capture_output=True, text=True

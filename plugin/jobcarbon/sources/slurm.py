@@ -34,7 +34,7 @@ from ..backoff import backoff_s
 from ..config import Config, SlurmConfig
 from ..errors import ConfigError, SourceError
 from ..ledger import Ledger
-from ..records import RecordProblem
+from ..records import RecordProblem, RecordRepair
 from .sacct import DELIMITER, SACCT_FIELDS, Rows, SacctRow, read_rows, to_records
 from .slurmdb import PySlurm, matches
 
@@ -283,7 +283,7 @@ class Collector:
             wait = min(wait, min(r.due for r in self._retries.values()) - self.clock())
         return max(wait, 0.0)
 
-    def account_rows(self, rows: Iterable[SacctRow | RecordProblem]) -> IngestReport:
+    def account_rows(self, rows: Iterable[SacctRow | RecordProblem | RecordRepair]) -> IngestReport:
         """Account sacct rows into the ledger, each with its cluster's attribution."""
         records = to_records(
             rows, cluster=self.default_cluster, attributions=self.config.attributions
@@ -293,7 +293,7 @@ class Collector:
     def account_window(self, start: datetime, end: datetime) -> IngestReport:
         """Account the jobs that ended between ``start`` and ``end`` (sweep, backfill)."""
         rows = self.accounting.ended_between(start, end)
-        return self.account_rows(r for r in rows if isinstance(r, RecordProblem) or r.is_final)
+        return self.account_rows(r for r in rows if not isinstance(r, SacctRow) or r.is_final)
 
     def drain_spool(self, report: CollectReport) -> None:
         now = self.clock()
@@ -315,8 +315,8 @@ class Collector:
                 report.pending += len(batch)
                 continue
             self._accounting_failures = 0
-            rows = [r for r in answer if isinstance(r, RecordProblem) or r.job_id_raw in wanted]
-            final = [r for r in rows if isinstance(r, RecordProblem) or r.is_final]
+            rows = [r for r in answer if not isinstance(r, SacctRow) or r.job_id_raw in wanted]
+            final = [r for r in rows if not isinstance(r, SacctRow) or r.is_final]
             not_final = {r.job_id_raw for r in rows if isinstance(r, SacctRow) and not r.is_final}
             report.accounted.add(self.account_rows(final))
             complete = {r.job_id_raw for r in final if isinstance(r, SacctRow)} - not_final
