@@ -134,7 +134,9 @@ def split_lines(
             continue
         if not line.strip():
             continue
-        if held:
+        if plain:
+            yield held[0]
+        elif held:
             yield from mender.finish(held)
         held = [(line_no, cells)]
         plain = len(cells) == width
@@ -161,12 +163,10 @@ class _Mender:
         """Whether a line is the rest of the row held (a line break in a name): a blank
         line where that row is short; a line with fewer cells than a row that does not
         start like one (two or more of a row's first cells with their shapes)."""
-        if not self.free:
+        if not self.free or len(cells) >= len(self.header):
             return False
         if not "".join(cells).strip():
             return sum(len(c) - 1 for _, c in held) + 1 < len(self.header)
-        if len(cells) >= len(self.header):
-            return False
         present = [(i, pattern) for i, pattern in self.head_shaped if i < len(cells)]
         return len(present) < 2 or not all(pattern.fullmatch(cells[i]) for i, pattern in present)
 
@@ -177,10 +177,12 @@ class _Mender:
         if len(held) == 1 and len(first_cells) == width:
             yield held[0]
             return
-        cells = list(first_cells)
-        for _, more in held[1:]:
-            cells[-1] += "\n" + more[0]
-            cells.extend(more[1:])
+        cells = first_cells
+        if len(held) > 1:
+            cells = list(first_cells)
+            for _, more in held[1:]:
+                cells[-1] += "\n" + more[0]
+                cells.extend(more[1:])
         where = self._where(held)
         aligned = self._aligned(cells) if len(cells) >= width else []
         if len(aligned) == 1:
@@ -232,9 +234,10 @@ class _Mender:
 
     def _reads(self, cells: list[str]) -> bool:
         """Every cell of a known shape has it; line breaks are in free text only."""
-        return all(pattern.fullmatch(cells[i]) for i, pattern in self.shaped) and not any(
-            "\n" in cells[i] for i in self.fixed
-        )
+        for i, pattern in self.shaped:
+            if not pattern.fullmatch(cells[i]):
+                return False
+        return not any("\n" in cells[i] for i in self.fixed)
 
     def _split(self, mended: list[str]) -> str:
         """What split the free-text cells of a mended line: "a '|' in JobName"."""
