@@ -467,3 +467,54 @@ def test_both_imports_mend_a_utf16_plain_dump_and_follow_its_offset(
             assert report.repaired == 1335
     assert report.repaired == 801  # the caret dump: names with a line break only
     assert totals[0] == totals[1] and totals[0].jobs == 2026
+
+
+def test_a_name_in_the_last_column_keeps_its_line_break_and_a_cut_line_stays_a_problem() -> None:
+    good = (
+        "1|1|a|p||gpu|COMPLETED|2026-10-01T09:00:00|2026-10-01T10:00:00|"
+        "2026-10-01T11:00:00|cpu=1,node=1|"
+    )
+    lines = [
+        HEADER,  # JobName last: a line break in it leaves the line before it whole
+        good + "first|half",
+        "second half",
+        good.replace("1|1|", "2|2|") + "two",
+        "4|4|a|p||gpu|COMPLETED",  # cut short: starts as a row does (job id, state)
+        good.replace("1|1|", "3|3|") + "three",
+    ]
+    items = list(read_parsable(lines, cluster="c1", source="d"))
+    assert [str(i) for i in items if not isinstance(i, JobRecord)] == [
+        "d lines 2-3: rejoined a '|' and a line break in JobName",
+        "d line 5: 7 fields where the header has 12, and no line after it completes the row",
+    ]
+    assert [(r.job_id, r.name) for r in of_type(items, JobRecord)] == [
+        ("1", "first|half\nsecond half"),
+        ("2", "two"),
+        ("3", "three"),
+    ]
+
+
+def test_without_a_free_text_column_nothing_is_mended() -> None:
+    header = HEADER.removesuffix("|JobName")
+    row = (
+        "1|1|a|p||gpu|COMPLETED|2026-10-01T09:00:00|2026-10-01T10:00:00|"
+        "2026-10-01T11:00:00|cpu=1,node=1"
+    )
+    (problem, record) = list(read_parsable([header, row + "|extra", row], cluster="c1"))
+    assert problem == RecordProblem(
+        "sacct line 2",
+        "12 fields where the header has 11, and no column of the header is free text a "
+        "'|' could be in",
+    )
+    assert isinstance(record, JobRecord) and record.job_id == "1"
+
+
+def test_a_line_that_does_not_complete_the_row_above_is_a_problem_of_its_own() -> None:
+    lines = job_with_steps()  # JobName, then ConsumedEnergyRaw and TRESUsageInTot
+    lines.insert(2, "not a row")  # too short for a row; rejoined, TRESUsageInTot would break
+    lines.append(lines[1].replace("9|9|", "10|10|"))
+    items = list(read_parsable(lines, cluster="c1", source="d"))
+    assert [str(i) for i in items if not isinstance(i, JobRecord)] == [
+        "d line 3: 1 fields where the header has 18, and they are not the rest of line 2"
+    ]
+    assert [r.job_id for r in of_type(items, JobRecord)] == ["9", "10"]
