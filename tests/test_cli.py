@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from jobcarbon.cli import main
 from jobcarbon.ledger import Filters, Ledger
+from tests.sacct_dumps import demo_month, demo_with_odd_names
 
 
 @pytest.fixture
@@ -212,7 +213,10 @@ def test_slurm_import_from_a_file_and_from_a_pipe_gives_the_demo_ledger(
         expected = demo.totals()
     from_file = subprocess.run([*command, str(dump)], capture_output=True, text=True)
     assert from_file.returncode == 0, from_file.stderr
-    assert f"imported {expected.jobs} job(s), 0 unchanged, 0 problem(s)" in from_file.stdout
+    assert (
+        f"imported {expected.jobs} job(s), 0 unchanged, 0 line(s) repaired, 0 problem(s)"
+        in from_file.stdout
+    )
     (tmp_path / "l.db").unlink()
     from_pipe = subprocess.run(
         [*command, "-"], input=dump.read_text(), capture_output=True, text=True
@@ -248,3 +252,63 @@ def test_summary_of_a_small_month_shows_significant_figures_in_fitting_units(
     low, high = (float(n) for n in rows["erin"][4].removesuffix(" g").split("–"))
     assert low < 3.6 < high
     assert re.search(r"(?<![\d.,])0\.0+(?!\d)", result.output) is None  # no figure shown as 0.0
+
+
+def import_command(demo_dir: Path, ledger: Path) -> list[str]:
+    """`jobcarbon slurm import` with the demo's config, writing to ``ledger``."""
+    config = ledger.with_suffix(".yaml")
+    config.write_text(
+        (demo_dir / "config.yaml").read_text().replace("sqlite:///ledger.db", f"sqlite:///{ledger}")
+    )
+    return [sys.executable, "-m", "jobcarbon", "--config", str(config), "slurm", "import"]
+
+
+def test_slurm_import_mends_a_plain_dump_from_a_file_and_a_utf16_one_from_a_pipe(
+    demo_dir: Path, tmp_path: Path
+) -> None:
+    """The demo month's jobs with names holding '|' and line breaks, in a plain `sacct -P`
+    dump saved with CRLF: the demo's totals and every name, whichever way it comes in."""
+    dump = demo_with_odd_names("|", "\r\n")
+    with Ledger(demo_dir / "ledger.db") as demo:
+        expected = demo.totals()
+    (tmp_path / "dump.txt").write_bytes(dump.text.encode())
+    for how in ("file", "pipe"):
+        ledger = tmp_path / f"{how}.db"
+        command = import_command(demo_dir, ledger)
+        if how == "file":
+            done = subprocess.run([*command, str(tmp_path / "dump.txt")], capture_output=True)
+        else:
+            done = subprocess.run(
+                [*command, "-"], input=dump.text.encode("utf-16"), capture_output=True
+            )
+        assert done.returncode == 0, done.stderr
+        assert (
+            f"imported {expected.jobs} job(s), 0 unchanged, 1335 line(s) repaired, 0 problem(s)"
+            in done.stdout.decode()
+        )
+        with Ledger(ledger) as imported:
+            assert imported.totals() == expected
+            assert {row["job_id"]: row["name"] for row in imported.jobs()} == dump.names
+
+
+def test_slurm_import_reports_an_ambiguous_line_and_an_empty_dump(
+    demo_dir: Path, tmp_path: Path
+) -> None:
+    header, *rows = demo_month()[:7]  # jobs 412001-412003 and their batch steps
+    at = header.index("JobName") + 1
+    lines = [[*header[:at], "Comment", *header[at:]], *([*c[:at], "", *c[at:]] for c in rows)]
+    lines[3][at - 1] = "a|b"  # job 412002: a|b + "" or a + b|""?
+    (tmp_path / "two.txt").write_text("".join("|".join(c) + "\n" for c in lines))
+    command = import_command(demo_dir, tmp_path / "l.db")
+    done = subprocess.run([*command, str(tmp_path / "two.txt")], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "imported 2 job(s), 0 unchanged, 0 line(s) repaired, 1 problem(s)" in done.stdout
+    assert (
+        f"{tmp_path / 'two.txt'} line 4: 20 fields where the header has 19, ambiguous: a '|' in "
+        "JobName or a '|' in Comment could explain them (not imported)"
+    ) in done.stderr
+    (tmp_path / "empty.txt").write_bytes(b"")
+    done = subprocess.run([*command, str(tmp_path / "empty.txt")], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "imported 0 job(s), 0 unchanged, 0 line(s) repaired, 1 problem(s)" in done.stdout
+    assert f"{tmp_path / 'empty.txt'} line 1: no header line: the dump is empty" in done.stderr

@@ -26,7 +26,7 @@ from .config import Config
 from .errors import FactorError, InputError, SourceError
 from .footprint import AccountedJob, PowerProfile, compute_footprint
 from .ledger import Ledger, ledger_row
-from .records import JobRecord, RecordProblem
+from .records import JobRecord, RecordProblem, RecordRepair
 
 
 @dataclass(slots=True)
@@ -34,6 +34,7 @@ class IngestReport:
     seen: int = 0
     written: int = 0
     unchanged: int = 0
+    repaired: int = 0  # source lines read after mending them
     problems: list[RecordProblem] = field(default_factory=list)
 
     @property
@@ -45,6 +46,7 @@ class IngestReport:
         self.seen += other.seen
         self.written += other.written
         self.unchanged += other.unchanged
+        self.repaired += other.repaired
         self.problems.extend(other.problems)
 
 
@@ -86,15 +88,18 @@ def _every(problem: RecordProblem) -> bool:
 
 
 def _batches(
-    items: Iterable[JobRecord | RecordProblem],
+    items: Iterable[JobRecord | RecordProblem | RecordRepair],
     accountant: Accountant,
     batch_size: int,
     counted: Counted = _every,
 ) -> Iterator[_Batch]:
-    """Records accounted, ``batch_size`` jobs at a time; problems counted (those
-    ``counted`` says), never raised."""
+    """Records accounted, ``batch_size`` jobs at a time; problems (those ``counted``
+    says) and repairs counted, never raised."""
     batch = _Batch()
     for item in items:
+        if isinstance(item, RecordRepair):  # the record itself follows
+            batch.report.repaired += 1
+            continue
         batch.report.seen += 1
         if isinstance(item, RecordProblem):
             batch.report.problems.append(item)
@@ -137,7 +142,7 @@ def _write(batches: Iterable[_Batch], ledger: Ledger, on_batch: OnBatch | None) 
 
 
 def ingest(
-    items: Iterable[JobRecord | RecordProblem],
+    items: Iterable[JobRecord | RecordProblem | RecordRepair],
     accountant: Accountant,
     ledger: Ledger,
     batch_size: int = 5000,
@@ -150,7 +155,7 @@ def ingest(
 
 
 def ingest_on_two_cores(
-    items: Iterable[JobRecord | RecordProblem],
+    items: Iterable[JobRecord | RecordProblem | RecordRepair],
     accountant: Accountant,
     ledger: Ledger,
     batch_size: int = 20_000,
@@ -219,7 +224,7 @@ class _Child:
 
 
 def _account_in_child(
-    items: Iterable[JobRecord | RecordProblem],
+    items: Iterable[JobRecord | RecordProblem | RecordRepair],
     accountant: Accountant,
     batch_size: int,
     receiver: Connection,

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import click
 
@@ -852,20 +852,26 @@ def slurm_backfill(
 
 
 @slurm_group.command("import")
-@click.argument("source", type=click.File("r", lazy=False))
+@click.argument("source", type=click.File("rb", lazy=False))
 @click.option(
     "--cluster",
     help="Cluster name when the dump has no Cluster column [default: the config's first cluster].",
 )
 @click.pass_context
-def slurm_import(ctx: click.Context, source: TextIO, cluster: str | None) -> None:
-    """Import a `sacct --parsable2` dump (FILE, or - for stdin), streaming."""
+def slurm_import(ctx: click.Context, source: BinaryIO, cluster: str | None) -> None:
+    """Import a `sacct --parsable2` dump (FILE, or - for stdin), streaming.
+
+    A plain `|`-delimited dump is read too: lines that a `|` or a line break in a job
+    name split are rejoined and counted as repaired. UTF-8 (with or without a
+    byte-order mark) or UTF-16 with one; CRLF line ends.
+    """
     import os
 
     from rich.progress import DownloadColumn, Progress
 
     from .accounting import Accountant, IngestReport, ingest_on_two_cores
     from .ledger import open_ledger
+    from .sources.parsable import open_dump
     from .sources.sacct import read_parsable
 
     config = _config(ctx)
@@ -890,14 +896,16 @@ def slurm_import(ctx: click.Context, source: TextIO, cluster: str | None) -> Non
                 progress.update(task, description=f"import {name}: {report.seen:,} jobs")
 
         report = ingest_on_two_cores(
-            read_parsable(source, cluster=cluster, attributions=config.attributions, source=name),
+            read_parsable(
+                open_dump(source), cluster=cluster, attributions=config.attributions, source=name
+            ),
             Accountant(config),
             ledger,
             on_batch=advance,
         )
     click.echo(
         f"imported {report.written} job(s), {report.unchanged} unchanged, "
-        f"{report.failed} problem(s)"
+        f"{report.repaired} line(s) repaired, {report.failed} problem(s)"
     )
     _report_problems(report)
     if report.failed:

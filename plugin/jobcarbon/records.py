@@ -142,11 +142,22 @@ _NO_OFFSET = timedelta(0)
 
 
 @dataclass(frozen=True, slots=True)
-class RecordProblem:
-    """A record that could not be accounted: where it came from and why."""
+class _SourceNote:
+    """Something a source says about one of its records: where it came from, and what."""
 
     where: str
     message: str
 
     def __str__(self) -> str:
         return f"{self.where}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordProblem(_SourceNote):
+    """A record that could not be accounted: where it came from and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRepair(_SourceNote):
+    """A source line read after mending it (a '|' or a line break in a job name had
+    split it): where, and what was rejoined. Counted, not a problem."""

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import codecs
+import io
+import os
+from dataclasses import replace
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
 
 import pytest
+import yaml
 
-from jobcarbon.config import AttributionConfig
-from jobcarbon.records import Component, JobRecord, JobState, RecordProblem
+from jobcarbon.accounting import Accountant, ingest, ingest_on_two_cores
+from jobcarbon.config import AttributionConfig, parse_config
+from jobcarbon.ledger import Ledger
+from jobcarbon.records import Component, JobRecord, JobState, RecordProblem, RecordRepair
+from jobcarbon.sources.parsable import open_dump
 from jobcarbon.sources.sacct import (
     SACCT_FIELDS,
     SacctRow,
@@ -21,6 +30,10 @@ from jobcarbon.sources.sacct import (
     read_rows,
 )
 from tests.conftest import load_tool, utc
+from tests.sacct_dumps import demo_month, demo_with_odd_names
+
+T = TypeVar("T")
+EXAMPLE_CONFIG = resources.files("jobcarbon").joinpath("data", "config.example.yaml")
 
 HEADER = "JobID|JobIDRaw|User|Account|WCKey|Partition|State|Submit|Start|End|AllocTRES|JobName"
 
@@ -96,7 +109,7 @@ def test_a_malformed_line_is_reported_with_its_number_and_the_rest_read() -> Non
     lines = [
         HEADER,
         good,
-        good.replace("|ok", "|a|pipe"),  # a '|' in the job name
+        good.replace("|ok", ""),  # cut short
         good.replace("2026-10-01T10:00:00", "yesterday").replace("1|1|", "2|2|"),
         good.replace("cpu=1,node=1", "cpu=1,mem=lots,node=1").replace("1|1|", "3|3|"),
         good.replace("1|1|", "4|4|"),
@@ -110,7 +123,9 @@ def test_a_malformed_line_is_reported_with_its_number_and_the_rest_read() -> Non
         "dump.txt line 4 (job 2)",
         "dump.txt line 5 (job 3)",
     ]
-    assert "13 fields where the header has 12" in problems[0].message
+    assert (
+        "11 fields where the header has 12, and no line after it completes" in problems[0].message
+    )
     assert "yesterday" in problems[1].message
     assert "memory 'lots'" in problems[2].message
 
@@ -294,3 +309,212 @@ def test_steps_belong_to_the_job_row_above_them_only() -> None:
     first, second = list(read_rows(lines))
     assert isinstance(first, SacctRow) and isinstance(second, SacctRow)
     assert first.steps == [] and second.steps == []
+
+
+# --- plain `sacct -P` dumps: what a '|' or a line break in a name splits, what editors write
+
+
+def read_dump(
+    data: bytes, source: str = "dump.txt"
+) -> list[JobRecord | RecordProblem | RecordRepair]:
+    """A dump's bytes read as `jobcarbon slurm import` reads a file."""
+    return list(read_parsable(open_dump(io.BytesIO(data)), cluster="aurora", source=source))
+
+
+def of_type(items: list[Any], kind: type[T]) -> list[T]:
+    return [i for i in items if isinstance(i, kind)]
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_a_plain_dump_with_pipes_and_line_breaks_in_names_reads_as_the_caret_one(
+    newline: str,
+) -> None:
+    plain = demo_with_odd_names("|", newline)
+    caret = demo_with_odd_names("^|^", newline)
+    from_plain = read_dump(plain.text.encode())
+    from_caret = read_dump(caret.text.encode())
+    assert of_type(from_plain, RecordProblem) == of_type(from_caret, RecordProblem) == []
+    records = of_type(from_plain, JobRecord)
+    assert records == of_type(from_caret, JobRecord)  # every field, steps' usage folded in
+    assert {r.job_id: r.name for r in records} == plain.names  # every job, its name intact
+    assert len(records) == 2026  # the demo month: 4,005 rows less 1,979 batch steps
+    # 1,335 lines (every third of the 4,005) have an odd name, each of the 15 names 89
+    # times: all of them split a plain dump; the 9 with a line break a '^|^' one (801)
+    assert len(of_type(from_plain, RecordRepair)) == plain.split_lines == 1335
+    assert len(of_type(from_caret, RecordRepair)) == caret.split_lines == 801
+    demo = of_type(read_dump(dump_bytes(demo_month())), JobRecord)
+    assert [replace(r, name="") for r in records] == [replace(r, name="") for r in demo]
+
+
+def dump_bytes(lines: list[list[str]], delimiter: str = "|") -> bytes:
+    return "".join(delimiter.join(cells) + "\n" for cells in lines).encode()
+
+
+def with_comment(after: str, rows: int = 40) -> list[list[str]]:
+    """The demo month's first rows with a Comment column after column ``after``."""
+    header, *cells = demo_month()[: rows + 1]
+    at = header.index(after) + 1
+    return [[*header[:at], "Comment", *header[at:]], *([*c[:at], "ok", *c[at:]] for c in cells)]
+
+
+def test_a_pipe_where_two_free_text_columns_could_take_it_is_ambiguous() -> None:
+    lines = with_comment("JobName")  # JobName|Comment: "a|b|ok" is a|b + ok or a + b|ok
+    lines[3][15] = "a|b"  # job 412002, line 4
+    items = read_dump(dump_bytes(lines))
+    (problem,) = of_type(items, RecordProblem)
+    assert problem.where == "dump.txt line 4"
+    assert problem.message == (
+        "20 fields where the header has 19, ambiguous: a '|' in JobName or a '|' in "
+        "Comment could explain them (not imported)"
+    )
+    records = of_type(items, JobRecord)
+    jobs = [c[1] if "_" in c[1] else c[0] for c in lines[1:] if "." not in c[0]]  # to_record's key
+    assert [r.job_id for r in records] == [job for job in jobs if job != "412002"]
+    assert of_type(items, RecordRepair) == []
+
+
+def test_the_shapes_of_the_columns_between_tell_which_free_text_column_a_pipe_is_in() -> None:
+    # Comment after TRESUsageInTot: a '|' in JobName taken as one in Comment would put
+    # the name's rest in ConsumedEnergyRaw (a count); one in Comment taken as one in
+    # JobName would put "x" in TRESUsageInTot (a TRES list)
+    lines = with_comment("TRESUsageInTot")
+    lines[1][15] = "a|b"  # job 412001
+    lines[3][18] = "x|y"  # job 412002's Comment
+    items = read_dump(dump_bytes(lines))
+    assert of_type(items, RecordProblem) == []
+    assert [str(r) for r in of_type(items, RecordRepair)] == [
+        "dump.txt line 2: rejoined a '|' in JobName",
+        "dump.txt line 4: rejoined a '|' in Comment",
+    ]
+    first, second, *_ = of_type(items, JobRecord)
+    assert (first.job_id, first.name, second.job_id, second.name) == (
+        "412001",
+        "a|b",
+        "412002",
+        "sweep",
+    )
+    rows = of_type(list(read_rows(open_dump(io.BytesIO(dump_bytes(lines))))), SacctRow)
+    assert rows[1].cells["Comment"] == "x|y"
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda text: codecs.BOM_UTF8 + text.encode(),  # "UTF-8 with BOM"
+        lambda text: codecs.BOM_UTF16_LE + text.encode("utf-16-le"),  # Notepad's "Unicode"
+        lambda text: codecs.BOM_UTF16_BE + text.encode("utf-16-be"),
+    ],
+    ids=["utf-8-bom", "utf-16-le", "utf-16-be"],
+)
+def test_what_editors_write_reads_as_the_plain_dump(encode: Any) -> None:
+    text = demo_with_odd_names("|", "\r\n").text
+    assert read_dump(encode(text)) == read_dump(text.encode())
+    # lines handed over already decoded, the byte-order mark still in the first
+    assert list(read_parsable(["\ufeff" + HEADER], cluster="c1")) == []
+
+
+def test_utf16_without_a_byte_order_mark_is_named() -> None:
+    (problem,) = read_dump(demo_with_odd_names().text.encode("utf-16-le"))
+    assert isinstance(problem, RecordProblem) and problem.where == "dump.txt line 1"
+    assert "(it reads as UTF-16 without a byte-order mark)" in problem.message
+
+
+@pytest.mark.parametrize("data", [b"", codecs.BOM_UTF8, b"\r\n\n"], ids=["empty", "bom", "blank"])
+def test_an_empty_dump_says_so(data: bytes) -> None:
+    assert read_dump(data) == [
+        RecordProblem(
+            "dump.txt line 1",
+            "no header line: the dump is empty (`jobcarbon slurm sacct-format` prints the "
+            "sacct command to make one)",
+        )
+    ]
+
+
+@pytest.mark.parametrize("ingest", [ingest, ingest_on_two_cores])
+def test_both_imports_mend_a_utf16_plain_dump_and_follow_its_offset(
+    ingest: Any, tmp_path: Path
+) -> None:
+    """As `jobcarbon slurm import` runs it: the file decoded in the process that reads it
+    (the forked child on two cores), the progress from the file's offset."""
+    config = parse_config(yaml.safe_load(EXAMPLE_CONFIG.read_text()))
+    plain = tmp_path / "plain.txt"
+    plain.write_bytes(demo_with_odd_names("|", "\r\n").text.encode("utf-16"))
+    caret = tmp_path / "caret.txt"
+    caret.write_bytes(demo_with_odd_names("^|^").text.encode())
+    totals = []
+    for path in (plain, caret):
+        offsets: list[int] = []
+        with path.open("rb") as binary, Ledger(tmp_path / f"{path.stem}.db") as ledger:
+
+            def follow(_: object, binary: BinaryIO = binary, offsets: list[int] = offsets) -> None:
+                offsets.append(os.lseek(binary.fileno(), 0, os.SEEK_CUR))  # as the CLI does
+
+            report = ingest(
+                read_parsable(open_dump(binary), cluster="aurora", source=path.name),
+                Accountant(config),
+                ledger,
+                batch_size=200,
+                on_batch=follow,
+            )
+            totals.append(ledger.totals())
+            names = {row["job_id"]: row["name"] for row in ledger.jobs()}
+        assert (report.written, report.failed) == (2026, 0)
+        assert names == demo_with_odd_names().names
+        # 2,026 jobs in batches of 200: 11 batches, the offset growing to the file's end
+        assert len(offsets) == 11 and offsets == sorted(offsets)
+        assert len(set(offsets)) > 5 and offsets[-1] == path.stat().st_size
+        if path is plain:
+            assert report.repaired == 1335
+    assert report.repaired == 801  # the caret dump: names with a line break only
+    assert totals[0] == totals[1] and totals[0].jobs == 2026
+
+
+def test_a_name_in_the_last_column_keeps_its_line_break_and_a_cut_line_stays_a_problem() -> None:
+    good = (
+        "1|1|a|p||gpu|COMPLETED|2026-10-01T09:00:00|2026-10-01T10:00:00|"
+        "2026-10-01T11:00:00|cpu=1,node=1|"
+    )
+    lines = [
+        HEADER,  # JobName last: a line break in it leaves the line before it whole
+        good + "first|half",
+        "second half",
+        good.replace("1|1|", "2|2|") + "two",
+        "4|4|a|p||gpu|COMPLETED",  # cut short: starts as a row does (job id, state)
+        good.replace("1|1|", "3|3|") + "three",
+    ]
+    items = list(read_parsable(lines, cluster="c1", source="d"))
+    assert [str(i) for i in items if not isinstance(i, JobRecord)] == [
+        "d lines 2-3: rejoined a '|' and a line break in JobName",
+        "d line 5: 7 fields where the header has 12, and no line after it completes the row",
+    ]
+    assert [(r.job_id, r.name) for r in of_type(items, JobRecord)] == [
+        ("1", "first|half\nsecond half"),
+        ("2", "two"),
+        ("3", "three"),
+    ]
+
+
+def test_without_a_free_text_column_nothing_is_mended() -> None:
+    header = HEADER.removesuffix("|JobName")
+    row = (
+        "1|1|a|p||gpu|COMPLETED|2026-10-01T09:00:00|2026-10-01T10:00:00|"
+        "2026-10-01T11:00:00|cpu=1,node=1"
+    )
+    (problem, record) = list(read_parsable([header, row + "|extra", row], cluster="c1"))
+    assert problem == RecordProblem(
+        "sacct line 2",
+        "12 fields where the header has 11, and no column of the header is free text a "
+        "'|' could be in",
+    )
+    assert isinstance(record, JobRecord) and record.job_id == "1"
+
+
+def test_a_line_that_does_not_complete_the_row_above_is_a_problem_of_its_own() -> None:
+    lines = job_with_steps()  # JobName, then ConsumedEnergyRaw and TRESUsageInTot
+    lines.insert(2, "not a row")  # too short for a row; rejoined, TRESUsageInTot would break
+    lines.append(lines[1].replace("9|9|", "10|10|"))
+    items = list(read_parsable(lines, cluster="c1", source="d"))
+    assert [str(i) for i in items if not isinstance(i, JobRecord)] == [
+        "d line 3: 1 fields where the header has 18, and they are not the rest of line 2"
+    ]
+    assert [r.job_id for r in of_type(items, JobRecord)] == ["9", "10"]

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from jobcarbon.ledger import Ledger
+from jobcarbon.records import RecordRepair
 from jobcarbon.sources.sacct import SACCT_FIELDS, SacctRow, parse_usage, read_rows, to_record
 from tests.conftest import ROOT
 from tests.slurm_cluster import CLUSTER, USERS, SlurmCluster, missing_components, wait_for
@@ -130,6 +131,8 @@ def sacct_jobs(cluster: SlurmCluster) -> dict[str, dict[str, str]]:
     ).stdout.splitlines()
     rows = {}
     for row in read_rows(lines):
+        if isinstance(row, RecordRepair):  # a line break in a name: the row follows
+            continue
         assert isinstance(row, SacctRow), f"{row}: {lines}"
         cells = row.cells
         key = cells["JobID"] if "_" in cells["JobID"] else cells["JobIDRaw"]
@@ -168,6 +171,9 @@ def workload(cluster: SlurmCluster, config_file: Path) -> dict[str, str]:
         "--job-name=a|b \"c\" 'd' $(touch /tmp/jc-pwned) e",
         "--wrap",
         "sleep 1",
+    )
+    ids["line-break"] = cluster.sbatch(
+        "alice", "-c", "1", "--mem=100", "--job-name=two|lines\nof|name", "--wrap", "sleep 1"
     )
     ids["pending-cancelled"] = cluster.sbatch(
         "alice", "--hold", "-c", "1", "--mem=100", "--wrap", "sleep 1"
@@ -343,4 +349,37 @@ def test_import_of_a_real_dump_with_a_broken_line(
     assert f"{path} line 4: 1 fields where the header has" in result.stderr
     with Ledger(tmp_path / "l.db") as ledger:
         assert ledger.count() == len(sacct_jobs(cluster))
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.mark.integration
+def test_import_of_a_real_plain_dump_mends_names_with_a_pipe_and_a_line_break(
+    cluster: SlurmCluster, config_file: Path, workload: dict[str, str], tmp_path: Path
+) -> None:
+    """What sites have: `sacct --parsable2` with `|` between the fields, as this Slurm
+    prints it. The job names with a `|`, and with a line break, split their lines; the
+    import rejoins them, and the collector (`^|^`) gets the line break right too."""
+    fmt = jobcarbon(config_file, "slurm", "sacct-format", check=True).stdout
+    command = fmt.split(">")[0].replace("TZ=UTC ", "").replace("--delimiter='^|^' ", "")
+    dump = cluster.run(*command.split()).stdout
+    assert "^|^" not in dump and "|two|lines\nof|name|" in dump  # printed as it is
+    path = tmp_path / "plain.txt"
+    path.write_text(dump)
+    other = tmp_path / "other.yaml"
+    other.write_text(
+        config_file.read_text().replace("sqlite:///ledger.db", f"sqlite:///{tmp_path / 'l.db'}")
+    )
+    result = jobcarbon(other, "slurm", "import", str(path))
+    assert result.returncode == 0, result.stderr
+    jobs = sacct_jobs(cluster)
+    # the odd name's job line and the line-break job's line
+    assert f"imported {len(jobs)} job(s), 0 unchanged, 2 line(s) repaired, 0 problem(s)" in (
+        result.stdout
+    )
+    with Ledger(tmp_path / "l.db") as ledger:
+        names = {str(r["job_id"]): r["name"] for r in ledger.jobs()}
+    assert names == {key: cells["JobName"] for key, cells in jobs.items()}
+    assert names[workload["line-break"]] == "two|lines\nof|name"
+    assert names[workload["odd-name"]] == "a|b `c` 'd' $(touch /tmp/jc-pwned) e"
+    assert ledger_rows(config_file)[workload["line-break"]]["name"] == "two|lines\nof|name"
     shutil.rmtree(tmp_path, ignore_errors=True)

@@ -7,7 +7,8 @@ strings. Step rows (``JobID`` with a dot) follow their job's row, as sacct print
 them, and carry usage (``TRESUsageInTot``, ``ConsumedEnergyRaw``), which is folded
 into the job (``step_usage``). Times are read as UTC (run sacct with ``TZ=UTC``).
 A line that cannot be read becomes a ``RecordProblem`` naming its line number; the
-lines around it are still read.
+lines around it are still read. A line that a ``|`` or a line break in a job name split
+is mended and counted (``RecordRepair``): see ``parsable``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ..config import AttributionConfig
-from ..records import Component, JobRecord, JobState, MeasuredEnergy, RecordProblem
+from ..records import Component, JobRecord, JobState, MeasuredEnergy, RecordProblem, RecordRepair
+from .parsable import split_lines
 
 #: Columns to ask sacct for (``--format``); the reader needs those marked required.
 SACCT_FIELDS = (
@@ -236,41 +238,46 @@ class SacctRow:
         )
 
 
-#: What reading accounting gives: job rows (with their steps) and unreadable lines.
-Rows = list["SacctRow | RecordProblem"]
+#: What reading accounting gives: job rows (with their steps), unreadable lines, and
+#: lines read after mending them.
+Rows = list["SacctRow | RecordProblem | RecordRepair"]
 
 
-def read_rows(lines: Iterable[str], *, source: str = "sacct") -> Iterator[SacctRow | RecordProblem]:
+def read_rows(
+    lines: Iterable[str], *, source: str = "sacct"
+) -> Iterator[SacctRow | RecordProblem | RecordRepair]:
     """Job-level rows of sacct output (steps skipped); unreadable lines become problems.
 
     The delimiter is ``|`` (``--parsable2``) unless the header uses ``DELIMITER``, which
-    jobcarbon asks sacct for so that a ``|`` in a job name cannot split a row.
+    jobcarbon asks sacct for so that a ``|`` in a job name cannot split a row; lines that
+    one did split are mended (``parsable.split_lines``). A byte-order mark is dropped.
     """
     iterator = iter(lines)
-    header_line = next(iterator, "").rstrip("\n")
+    header_line = next(iterator, "").rstrip("\n").lstrip("\ufeff")
+    if not header_line.strip():
+        yield RecordProblem(
+            f"{source} line 1",
+            "no header line: the dump is empty (`jobcarbon slurm sacct-format` prints "
+            "the sacct command to make one)",
+        )
+        return
     delimiter = DELIMITER if DELIMITER in header_line else "|"
     header = header_line.split(delimiter)
     missing = [f for f in REQUIRED_FIELDS if f not in header]
     if missing:
+        utf16 = " (it reads as UTF-16 without a byte-order mark)" if "\0" in header_line else ""
         yield RecordProblem(
             f"{source} line 1",
-            f"header lacks column(s) {', '.join(missing)}; ask sacct for: {','.join(SACCT_FIELDS)}",
+            f"header lacks column(s) {', '.join(missing)}{utf16}; "
+            f"ask sacct for: {','.join(SACCT_FIELDS)}",
         )
         return
     job: SacctRow | None = None  # held until its steps (the rows after it) are read
-    for line_no, line in enumerate(iterator, start=2):
-        line = line.rstrip("\n")
-        if not line.strip():
+    for item in split_lines(enumerate(iterator, start=2), header, delimiter, source):
+        if not isinstance(item, tuple):
+            yield item
             continue
-        cells = line.split(delimiter)
-        where = f"{source} line {line_no}"
-        if len(cells) != len(header):
-            yield RecordProblem(
-                where,
-                f"{len(cells)} fields where the header has {len(header)} "
-                f"(a '{delimiter}' or a line break in a job name?)",
-            )
-            continue
+        line_no, cells = item
         row = dict(zip(header, cells, strict=True))
         if "." in row["JobID"]:  # a step: usage of the job above it
             if job is not None and row["JobIDRaw"].split(".")[0] == job.job_id_raw:
@@ -278,24 +285,24 @@ def read_rows(lines: Iterable[str], *, source: str = "sacct") -> Iterator[SacctR
             continue
         if job is not None:
             yield job
-        job = SacctRow(f"{where} (job {row['JobID']})", row)
+        job = SacctRow(f"{source} line {line_no} (job {row['JobID']})", row)
     if job is not None:
         yield job
 
 
 def to_records(
-    items: Iterable[SacctRow | RecordProblem],
+    items: Iterable[SacctRow | RecordProblem | RecordRepair],
     *,
     cluster: str,
     attributions: Mapping[str, AttributionConfig] | None = None,
-) -> Iterator[JobRecord | RecordProblem]:
+) -> Iterator[JobRecord | RecordProblem | RecordRepair]:
     """Rows as records; a row that cannot be one becomes a problem naming its line.
 
     A row's project follows the attribution of the cluster it names (its ``Cluster``
     column, else ``cluster``); clusters not in ``attributions`` use the Slurm account.
     """
     for item in items:
-        if isinstance(item, RecordProblem):
+        if not isinstance(item, SacctRow):
             yield item
             continue
         attribution = (attributions or {}).get(item.cells.get("Cluster") or cluster)
@@ -312,7 +319,7 @@ def read_parsable(
     cluster: str,
     attributions: Mapping[str, AttributionConfig] | None = None,
     source: str = "sacct",
-) -> Iterator[JobRecord | RecordProblem]:
+) -> Iterator[JobRecord | RecordProblem | RecordRepair]:
     """Stream sacct output as records and problems, in input order."""
     return to_records(read_rows(lines, source=source), cluster=cluster, attributions=attributions)
 

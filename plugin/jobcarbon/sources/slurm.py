@@ -35,7 +35,7 @@ from ..backoff import backoff_s
 from ..config import Config, SlurmConfig
 from ..errors import ConfigError, SourceError
 from ..ledger import Ledger
-from ..records import JobRecord, JobState, RecordProblem
+from ..records import JobRecord, JobState, RecordProblem, RecordRepair
 from ..reload import Reloader
 from .sacct import DELIMITER, SACCT_FIELDS, Rows, SacctRow, read_rows, to_records
 from .slurmdb import PySlurm, matches
@@ -54,7 +54,7 @@ SWEEP_FOUND_GAUGE = "slurm.sweep_found_jobs.{started}"
 SWEEP_FOUND_GRACE_S = 300.0
 
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
-Record = JobRecord | RecordProblem
+Record = JobRecord | RecordProblem | RecordRepair
 
 
 class Accounting(Protocol):
@@ -328,7 +328,7 @@ class Collector:
             wait = min(wait, min(r.due for r in self._retries.values()) - self.clock())
         return max(wait, 0.0)
 
-    def _records(self, rows: Iterable[SacctRow | RecordProblem]) -> Iterator[Record]:
+    def _records(self, rows: Iterable[SacctRow | RecordProblem | RecordRepair]) -> Iterator[Record]:
         """sacct rows as records (one each), each with its cluster's attribution."""
         return to_records(rows, cluster=self.default_cluster, attributions=self.config.attributions)
 
@@ -354,13 +354,15 @@ class Collector:
         report.problems = first
         return report
 
-    def account_rows(self, rows: Iterable[SacctRow | RecordProblem]) -> IngestReport:
+    def account_rows(self, rows: Iterable[SacctRow | RecordProblem | RecordRepair]) -> IngestReport:
         """Account sacct rows into the ledger, each with its cluster's attribution."""
         return self._ingest(self._records(rows))
 
-    def _final_rows(self, start: datetime, end: datetime) -> list[SacctRow | RecordProblem]:
+    def _final_rows(
+        self, start: datetime, end: datetime
+    ) -> list[SacctRow | RecordProblem | RecordRepair]:
         rows = self.accounting.ended_between(start, end)
-        return [r for r in rows if isinstance(r, RecordProblem) or r.is_final]
+        return [r for r in rows if not isinstance(r, SacctRow) or r.is_final]
 
     def account_window(self, start: datetime, end: datetime) -> IngestReport:
         """Account the jobs that ended between ``start`` and ``end`` (sweep, backfill)."""
@@ -388,8 +390,8 @@ class Collector:
                 report.pending += len(batch)
                 continue
             self._accounting_failures = 0
-            rows = [r for r in answer if isinstance(r, RecordProblem) or r.job_id_raw in wanted]
-            final = [r for r in rows if isinstance(r, RecordProblem) or r.is_final]
+            rows = [r for r in answer if not isinstance(r, SacctRow) or r.job_id_raw in wanted]
+            final = [r for r in rows if not isinstance(r, SacctRow) or r.is_final]
             not_final = {r.job_id_raw for r in rows if isinstance(r, SacctRow) and not r.is_final}
             report.accounted.add(self.account_rows(final))
             complete = {r.job_id_raw for r in final if isinstance(r, SacctRow)} - not_final
@@ -436,7 +438,9 @@ class Collector:
         self.ledger.set_watermark(SWEEP_WATERMARK, now)
         self._problems_before, self._problems_since = self._problems_since, set()
 
-    def _count_found(self, rows: list[SacctRow | RecordProblem], records: list[Record]) -> None:
+    def _count_found(
+        self, rows: list[SacctRow | RecordProblem | RecordRepair], records: list[Record]
+    ) -> None:
         """Note the jobs of a sweep that neither the spool nor the ledger has; those whose
         spool entry has not come ``SWEEP_FOUND_GRACE_S`` later were found by the sweep
         alone. For a job that started, its epilog wrote no entry (not run, or the spool
