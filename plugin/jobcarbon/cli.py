@@ -473,6 +473,11 @@ def ledger_migrate(ctx: click.Context) -> None:
 
     with open_ledger(_config(ctx), migrate=True) as ledger:
         click.echo(f"{ledger.where}: schema v{ledger.schema_version}")
+        if ledger.merged_placeholders:
+            click.echo(
+                f"merged {ledger.merged_placeholders} array task row(s) doubled by "
+                "slurmdbd's placeholder record into the task's own row"
+            )
 
 
 @ledger_group.command("copy")
