@@ -220,3 +220,25 @@ def test_slurm_import_from_a_file_and_from_a_pipe_gives_the_demo_ledger(
     assert f"imported {expected.jobs} job(s)" in from_pipe.stdout
     with Ledger(tmp_path / "l.db") as imported:
         assert imported.totals() == expected
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_export_into_a_pipe_closed_early_ends_quietly(demo_dir: Path, fmt: str) -> None:
+    # `jobcarbon export | head`: head exits after two lines, long before the 2,026 jobs'
+    # rows (over 700 kB, more than a pipe holds) are written
+    export = [sys.executable, "-m", "jobcarbon", "--config", str(demo_dir / "config.yaml")]
+    result = subprocess.run(
+        [
+            "bash",
+            "-c",
+            'set -o pipefail; "$@" export --format ' + fmt + " | head -n 2",
+            "-",
+            *export,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert len(result.stdout.splitlines()) == 2
+    assert result.stderr == ""  # no "Exception ignored", no BrokenPipeError
+    assert result.returncode == 141  # as a command killed by SIGPIPE
