@@ -463,6 +463,9 @@ class _Dialect:
             ),
             "remove_replaced": subtract(staged_keys),
             # a placeholder row of a job now staged whole under its own key
+            "any_placeholders": (
+                f"SELECT EXISTS (SELECT 1 FROM jobs WHERE {_PLACEHOLDERS_OF_STAGED})"
+            ),
             "remove_placeholders": subtract(_PLACEHOLDERS_OF_STAGED),
             "delete_placeholders": f"DELETE FROM jobs WHERE {_PLACEHOLDERS_OF_STAGED}",
             "delete_staged": f"DELETE FROM jobs WHERE {staged_keys}",
@@ -984,8 +987,9 @@ class Ledger:
             # one change number per batch: the exporter re-reads the label sets it touched
             (next_seq,) = self._run("SELECT COALESCE(MAX(seq), 0) + 1 FROM totals").fetchone()
             seq = {"seq": next_seq}
-            self._run(statements["remove_placeholders"], seq)
-            self._run(statements["delete_placeholders"])
+            if self._run(statements["any_placeholders"]).fetchone()[0]:  # one lookup, mostly
+                self._run(statements["remove_placeholders"], seq)
+                self._run(statements["delete_placeholders"])
             self._run(statements["remove_replaced"], seq)
             self._run(statements["add_staged"], seq)
             self._run(statements["upsert_staged"])
