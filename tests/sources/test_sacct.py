@@ -312,6 +312,11 @@ def test_slurmdbds_placeholder_for_an_array_task_is_not_final() -> None:
     assert not row.is_final
     because = row.not_final_because()
     assert because is not None and because.startswith("Partition is empty and JobName is")
+    # read as a record (an import of a dump taken at that second): a problem, not a job
+    (problem,) = list(read_parsable(lines, cluster="ci"))
+    assert isinstance(problem, RecordProblem)
+    assert problem.where == "sacct line 2 (job 703)"
+    assert problem.message == f"{because}; the accounting record is not complete yet"
 
 
 def test_an_array_task_read_twice_is_final_only_in_its_own_record() -> None:

@@ -243,8 +243,8 @@ class SacctRow:
         - not whole: when a job's end reaches slurmdbd before its start, slurmdbd
           writes the job from the end message alone (Slurm 22.05, about a second after
           an array task ends): no partition, JobName ``allocation``, and JobID equal to
-          JobIDRaw even for an array task (``tests/data/sacct-22.05-transient-array-
-          task.txt``). The start record fills them in later. ``array_task``: the job is
+          JobIDRaw even for an array task (``tests/data/sacct-22.05-array-task-
+          transient.txt``). The start record fills them in later. ``array_task``: the job is
           known to be one (its epilog said so), so its JobID must show ``<array>_<task>``.
 
         A job its user named ``allocation`` is whole once it has its partition.
@@ -255,14 +255,18 @@ class SacctRow:
         if self.cells["End"].strip() in ("", "Unknown", "None"):
             return f"End is {self.cells['End']!r}"
         if not self.cells["Partition"].strip():
-            placeholder = self.cells.get("JobName") == PLACEHOLDER_JOB_NAME
-            return (
-                f"Partition is empty{' and JobName is a placeholder' if placeholder else ''}: "
-                "slurmdbd has not had the job's start record"
-            )
+            return _without_start_record(self.cells)
         if array_task and "_" not in self.cells["JobID"]:
             return f"JobID is {self.cells['JobID']!r}, not yet the array task's <array>_<task>"
         return None
+
+
+def _without_start_record(cells: Mapping[str, str]) -> str:
+    placeholder = cells.get("JobName") == PLACEHOLDER_JOB_NAME
+    return (
+        f"Partition is empty{' and JobName is a placeholder' if placeholder else ''}: "
+        "slurmdbd has not had the job's start record"
+    )
 
 
 #: What reading accounting gives: job rows (with their steps) and unreadable lines.
@@ -373,6 +377,8 @@ def to_record(
             f"State is {row['State']} but End is {row['End']!r}: the accounting "
             "record is not complete yet"
         )
+    if not row["Partition"].strip():  # slurmdbd's placeholder: in a dump, say, or a test
+        raise ValueError(f"{_without_start_record(row)}; the accounting record is not complete yet")
     run_s = (end - start).total_seconds() if start is not None and end is not None else 0.0
     usage = step_usage(steps, gpus * run_s)
     energy_j = usage.energy_j or _float(row.get("ConsumedEnergyRaw", "").strip() or "0")
