@@ -476,6 +476,15 @@ def placeholder(raw_id: str, **job_fields: object) -> AccountedJob:
     return accounted(raw_id, partition="", name="allocation", job_id_raw=raw_id, **job_fields)
 
 
+def back_to_v6(ledger: Ledger) -> None:
+    """The ledger as schema v6 had it: no job_id_raw column."""
+    ledger._run("ALTER TABLE jobs DROP COLUMN job_id_raw")
+    if ledger.dialect is POSTGRES:
+        ledger._run("UPDATE schema_version SET version = 6")
+    else:
+        ledger._run("PRAGMA user_version = 6")
+
+
 def test_a_v6_ledger_with_doubled_array_tasks_merges_them(ledger_location: str | Path) -> None:
     burst = {"submit_time": utc(2026, 12, 2, 3, 16, 47), "start_time": utc(2026, 12, 2, 3, 16, 52)}
     end = utc(2026, 12, 2, 3, 16, 54)
@@ -495,12 +504,7 @@ def test_a_v6_ledger_with_doubled_array_tasks_merges_them(ledger_location: str |
         )
         before = ledger.totals()
         assert before.jobs == 10
-        # as a v6 ledger was: no job_id_raw column
-        ledger._run("ALTER TABLE jobs DROP COLUMN job_id_raw")
-        if ledger.dialect is POSTGRES:
-            ledger._run("UPDATE schema_version SET version = 6")
-        else:
-            ledger._run("PRAGMA user_version = 6")
+        back_to_v6(ledger)
     with Ledger(ledger_location) as ledger:
         assert ledger.schema_version == SCHEMA_VERSION
         assert ledger.merged_placeholders == 3
