@@ -59,6 +59,7 @@ def wait_for(
 class SlurmCluster:
     root: Path
     epilog: Path | None = None
+    gpus: int = GPUS  # fake GPUs (and as many CPUs): a burst test asks for more
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -95,7 +96,7 @@ class SlurmCluster:
                 subprocess.run(["useradd", "--create-home", user], check=True)
 
     def _gpus(self) -> None:
-        for i in range(GPUS):
+        for i in range(self.gpus):
             device = self.root / f"gpu{i}"
             if not device.exists():
                 subprocess.run(["mknod", str(device), "c", "1", "3"], check=True)
@@ -229,7 +230,7 @@ DebugLevel=info
         epilog = f"EpilogSlurmctld={self.epilog}\n" if self.epilog else ""
         self._write(
             "gres.conf",
-            f"NodeName=localhost Name=gpu Type=a100 File={self.root}/gpu[0-{GPUS - 1}]\n",
+            f"NodeName=localhost Name=gpu Type=a100 File={self.root}/gpu[0-{self.gpus - 1}]\n",
         )
         self._write(
             "slurm.conf",
@@ -269,8 +270,8 @@ JobCompType=jobcomp/none
 MinJobAge=2
 KillWait=2
 InactiveLimit=0
-{epilog}NodeName=localhost NodeAddr=127.0.0.1 CPUs=8 RealMemory=8000 \
-    Gres=gpu:a100:{GPUS} State=UNKNOWN
+{epilog}NodeName=localhost NodeAddr=127.0.0.1 CPUs={max(8, self.gpus)} RealMemory=8000 \
+    Gres=gpu:a100:{self.gpus} State=UNKNOWN
 PartitionName=gpu Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 """,
         )

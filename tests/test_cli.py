@@ -312,3 +312,45 @@ def test_slurm_import_reports_an_ambiguous_line_and_an_empty_dump(
     assert done.returncode == 1
     assert "imported 0 job(s), 0 unchanged, 0 line(s) repaired, 1 problem(s)" in done.stdout
     assert f"{tmp_path / 'empty.txt'} line 1: no header line: the dump is empty" in done.stderr
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_export_into_a_pipe_closed_early_ends_quietly(demo_dir: Path, fmt: str) -> None:
+    # `jobcarbon export | head`: head exits after two lines, long before the 2,026 jobs'
+    # rows (over 700 kB, more than a pipe holds) are written
+    export = [sys.executable, "-m", "jobcarbon", "--config", str(demo_dir / "config.yaml")]
+    result = subprocess.run(
+        [
+            "bash",
+            "-c",
+            'set -o pipefail; "$@" export --format ' + fmt + " | head -n 2",
+            "-",
+            *export,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert len(result.stdout.splitlines()) == 2
+    assert result.stderr == ""  # no "Exception ignored", no BrokenPipeError
+    assert result.returncode == 141  # as a command killed by SIGPIPE
+
+
+def test_ledger_migrate_says_how_many_doubled_rows_it_merged(
+    runner: CliRunner, demo_dir: Path, tmp_path: Path
+) -> None:
+    from tests.test_ledger import accounted, back_to_v6, placeholder
+
+    config = tmp_path / "config.yaml"
+    config.write_text((demo_dir / "config.yaml").read_text())  # ledger: ledger.db beside it
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        ledger.write([placeholder("153"), accounted("1_32")])  # same times
+        back_to_v6(ledger)
+    result = runner.invoke(main, ["--config", str(config), "ledger", "migrate"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1] == (
+        "merged 1 array task row(s) doubled by slurmdbd's placeholder record into the "
+        "task's own row"
+    )
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        assert [r["job_id"] for r in ledger.jobs()] == ["1_32"]

@@ -18,7 +18,7 @@ import pytest
 
 from jobcarbon.errors import LedgerError
 from jobcarbon.footprint import AccountedJob, Footprint, Method
-from jobcarbon.ledger import SCHEMA_VERSION, Filters, Ledger, Running
+from jobcarbon.ledger import POSTGRES, SCHEMA_VERSION, Filters, Ledger, Running
 from jobcarbon.records import JobState
 from tests.conftest import make_job, utc
 
@@ -468,3 +468,75 @@ def test_known_jobs_of_a_cluster(ledger_location: str | Path) -> None:
             str(n) for n in range(1, 1200, 2)
         }
         assert ledger.known_jobs("c2", asked) == {"5"}
+
+
+def placeholder(raw_id: str, **job_fields: object) -> AccountedJob:
+    """A job as slurmdbd's placeholder record gave it (JobIDRaw, no partition, JobName
+    ``allocation``: tests/data/sacct-22.05-array-task-pair.txt), written by jobcarbon < 7."""
+    return accounted(raw_id, partition="", name="allocation", job_id_raw=raw_id, **job_fields)
+
+
+def back_to_v6(ledger: Ledger) -> None:
+    """The ledger as schema v6 had it: no job_id_raw column."""
+    ledger._run("ALTER TABLE jobs DROP COLUMN job_id_raw")
+    if ledger.dialect is POSTGRES:
+        ledger._run("UPDATE schema_version SET version = 6")
+    else:
+        ledger._run("PRAGMA user_version = 6")
+
+
+def test_a_v6_ledger_with_doubled_array_tasks_merges_them(ledger_location: str | Path) -> None:
+    burst = {"submit_time": utc(2026, 12, 2, 3, 16, 47), "start_time": utc(2026, 12, 2, 3, 16, 52)}
+    end = utc(2026, 12, 2, 3, 16, 54)
+    with Ledger(ledger_location) as ledger:
+        # what jobcarbon < 7 wrote in a burst (issue #25): tasks 1_30..1_32 (JobIDRaw
+        # 151..153) twice each, task 1_33's real record never read (its placeholder, 154,
+        # is its only row), a job its user named "allocation", an array task whose array
+        # id (300) is above the placeholder's raw id (250): not the same job
+        ledger.write(
+            [
+                *(placeholder(str(151 + i), end_time=end, **burst) for i in range(4)),
+                *(accounted(f"1_{30 + i}", end_time=end, name="wrap", **burst) for i in range(3)),
+                accounted("400", name="allocation", end_time=end, **burst),
+                placeholder("250", end_time=end, **burst),
+                accounted("300_1", end_time=end, name="wrap", **burst),
+            ]
+        )
+        before = ledger.totals()
+        assert before.jobs == 10
+        back_to_v6(ledger)
+    with Ledger(ledger_location) as ledger:
+        assert ledger.schema_version == SCHEMA_VERSION
+        assert ledger.merged_placeholders == 3
+        assert sorted(r["job_id"] for r in ledger.jobs()) == [
+            "154", "1_30", "1_31", "1_32", "250", "300_1", "400"
+        ]  # fmt: skip
+        assert running_totals(ledger) == totals_from_rows(ledger)  # sums of whole numbers: exact
+        after = ledger.totals()
+        assert after.jobs == before.jobs - 3
+        assert after.co2e_kg == pytest.approx(before.co2e_kg - 3 * 0.1)  # 100 g a job
+        assert after.gpu_hours == pytest.approx(before.gpu_hours - 3 * 2 / 3600)  # 1 GPU, 2 s
+        empty_partition = [a for a in ledger.aggregates() if a.partition == ""]
+        assert [a.jobs for a in empty_partition] == [2]  # 154 and 250 stay
+    with Ledger(ledger_location) as ledger:  # migrated once: opening again merges nothing
+        assert ledger.merged_placeholders == 0 and ledger.count() == 7
+
+
+def test_a_job_reaccounted_under_its_own_key_replaces_its_placeholder(
+    ledger_location: str | Path,
+) -> None:
+    with Ledger(ledger_location) as ledger:
+        ledger.write([placeholder("153"), placeholder("154"), accounted("155", job_id_raw="155")])
+        seq = ledger.changed_aggregates(0)[1]
+        # the task's own record: keyed 1_32, with the raw id its placeholder was keyed by
+        result = ledger.write([accounted("1_32", 120.0, name="wrap", job_id_raw="153")])
+        assert (result.written, result.unchanged) == (1, 0)
+        assert sorted(r["job_id"] for r in ledger.jobs()) == ["154", "155", "1_32"]
+        assert running_totals(ledger) == totals_from_rows(ledger)
+        assert ledger.totals().co2e_kg == pytest.approx(0.1 + 0.1 + 0.12)
+        changed, _ = ledger.changed_aggregates(seq)
+        assert {(a.partition, a.jobs) for a in changed} == {("", 1), ("gpu", 2)}
+        # written again, or a whole job whose raw id is another row's key: nothing else goes
+        assert ledger.write([accounted("1_32", 120.0, name="wrap", job_id_raw="153")]).written == 0
+        ledger.write([accounted("2_0", name="wrap", job_id_raw="155")])
+        assert ledger.count() == 4

@@ -358,14 +358,29 @@ def export(
     cluster: str | None,
     output: TextIO,
 ) -> None:
-    """Stream job rows with their footprint and the factors version used."""
+    """Stream job rows with their footprint and the factors version used.
+
+    A reader that stops early (``| head``) ends the export quietly, with exit code
+    141 as a command killed by SIGPIPE has.
+    """
+    import contextlib
+    import os
+    import signal
+
     from .export import write_csv, write_json
     from .ledger import Filters
 
     filters = Filters(since=since, until=until, user=user, project=project, cluster=cluster)
-    with _open_ledger(ctx) as ledger:
-        writer = write_csv if fmt == "csv" else write_json
-        count = writer(ledger.jobs(filters), output)
+    writer = write_csv if fmt == "csv" else write_json
+    with _open_ledger(ctx) as ledger, contextlib.closing(ledger.jobs(filters)) as rows:
+        try:
+            count = writer(rows, output)
+            output.flush()
+        except BrokenPipeError:
+            # nothing more can be written: point stdout at /dev/null so that Python's
+            # own flush at exit does not fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(128 + signal.SIGPIPE)
     click.echo(f"exported {count} job(s)", err=True)
 
 
@@ -505,6 +520,11 @@ def ledger_migrate(ctx: click.Context) -> None:
 
     with open_ledger(_config(ctx), migrate=True) as ledger:
         click.echo(f"{ledger.where}: schema v{ledger.schema_version}")
+        if ledger.merged_placeholders:
+            click.echo(
+                f"merged {ledger.merged_placeholders} array task row(s) doubled by "
+                "slurmdbd's placeholder record into the task's own row"
+            )
 
 
 @ledger_group.command("copy")

@@ -12,6 +12,7 @@ month in which they ended (``month``), or were submitted if they never ended.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import re
@@ -28,8 +29,11 @@ from . import access
 from .config import Config
 from .errors import LedgerError
 from .footprint import AccountedJob
+from .records import PLACEHOLDER_JOB_NAME
 
-SCHEMA_VERSION = 6
+log = logging.getLogger("jobcarbon.ledger")
+
+SCHEMA_VERSION = 7
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE jobs (
@@ -235,6 +239,12 @@ MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (cluster, user, project, gpu_model)
     ) WITHOUT ROWID;
     """,
+    # the scheduler's own id where the key is another (an array task's JobIDRaw);
+    # then ``merge_placeholders`` (DATA_MIGRATIONS) folds the rows doubled by slurmdbd's
+    # placeholder record into the job's own
+    7: """
+    ALTER TABLE jobs ADD COLUMN job_id_raw TEXT;
+    """,
 }
 
 # PostgreSQL ledgers start at the current schema, created in one step; later
@@ -328,6 +338,9 @@ POSTGRES_MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (cluster, "user", project, gpu_model)
     );
     """,
+    7: """
+    ALTER TABLE jobs ADD COLUMN job_id_raw TEXT;
+    """,
 }
 #: Taken while a PostgreSQL ledger migrates, so that two processes starting together
 #: migrate once, and by each writer for its batch (arbitrary numbers, the same in
@@ -369,6 +382,7 @@ JOB_COLUMNS = (
     "site",
     "factors_version",
     "gpu_utilization",
+    "job_id_raw",
 )
 #: Columns a reader gets from ``Ledger.jobs``.
 EXPORT_COLUMNS = JOB_COLUMNS
@@ -393,6 +407,15 @@ _SUMMARY_SUMS = (
     "COUNT(*), COALESCE(SUM(gpu_seconds), 0) / 3600.0, COALESCE(SUM(energy_facility_kwh), 0), "
     "COALESCE(SUM(co2e_g), 0) / 1000.0, COALESCE(SUM(co2e_g_low), 0) / 1000.0, "
     "COALESCE(SUM(co2e_g_high), 0) / 1000.0"
+)
+
+
+# A row written from slurmdbd's placeholder record (PLACEHOLDER_JOB_NAME, no partition;
+# keyed by JobIDRaw, as the record showed no array form): the job's own row replaces it.
+_PLACEHOLDER_ROW = f"partition = '' AND name = '{PLACEHOLDER_JOB_NAME}'"
+_PLACEHOLDERS_OF_STAGED = (
+    f"{_PLACEHOLDER_ROW} AND (cluster, job_id) IN (SELECT cluster, job_id_raw FROM staged "
+    "WHERE job_id_raw <> job_id AND partition <> '')"
 )
 
 
@@ -423,6 +446,15 @@ class _Dialect:
             else f'j."{c}" {self.same} staged."{c}"'
             for c in JOB_COLUMNS
         )
+
+        def subtract(where: str) -> str:  # the totals lose the jobs rows ``where``
+            return (
+                f"INSERT INTO totals SELECT {_TOTALS_LABELS}, -COUNT(*), "
+                + ", ".join(f"-SUM({c})" for c in _TOTALS_SUMS)
+                + f", 0, :seq FROM jobs WHERE {where} GROUP BY 1, 2, 3, 4, 5, 6, 7{upsert}"
+            )
+
+        staged_keys = "(cluster, job_id) IN (SELECT cluster, job_id FROM staged)"
         return {
             "stage_rows": (
                 f"INSERT INTO staged ({_quoted(JOB_COLUMNS)}, recorded_at) "
@@ -431,13 +463,14 @@ class _Dialect:
             "drop_unchanged": (
                 f"DELETE FROM staged WHERE EXISTS (SELECT 1 FROM jobs AS j WHERE {unchanged})"
             ),
-            "remove_replaced": (
-                f"INSERT INTO totals SELECT {_TOTALS_LABELS}, -COUNT(*), "
-                + ", ".join(f"-SUM({c})" for c in _TOTALS_SUMS)
-                + ", 0, :seq FROM jobs WHERE (cluster, job_id) IN "
-                "(SELECT cluster, job_id FROM staged)"
-                f" GROUP BY 1, 2, 3, 4, 5, 6, 7{upsert}"
+            "remove_replaced": subtract(staged_keys),
+            # a placeholder row of a job now staged whole under its own key
+            "any_placeholders": (
+                f"SELECT EXISTS (SELECT 1 FROM jobs WHERE {_PLACEHOLDERS_OF_STAGED})"
             ),
+            "remove_placeholders": subtract(_PLACEHOLDERS_OF_STAGED),
+            "delete_placeholders": f"DELETE FROM jobs WHERE {_PLACEHOLDERS_OF_STAGED}",
+            "delete_staged": f"DELETE FROM jobs WHERE {staged_keys}",
             "add_staged": (
                 f"INSERT INTO totals SELECT {_TOTALS_LABELS}, COUNT(*), "
                 + ", ".join(f"SUM({c})" for c in _TOTALS_SUMS)
@@ -718,6 +751,7 @@ def ledger_row(accounted: AccountedJob) -> tuple[Any, ...]:
         accounted.site,
         accounted.factors_version,
         job.gpu_utilization,
+        job.job_id_raw,
     )
 
 
@@ -739,6 +773,7 @@ class Ledger:
     ) -> None:
         text = str(location)
         self._streams = 0
+        self.merged_placeholders = 0  # rows ``migrate`` merged (schema v7)
         self._db: Any
         if text.startswith(("postgresql://", "postgres://")):
             self.dialect = POSTGRES
@@ -851,6 +886,8 @@ class Ledger:
                     continue
                 for statement in _statements(steps[target]):
                     self._run(statement)
+                if target == 7:
+                    self.merged_placeholders = self._merge_placeholders()
                 if postgres:
                     self._run("DELETE FROM schema_version")
                     self._run("INSERT INTO schema_version VALUES (?)", [target])
@@ -860,6 +897,56 @@ class Ledger:
         except BaseException:
             self._run("ROLLBACK")
             raise
+
+    def _merge_placeholders(self) -> int:
+        """Delete the rows doubled by slurmdbd's placeholder record (jobcarbon < 7 wrote
+        them): keyed by JobIDRaw, no partition, JobName ``allocation``, beside the job's
+        own row keyed ``<array>_<task>``. Rows before v7 keep no JobIDRaw, so a
+        placeholder is matched to an array task row of the same cluster and user with
+        the same submit, start and end times and allocation (the placeholder has
+        them from the end message: seen on Slurm 22.05), whose array id is at most its
+        raw id (a task's JobIDRaw is its array's id or a later one); each array task
+        row takes one placeholder at most. A placeholder that matches none is the
+        job's only row and stays (the next sweep or backfill replaces it). Inside
+        ``migrate``'s transaction; the totals lose what is deleted. Returns how many."""
+        pairs = self._run(
+            "SELECT p.cluster, p.job_id, r.job_id FROM jobs AS p JOIN jobs AS r "
+            'ON r.cluster = p.cluster AND r.end_time = p.end_time AND r."user" = p."user" '
+            "AND r.submit_time = p.submit_time AND r.start_time = p.start_time "
+            "AND r.gpu_count = p.gpu_count AND r.cpu_count = p.cpu_count "
+            "AND r.partition <> '' AND r.job_id LIKE '%!_%' ESCAPE '!' "
+            "WHERE p.partition = '' AND p.name = ? ORDER BY p.cluster, p.job_id, r.job_id",
+            [PLACEHOLDER_JOB_NAME],
+        ).fetchall()
+        taken: set[tuple[str, str]] = set()
+        doomed: dict[tuple[str, str], None] = {}
+        for cluster, raw_id, task_id in pairs:
+            array_id = task_id.split("_")[0]
+            if (cluster, raw_id) in doomed or (cluster, task_id) in taken:
+                continue
+            if raw_id.isdigit() and array_id.isdigit() and int(array_id) <= int(raw_id):
+                doomed[cluster, raw_id] = None
+                taken.add((cluster, task_id))
+        if not doomed:
+            return 0
+        statements = self.dialect.write_statements
+        for statement in self.dialect.stage:
+            self._run(statement)
+        self._run(self.dialect.clear_stage)
+        self._run_many(
+            "INSERT INTO staged SELECT * FROM jobs WHERE cluster = ? AND job_id = ?", list(doomed)
+        )
+        (next_seq,) = self._run("SELECT COALESCE(MAX(seq), 0) + 1 FROM totals").fetchone()
+        self._run(statements["remove_replaced"], {"seq": next_seq})
+        self._run(statements["delete_staged"])
+        self._run(self.dialect.clear_stage)
+        log.warning(
+            "ledger %s: merged %d array task row(s) doubled by slurmdbd's placeholder "
+            "record into the task's own row",
+            self.where,
+            len(doomed),
+        )
+        return len(doomed)
 
     def write(self, batch: Sequence[AccountedJob], now: datetime | None = None) -> WriteResult:
         """Upsert a batch in one transaction: all of it lands, or none of it."""
@@ -904,6 +991,9 @@ class Ledger:
             # one change number per batch: the exporter re-reads the label sets it touched
             (next_seq,) = self._run("SELECT COALESCE(MAX(seq), 0) + 1 FROM totals").fetchone()
             seq = {"seq": next_seq}
+            if self._run(statements["any_placeholders"]).fetchone()[0]:  # one lookup, mostly
+                self._run(statements["remove_placeholders"], seq)
+                self._run(statements["delete_placeholders"])
             self._run(statements["remove_replaced"], seq)
             self._run(statements["add_staged"], seq)
             self._run(statements["upsert_staged"])

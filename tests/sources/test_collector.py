@@ -251,3 +251,38 @@ def test_an_invalid_config_is_refused_on_reload_and_the_old_one_kept(
     assert "slurm.poll_interval_s: Input should be greater than 0" in caplog.text
     with pytest.raises(ConfigError):
         broken()
+
+
+def test_an_array_task_waits_for_its_own_record_then_counts_once(tmp_path: Path) -> None:
+    # sacct's two answers for task 1_32 (JobIDRaw 153), captured on Slurm 22.05:
+    # slurmdbd's placeholder first, then the task's own record (tests/data/README.md)
+    header, placeholder, own = (
+        (Path(__file__).resolve().parents[1] / "data" / "sacct-22.05-array-task-pair.txt")
+        .read_text()
+        .splitlines()
+    )
+    answer = [placeholder]
+
+    def sacct(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(args, 0, f"{header}\n{answer[0]}\n", "")
+
+    spool = Spool(tmp_path / "spool")
+    spool.create()
+    # as slurm/epilog writes it for an array task
+    (spool.new / "153").write_text("job_id=153\narray_job_id=1\narray_task_id=32\n")
+    now = [(spool.new / "153").stat().st_mtime]
+    a100 = {"match": {"gpu_type": "a100"}, "gpu_model": "A100 SXM4 80 GB"}
+    config = parse_config({**CONFIG, "clusters": {"testcl": {"site": "s", "hardware": [a100]}}})
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        collector = Collector(config, ledger, Sacct(run=sacct), spool, clock=lambda: now[0])
+        report = collector.collect_once()  # neither the spool's ask nor the sweep takes it
+        assert (report.pending, report.accounted.written, report.accounted.failed) == (1, 0, 0)
+        now[0] += collector.seconds_to_next_round()
+        answer[0] = own
+        report = collector.collect_once()
+        assert (report.pending, report.accounted.written, report.accounted.unchanged) == (0, 1, 1)
+        assert not report.accounted.problems
+        assert [(r["job_id"], r["job_id_raw"], r["partition"]) for r in ledger.jobs()] == [
+            ("1_32", "153", "gpu")
+        ]
+        assert not list(spool.new.iterdir())

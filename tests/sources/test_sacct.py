@@ -518,3 +518,61 @@ def test_a_line_that_does_not_complete_the_row_above_is_a_problem_of_its_own() -
         "d line 3: 1 fields where the header has 18, and they are not the rest of line 2"
     ]
     assert [r.job_id for r in of_type(items, JobRecord)] == ["9", "10"]
+
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def test_slurmdbds_placeholder_for_an_array_task_is_not_final() -> None:
+    # tests/data/README.md: slurmdbd wrote array task 602_0 from its end message alone
+    lines = (DATA / "sacct-22.05-array-task-transient.txt").read_text().splitlines()
+    (row,) = list(read_rows(lines))
+    assert isinstance(row, SacctRow)
+    assert (row.cells["JobID"], row.cells["State"], row.cells["End"]) == (
+        "703",
+        "COMPLETED",
+        "2026-12-02T02:37:32",
+    )
+    assert not row.is_final
+    because = row.not_final_because()
+    assert because is not None and because.startswith("Partition is empty and JobName is")
+    # read as a record (an import of a dump taken at that second): a problem, not a job
+    (problem,) = list(read_parsable(lines, cluster="ci"))
+    assert isinstance(problem, RecordProblem)
+    assert problem.where == "sacct line 2 (job 703)"
+    assert problem.message == f"{because}; the accounting record is not complete yet"
+
+
+def test_an_array_task_read_twice_is_final_only_in_its_own_record() -> None:
+    lines = (DATA / "sacct-22.05-array-task-pair.txt").read_text().splitlines()
+    placeholder, own = list(read_rows(lines))
+    assert isinstance(placeholder, SacctRow) and isinstance(own, SacctRow)
+    assert placeholder.job_id_raw == own.job_id_raw == "153"
+    assert not placeholder.is_final and placeholder.not_final_because(array_task=True)
+    assert own.not_final_because(array_task=True) is None
+    (record,) = list(read_parsable(lines[:1] + lines[2:], cluster="testcl"))
+    assert isinstance(record, JobRecord)
+    assert (record.job_id, record.job_id_raw, record.partition, record.name) == (
+        "1_32",
+        "153",
+        "gpu",
+        "wrap",
+    )
+    assert record.gpu_seconds == 1 * 2  # gres/gpu=1, 03:16:52 to 03:16:54
+
+
+def test_an_array_task_without_its_array_form_or_partition_is_not_final() -> None:
+    lines = (DATA / "sacct-22.05-array-task-pair.txt").read_text().splitlines()
+    own = next(r for r in read_rows(lines[:1] + lines[2:]) if isinstance(r, SacctRow))
+    # whole but for its JobID: final for a job not known to be an array task only
+    cells = {**own.cells, "JobID": own.cells["JobIDRaw"]}
+    bare = SacctRow("test", cells)
+    assert bare.is_final
+    because = bare.not_final_because(array_task=True)
+    assert because is not None and "'153', not yet the array task's" in because
+    no_partition = SacctRow("test", {**own.cells, "Partition": ""})
+    assert no_partition.not_final_because() == (
+        "Partition is empty: slurmdbd has not had the job's start record"
+    )
+    # a job its user named like the placeholder is whole once it has its partition
+    assert SacctRow("test", {**own.cells, "JobName": "allocation"}).is_final

@@ -19,7 +19,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ..config import AttributionConfig
-from ..records import Component, JobRecord, JobState, MeasuredEnergy, RecordProblem, RecordRepair
+from ..records import (
+    PLACEHOLDER_JOB_NAME,
+    Component,
+    JobRecord,
+    JobState,
+    MeasuredEnergy,
+    RecordProblem,
+    RecordRepair,
+)
 from .parsable import split_lines
 
 #: Columns to ask sacct for (``--format``); the reader needs those marked required.
@@ -228,14 +236,40 @@ class SacctRow:
 
     @property
     def is_final(self) -> bool:
-        """Ended, and its end record is in: after slurmdbd restarts, sacct shows jobs
-        COMPLETED with End=Unknown for a few seconds, until slurmctld replays the end."""
+        return self.not_final_because() is None
+
+    def not_final_because(self, array_task: bool = False) -> str | None:
+        """Why this record is not yet the job's final one (``None`` when it is):
+
+        - not ended, or no end record: after slurmdbd restarts, sacct shows jobs
+          COMPLETED with End=Unknown for a few seconds, until slurmctld replays the end;
+        - not whole: when a job's end reaches slurmdbd before its start, slurmdbd
+          writes the job from the end message alone (Slurm 22.05, about a second after
+          an array task ends): no partition, JobName ``allocation``, and JobID equal to
+          JobIDRaw even for an array task (``tests/data/sacct-22.05-array-task-
+          transient.txt``). The start record fills them in later. ``array_task``: the job is
+          known to be one (its epilog said so), so its JobID must show ``<array>_<task>``.
+
+        A job its user named ``allocation`` is whole once it has its partition.
+        """
         state = self.cells["State"].split()
-        return (
-            bool(state)
-            and state[0] in _STATES
-            and self.cells["End"].strip() not in ("", "Unknown", "None")
-        )
+        if not state or state[0] not in _STATES:
+            return f"State is {self.cells['State']!r}"
+        if self.cells["End"].strip() in ("", "Unknown", "None"):
+            return f"End is {self.cells['End']!r}"
+        if not self.cells["Partition"].strip():
+            return _without_start_record(self.cells)
+        if array_task and "_" not in self.cells["JobID"]:
+            return f"JobID is {self.cells['JobID']!r}, not yet the array task's <array>_<task>"
+        return None
+
+
+def _without_start_record(cells: Mapping[str, str]) -> str:
+    placeholder = cells.get("JobName") == PLACEHOLDER_JOB_NAME
+    return (
+        f"Partition is empty{' and JobName is a placeholder' if placeholder else ''}: "
+        "slurmdbd has not had the job's start record"
+    )
 
 
 #: What reading accounting gives: job rows (with their steps), unreadable lines, and
@@ -335,7 +369,10 @@ def to_record(
 
     Array tasks are keyed ``<array job>_<task>``; an earlier run of a requeued job
     (``--duplicates`` shows it as REQUEUED) is keyed ``<id>+run@<start epoch>``, so
-    every run is counted once and the final run keeps the plain id.
+    every run is counted once and the final run keeps the plain id. The key follows
+    the job's JobID, so it depends on the record being whole (``SacctRow.
+    not_final_because``); ``JobIDRaw`` is kept as ``job_id_raw``, under which the
+    ledger finds a record of the job written before it was.
     """
     project_field = _PROJECT_FIELDS[project_from]
     if project_field not in row:
@@ -348,6 +385,8 @@ def to_record(
             f"State is {row['State']} but End is {row['End']!r}: the accounting "
             "record is not complete yet"
         )
+    if not row["Partition"].strip():  # slurmdbd's placeholder: in a dump, say, or a test
+        raise ValueError(f"{_without_start_record(row)}; the accounting record is not complete yet")
     run_s = (end - start).total_seconds() if start is not None and end is not None else 0.0
     usage = step_usage(steps, gpus * run_s)
     energy_j = usage.energy_j or _float(row.get("ConsumedEnergyRaw", "").strip() or "0")
@@ -378,6 +417,7 @@ def to_record(
         name=row.get("JobName", ""),
         gpu_utilization=usage.gpu_utilization,
         measured=measured,
+        job_id_raw=row["JobIDRaw"],
     )
 
 

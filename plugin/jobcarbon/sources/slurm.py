@@ -21,6 +21,7 @@ import importlib
 import logging
 import os
 import random
+import re
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -55,6 +56,8 @@ SWEEP_FOUND_GRACE_S = 300.0
 
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
 Record = JobRecord | RecordProblem | RecordRepair
+#: The epilog's line for an array task (empty for other jobs)
+_ARRAY_TASK = re.compile(rb"^array_task_id=\d", re.MULTILINE)
 
 
 class Accounting(Protocol):
@@ -193,6 +196,7 @@ class SpoolEntry:
     path: Path
     job_id: str
     written_at: float
+    array_task: bool = False  # the epilog saw SLURM_ARRAY_TASK_ID
 
 
 class Spool:
@@ -225,9 +229,11 @@ class Spool:
         entries = []
         for path in paths:
             try:
-                entries.append(SpoolEntry(path, path.name, path.stat().st_mtime))
+                written_at = path.stat().st_mtime
+                array_task = _ARRAY_TASK.search(path.read_bytes()) is not None
             except FileNotFoundError:
                 continue  # taken by another collector meanwhile
+            entries.append(SpoolEntry(path, path.name, written_at, array_task))
         return entries
 
     def done(self, entry: SpoolEntry) -> None:
@@ -390,11 +396,19 @@ class Collector:
                 report.pending += len(batch)
                 continue
             self._accounting_failures = 0
+            arrays = {e.job_id for e in batch if e.array_task}
             rows = [r for r in answer if not isinstance(r, SacctRow) or r.job_id_raw in wanted]
-            final = [r for r in rows if not isinstance(r, SacctRow) or r.is_final]
-            not_final = {r.job_id_raw for r in rows if isinstance(r, SacctRow) and not r.is_final}
+            final: list[SacctRow | RecordProblem | RecordRepair] = []
+            not_final: dict[str, str] = {}  # raw id → why a record of it is not final yet
+            for row in rows:
+                if isinstance(row, SacctRow):
+                    because = row.not_final_because(array_task=row.job_id_raw in arrays)
+                    if because is not None:
+                        not_final[row.job_id_raw] = because
+                        continue
+                final.append(row)
             report.accounted.add(self.account_rows(final))
-            complete = {r.job_id_raw for r in final if isinstance(r, SacctRow)} - not_final
+            complete = {r.job_id_raw for r in final if isinstance(r, SacctRow)} - set(not_final)
             now = self.clock()
             for entry in batch:
                 if entry.job_id in complete:
@@ -403,7 +417,8 @@ class Collector:
                 elif now - entry.written_at > self.settings.give_up_after_s:
                     reason = (
                         f"job {entry.job_id}: not complete in accounting "
-                        f"{now - entry.written_at:.0f} s after its epilog; gave up "
+                        f"{now - entry.written_at:.0f} s after its epilog "
+                        f"({not_final.get(entry.job_id, 'no record')}); gave up "
                         "(the sweep still accounts it if it ends)"
                     )
                     self.spool.give_up(entry, reason)
