@@ -146,13 +146,16 @@ class Suite:
                 self.command(["useradd", "--create-home", "--uid", uid.strip(), user]), check=True
             )
 
-    def sacct_wrapper(self, directory: Path) -> str:
-        """The sacct command for the host's collector: this suite's own sacct."""
+    def sacct_wrapper(self, slurm_conf: Path) -> str:
+        """The sacct command for the host's collector: this suite's own sacct, reading
+        ``slurm_conf`` (a path the root sees at the same place)."""
         if self.root is None:
             return "sacct"
-        wrapper = directory / "sacct"
-        # chroot keeps the environment: SLURM_CONF, TZ and SLURM_TIME_FORMAT reach sacct
-        wrapper.write_text(f'#!/bin/sh\nexec chroot {self.root} /usr/bin/sacct "$@"\n')
+        wrapper = slurm_conf.with_name("sacct")
+        # chroot keeps the rest of the environment: TZ and SLURM_TIME_FORMAT reach sacct
+        wrapper.write_text(
+            f'#!/bin/sh\nSLURM_CONF={slurm_conf} exec chroot {self.root} /usr/bin/sacct "$@"\n'
+        )
         wrapper.chmod(0o755)
         return str(wrapper)
 
