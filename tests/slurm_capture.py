@@ -3,7 +3,8 @@
 Starts the selected suite's cluster (``JOBCARBON_SLURM_SUITE``, tests/slurm_suite.py),
 runs a small mix of jobs, and writes ``tests/data/slurm/<version>/``: the output of
 the exact sacct call the collector's sweep makes, ``sacct --version``, ``sacct
---helpformat``, and a NOTE naming the Slurm version and each command. As root:
+--helpformat``, the jobs' SLUIDs where sacct has them (24.11 on), and a NOTE naming
+the Slurm version and each command. As root:
 
     JOBCARBON_SLURM_SUITE=sid python -m tests.slurm_capture
 """
@@ -69,6 +70,11 @@ def capture(cluster: SlurmCluster) -> Path:
         "Job ids: " + ", ".join(f"{name}={job}" for name, job in ids.items()),
         "Files and the command that printed each:",
     ]
+    if "SLUID" in cluster.run("sacct", "--helpformat").stdout.split():  # 24.11 and later
+        sluid = "JobIDRaw,JobID,SLUID"
+        if version >= "26":
+            sluid += ",OriginalSLUID"
+        files["sacct-sluid.txt"] = ["sacct", "--parsable2", "--allusers", "-X", f"--format={sluid}"]
     for name, command in files.items():
         result = cluster.run(*command)
         (out / name).write_text(result.stdout)
