@@ -100,3 +100,20 @@ def test_the_version_as_the_collector_reads_it(version: str) -> None:
         return subprocess.CompletedProcess(args, 0, printed, "")
 
     assert Sacct(run=run).version() == version
+
+
+@pytest.mark.parametrize("version", [v for v in VERSIONS if v >= "24"])
+def test_jobs_are_keyed_by_their_id_not_their_sluid(version: str) -> None:
+    """24.11 on gives each job a SLUID (26.05 also the OriginalSLUID of a requeued
+    or revived one); JobIDRaw, which jobcarbon keys by, is still the numeric id."""
+    lines = (DATA / version / "sacct-sluid.txt").read_text().splitlines()
+    header, *rows = (line.split("|") for line in lines)
+    jobs = [dict(zip(header, row, strict=True)) for row in rows]
+    assert len(jobs) == 6  # the pending-cancelled job needs --state to be listed
+    assert all(job["JobIDRaw"].isdigit() for job in jobs)
+    sluids = [job["SLUID"] for job in jobs]
+    assert all(sluid.startswith("s") for sluid in sluids) and len(set(sluids)) == len(jobs)
+    # none was requeued: each is its own original
+    assert all(job.get("OriginalSLUID", job["SLUID"]) == job["SLUID"] for job in jobs)
+    keys = set(records(version))
+    assert all((j["JobID"] if "_" in j["JobID"] else j["JobIDRaw"]) in keys for j in jobs)
