@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -94,3 +95,4 @@ if __name__ == "__main__":
         raise
     finally:
         slurm.stop()
+        shutil.rmtree(slurm.root, ignore_errors=True)
