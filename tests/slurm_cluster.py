@@ -1,9 +1,11 @@
 """A real single-host Slurm cluster on loopback, for the integration tests.
 
-Debian 12's slurm-wlm 22.05, slurmdbd, munge and mariadb-server, started as plain
-background processes (no systemd) in a temporary directory and stopped by the PIDs
-recorded here. Four fake A100 GPUs are character devices (``mknod c 1 3``), which
-slurmd accepts as GRES files. Jobs run as real Unix users in real Slurm accounts.
+Debian's slurm-wlm, slurmdbd, munge and mariadb-server (12's Slurm 22.05 on the host,
+or trixie's 24.11 or sid's 26.05 in a root file system: ``tests/slurm_suite.py``,
+chosen by ``JOBCARBON_SLURM_SUITE``), started as plain background processes (no
+systemd) in a temporary directory and stopped by the PIDs recorded here. Four fake
+A100 GPUs are character devices (``mknod c 1 3``), which slurmd accepts as GRES
+files. Jobs run as real Unix users in real Slurm accounts.
 
 Run on its own to try it: ``python -m tests.slurm_cluster`` (as root).
 """
@@ -11,7 +13,6 @@ Run on its own to try it: ``python -m tests.slurm_cluster`` (as root).
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.slurm_suite import Suite, suite
+
 PACKAGES = ("slurm-wlm", "slurmdbd", "munge", "mariadb-server")
 CLUSTER = "testcl"
 USERS = {"alice": "physics", "bob": "biology"}  # user → Slurm account
@@ -27,15 +30,8 @@ GPUS = 4
 
 
 def missing_components() -> list[str]:
-    """What this machine lacks to run the cluster; empty when it can."""
-    missing = [
-        b
-        for b in ("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd", "sacct")
-        if shutil.which(b) is None and not Path(f"/usr/sbin/{b}").exists()
-    ]
-    if os.geteuid() != 0:
-        missing.append("root (to start munge, slurmd and create users)")
-    return missing
+    """What this machine lacks to run the selected suite's cluster; empty when it can."""
+    return suite().missing()
 
 
 def free_port() -> int:
@@ -60,6 +56,7 @@ class SlurmCluster:
     root: Path
     epilog: Path | None = None
     gpus: int = GPUS  # fake GPUs (and as many CPUs): a burst test asks for more
+    suite: Suite = field(default_factory=suite)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -69,9 +66,13 @@ class SlurmCluster:
     def run(
         self, *args: str, user: str | None = None, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
-        command = ["runuser", "-u", user, "--", *args] if user else list(args)
         return subprocess.run(
-            command, env=self.env, capture_output=True, text=True, check=check, timeout=timeout
+            self.suite.command(args, user),
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
         )
 
     # --- start -----------------------------------------------------------------------
@@ -79,6 +80,7 @@ class SlurmCluster:
     def start(self) -> SlurmCluster:
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o755)  # munged and the job users must reach their files
+        self.suite.enter()
         for name in ("state", "spool", "log", "db", "run"):
             (self.root / name).mkdir(exist_ok=True)
         self._users()
@@ -92,8 +94,7 @@ class SlurmCluster:
 
     def _users(self) -> None:
         for user in USERS:
-            if subprocess.run(["id", user], capture_output=True).returncode != 0:
-                subprocess.run(["useradd", "--create-home", user], check=True)
+            self.suite.add_user(user)
 
     def _gpus(self) -> None:
         for i in range(self.gpus):
@@ -101,19 +102,27 @@ class SlurmCluster:
             if not device.exists():
                 subprocess.run(["mknod", str(device), "c", "1", "3"], check=True)
 
-    def _spawn(self, name: str, args: Sequence[str], user: str | None = None) -> None:
+    def _spawn(
+        self, name: str, args: Sequence[str], user: str | None = None, on_host: bool = False
+    ) -> None:
         log = (self.root / "log" / f"{name}.out").open("ab")
-        command = ["runuser", "-u", user, "--", *args] if user else list(args)
         self.processes[name] = subprocess.Popen(
-            command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            list(args) if on_host else self.suite.command(args, user),
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def _munge(self) -> None:
         # Slurm's clients (sacctmgr, sbatch) look for munged at its default socket only
-        munge_dir = Path("/run/munge")
-        munge_dir.mkdir(exist_ok=True)
-        munge_dir.chmod(0o755)
-        shutil.chown(munge_dir, "munge", "munge")
+        munge_dir = Path("/run/munge")  # in a suite's root, the root's own
+        subprocess.run(
+            self.suite.command(
+                ["install", "-d", "-m", "755", "-o", "munge", "-g", "munge", str(munge_dir)]
+            ),
+            check=True,
+        )
         self.munge_socket = munge_dir / "munge.socket.2"
         self._spawn(
             "munged",
@@ -128,9 +137,13 @@ class SlurmCluster:
             ],
             user="munge",
         )
-        wait_for("munged socket", self.munge_socket.exists, 15)
+        wait_for("munged socket", self.suite.path(self.munge_socket).exists, 15)
 
     def _mariadb(self) -> None:
+        # the host's MariaDB (Debian 12's 10.11) for every suite: trixie's 24.11.5 and
+        # sid's 26.05.5 slurmdbd fail against their own 11.8.9 at start-up
+        # (_check_mysql_concat_is_sane: "mysql_query failed: 5027 Number of columns in
+        # result (=1) set execeeds maxmimum allowed number of columns (=0)")
         datadir = self.root / "db"
         self.db_port = free_port()
         self.db_socket = self.root / "run" / "mysqld.sock"
@@ -158,6 +171,7 @@ class SlurmCluster:
                 "--innodb-buffer-pool-size=64M",
                 "--innodb-lock-wait-timeout=900",
             ],
+            on_host=True,
         )
         wait_for(
             "mariadb",
@@ -228,6 +242,10 @@ DebugLevel=info
         self.ctld_port = free_port()
         self.slurmd_port = free_port()
         epilog = f"EpilogSlurmctld={self.epilog}\n" if self.epilog else ""
+        if self.suite.root:
+            # 24.11's and 26.05's slurmd start a cgroup plugin even with proctrack/pgid
+            # and task/none, and the root has no cgroup hierarchy to give it
+            self._write("cgroup.conf", "CgroupPlugin=disabled\n")
         self._write(
             "gres.conf",
             f"NodeName=localhost Name=gpu Type=a100 File={self.root}/gpu[0-{self.gpus - 1}]\n",
@@ -341,6 +359,7 @@ PartitionName=gpu Nodes=localhost Default=YES MaxTime=INFINITE State=UP
     def stop(self) -> None:
         for name in ("slurmd", "slurmctld", "slurmdbd", "mariadbd", "munged"):
             self._stop(name)
+        self.suite.leave()
 
     def logs(self) -> str:
         parts = []

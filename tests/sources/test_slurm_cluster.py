@@ -85,6 +85,7 @@ def config_file(cluster: SlurmCluster) -> Path:
                 "ledger": {"url": "sqlite:///ledger.db"},
                 "slurm": {
                     "spool_dir": str(cluster.root.parent / "jobcarbon-spool"),
+                    "sacct": cluster.suite.sacct_wrapper(cluster.root / "slurm.conf"),
                     "give_up_after_s": 600,
                     "sweep_first_lookback_s": 3600,
                 },
