@@ -280,7 +280,7 @@ def _open_ledger(ctx: click.Context) -> Any:
 @click.option(
     "--by",
     type=click.Choice(
-        ["user", "project", "cluster", "partition", "gpu_model", "state", "month", "site"]
+        ["user", "project", "cluster", "partition", "gpu_model", "state", "month", "site", "method"]
     ),
     default="project",
     show_default=True,
@@ -901,6 +901,13 @@ def demo(directory: Path) -> None:
     report = run_demo(directory)
     if report.failed:
         sys.exit(1)
+
+
+# --- researchers: statement, job (their own module) -----------------------------------
+
+from .research_cli import statement  # noqa: E402  (registered once main exists)
+
+main.add_command(statement)
 
 
 if __name__ == "__main__":

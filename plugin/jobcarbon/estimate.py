@@ -14,6 +14,7 @@ run time (``records.MAX_RUN``) where they belong.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -248,12 +249,12 @@ def render_text(e: Estimate) -> str:
     return "\n".join(lines)
 
 
-def _amount(value: float) -> str:
+def amount(value: float) -> str:
     """Three significant figures for small numbers, whole numbers with separators for large."""
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
-def _statement(e: Estimate, cite: str) -> str:
+def _statement(e: Estimate) -> str:
     offset = ""
     if e.offset_pct is not None:
         offset = f", {e.offset_pct:g}% of which the provider states it offsets"
@@ -264,10 +265,10 @@ def _statement(e: Estimate, cite: str) -> str:
     return (
         f"The experiments {run} "
         f"(TDP {e.tdp_w:g} W) in {_where(e)}, at a PUE of {e.pue:g}. "
-        f"They used an estimated {_amount(e.energy_kwh)} kWh and emitted an estimated "
-        f"{_amount(e.co2e_kg)} kg CO2e (range {_amount(e.co2e_kg_low)} to "
-        f"{_amount(e.co2e_kg_high)}){offset}. "
-        f"Estimated with jobcarbon, following the method of {cite}."
+        f"They used an estimated {amount(e.energy_kwh)} kWh and emitted an estimated "
+        f"{amount(e.co2e_kg)} kg CO2e (range {amount(e.co2e_kg_low)} to "
+        f"{amount(e.co2e_kg_high)}){offset}. "
+        f"Estimated with jobcarbon, following the method of {CITE}."
     )
 
 
@@ -279,11 +280,40 @@ LACOSTE_BIBTEX = """@article{lacoste2019quantifying,
 }"""
 
 
-def render_latex(e: Estimate) -> str:
-    body = _statement(e, r"Lacoste et al.~\cite{lacoste2019quantifying}")
-    body = body.replace("%", r"\%").replace("CO2e", r"CO$_2$e")
+#: Where a statement's plain text cites the method; ``latex`` and ``markdown`` fill it in.
+CITE = "\x00cite\x00"
+_LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+_LATEX_SPECIAL = re.compile("|".join(re.escape(c) for c in _LATEX_SPECIALS))
+
+
+def latex(text: str) -> str:
+    """A plain statement as LaTeX (names may hold _, &, %), with the BibTeX as a comment."""
+    body = _LATEX_SPECIAL.sub(lambda m: _LATEX_SPECIALS[m.group()], text)
+    body = body.replace("CO2e", r"CO$_2$e").replace(
+        CITE, r"Lacoste et al.~\cite{lacoste2019quantifying}"
+    )
     return f"{body}\n\n% BibTeX:\n" + "\n".join(f"% {line}" for line in LACOSTE_BIBTEX.splitlines())
 
 
+def markdown(text: str) -> str:
+    """A plain statement as Markdown, citing the method by its arXiv link."""
+    return text.replace(CITE, "[Lacoste et al. (2019)](https://arxiv.org/abs/1910.09700)")
+
+
+def render_latex(e: Estimate) -> str:
+    return latex(_statement(e))
+
+
 def render_markdown(e: Estimate) -> str:
-    return _statement(e, "[Lacoste et al. (2019)](https://arxiv.org/abs/1910.09700)")
+    return markdown(_statement(e))

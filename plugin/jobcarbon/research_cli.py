@@ -1,0 +1,96 @@
+"""The researchers' commands: ``jobcarbon statement`` (and ``jobcarbon job``).
+
+Registered by ``cli.main``, whose group turns errors into messages and exit codes.
+Heavy modules are imported inside the commands, as in ``cli``, so that ``jobcarbon
+--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import click
+
+
+def _config(ctx: click.Context) -> Any:
+    from .config import load_config
+
+    return load_config(ctx.obj["config_path"])
+
+
+def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    from .cli import _date as parse_date  # the same dates as `export --since`
+
+    return parse_date(value)
+
+
+def _job_ids(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    ids = tuple(part.strip() for part in value.split(",") if part.strip())
+    if not ids:
+        raise click.BadParameter("give job ids separated by commas, e.g. 1234,1240")
+    return ids
+
+
+@click.command()
+@click.option("--project", help="The jobs of this project.")
+@click.option("--user", help="Or: the jobs of this user.")
+@click.option(
+    "--jobs",
+    "job_ids",
+    callback=_job_ids,
+    help="Or: these jobs, e.g. 1234,1240 (each with its array tasks and earlier runs).",
+)
+@click.option("--cluster", help="Only jobs on this cluster.")
+@click.option("--since", callback=_date, help="Jobs ending at or after this date (UTC).")
+@click.option("--until", callback=_date, help="Jobs ending before this date (UTC).")
+@click.option("--latex", is_flag=True, help="A LaTeX paragraph (BibTeX entry as a comment).")
+@click.option("--markdown", is_flag=True, help="A Markdown paragraph.")
+@click.option("--json", "as_json", is_flag=True, help="The figures and the paragraph as JSON.")
+@click.pass_context
+def statement(
+    ctx: click.Context,
+    project: str | None,
+    user: str | None,
+    job_ids: tuple[str, ...] | None,
+    cluster: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    latex: bool,
+    markdown: bool,
+    as_json: bool,
+) -> None:
+    """A paper-ready paragraph on the footprint of real jobs, from the ledger.
+
+    \b
+    It states the GPU- and CPU-hours, the energy with the PUE, the emissions
+    with their range, the factors with their sources and the method (Lacoste
+    et al. 2019). The figures are the ledger's sums, as `jobcarbon summary`
+    prints them for the same jobs.
+      jobcarbon statement --project nlp --since 2026-01-01 --until 2026-07-01 --latex
+    """
+    from .errors import InputError
+    from .ledger import open_ledger
+    from .statement import build_statement, render_latex, render_markdown, scope_filters
+
+    if sum(x is not None for x in (project, user, job_ids)) != 1:
+        raise click.UsageError("give exactly one of --project, --user or --jobs")
+    if sum([latex, markdown, as_json]) != 1:
+        raise click.UsageError("choose one of --latex, --markdown or --json")
+    config = _config(ctx)
+    filters, scope = scope_filters(project, user, job_ids, cluster, since, until)
+    with open_ledger(config, migrate=False) as ledger:
+        found = build_statement(ledger, config, filters, scope)
+    if found is None:
+        period = " in that period" if since or until else ""
+        raise InputError(f"the ledger holds no jobs {scope}{period}")
+    if as_json:
+        click.echo(found.to_json())
+    elif latex:
+        click.echo(render_latex(found))
+    else:
+        click.echo(render_markdown(found))
