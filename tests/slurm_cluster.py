@@ -59,6 +59,7 @@ def wait_for(
 class SlurmCluster:
     root: Path
     epilog: Path | None = None
+    private_data: str | None = None  # PrivateData of slurm.conf and (for sacct) slurmdbd.conf
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -205,6 +206,7 @@ StorageLoc=slurm_acct_db
 LogFile={self.root / "log" / "slurmdbd.log"}
 PidFile={self.root / "run" / "slurmdbd.pid"}
 DebugLevel=info
+{f"PrivateData={self.private_data}" if self.private_data else ""}
 """,
             0o600,
         )
@@ -227,6 +229,7 @@ DebugLevel=info
         self.ctld_port = free_port()
         self.slurmd_port = free_port()
         epilog = f"EpilogSlurmctld={self.epilog}\n" if self.epilog else ""
+        private = f"PrivateData={self.private_data}\n" if self.private_data else ""
         self._write(
             "gres.conf",
             f"NodeName=localhost Name=gpu Type=a100 File={self.root}/gpu[0-{GPUS - 1}]\n",
@@ -269,7 +272,7 @@ JobCompType=jobcomp/none
 MinJobAge=2
 KillWait=2
 InactiveLimit=0
-{epilog}NodeName=localhost NodeAddr=127.0.0.1 CPUs=8 RealMemory=8000 \
+{epilog}{private}NodeName=localhost NodeAddr=127.0.0.1 CPUs=8 RealMemory=8000 \
     Gres=gpu:a100:{GPUS} State=UNKNOWN
 PartitionName=gpu Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 """,

@@ -905,9 +905,10 @@ def demo(directory: Path) -> None:
 
 # --- researchers: statement, job (their own module) -----------------------------------
 
-from .research_cli import statement  # noqa: E402  (registered once main exists)
+from .research_cli import job, statement  # noqa: E402  (registered once main exists)
 
 main.add_command(statement)
+main.add_command(job)
 
 
 if __name__ == "__main__":

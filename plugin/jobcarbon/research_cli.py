@@ -94,3 +94,93 @@ def statement(
         click.echo(render_latex(found))
     else:
         click.echo(render_markdown(found))
+
+
+def _since(ctx: click.Context, param: click.Parameter, value: str) -> Any:
+    """``7d``, ``12h`` or a date: how far back --mine looks."""
+    from datetime import UTC, timedelta
+
+    units = {"d": "days", "h": "hours"}
+    if value[-1:] in units and value[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(**{units[value[-1]]: int(value[:-1])})
+    return _date(ctx, param, value)
+
+
+@click.command()
+@click.argument("job_id", required=False)
+@click.option("--cluster", help="The job's cluster [default: the config's first cluster].")
+@click.option("--mine", is_flag=True, help="Instead: a table of your own recent jobs.")
+@click.option(
+    "--since",
+    default="7d",
+    show_default=True,
+    callback=_since,
+    help="With --mine: how far back (7d, 12h or a date).",
+)
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
+@click.pass_context
+def job(
+    ctx: click.Context,
+    job_id: str | None,
+    cluster: str | None,
+    mine: bool,
+    since: datetime,
+    as_json: bool,
+) -> None:
+    """One job's footprint, as seff shows its efficiency (run it as the job's owner).
+
+    \b
+    Hardware, GPU- and CPU-hours, energy by component with the PUE, the grid
+    intensity, CO2e with its range and how it was computed, equivalents and
+    advice. Accounting comes from sacct, so Slurm's PrivateData rules decide
+    who sees which job; the footprint from the site config. Where the ledger
+    can be read, its figure is shown too. An array job shows its tasks, a
+    requeued job its runs, a running job its footprint so far.
+      jobcarbon job 1234
+      jobcarbon job --mine --since 30d
+    """
+    import getpass
+    from datetime import UTC
+
+    from .jobreport import read_job, read_mine, render_text, to_json
+    from .sources.slurm import Sacct
+
+    if mine == (job_id is not None):
+        raise click.UsageError("give a JOB_ID, or --mine for your own recent jobs")
+    config = _config(ctx)
+    name = cluster or next(iter(config.clusters))
+    config.cluster(name)  # an unknown --cluster fails here, before sacct runs
+    settings = config.slurm
+    sacct = Sacct(settings.sacct, timeout_s=settings.sacct_timeout_s, cluster=cluster)
+    now = datetime.now(UTC)
+    if job_id is not None:
+        report = read_job(sacct, config, job_id, name, now)
+        click.echo(to_json(report) if as_json else render_text(report, config))
+        return
+    runs = read_mine(sacct, config, getpass.getuser(), since, name, now)
+    if as_json:
+        import json
+
+        from .jobreport import run_json
+
+        click.echo(json.dumps([run_json(run) for run in runs], indent=2))
+        return
+    from .cli import _table
+    from .statement import figure
+
+    rows = [
+        (
+            r.accounted.job.job_id,
+            r.accounted.job.name,
+            r.slurm_state + (" (so far)" if r.so_far else ""),
+            f"{r.accounted.footprint.gpu_seconds / 3600:.2f}",
+            figure(r.accounted.footprint.energy_facility_kwh, "kWh"),
+            figure(r.accounted.footprint.co2e_g, "g"),
+        )
+        for r in runs
+    ]
+    _table(
+        ["job", "name", "state", "GPU-h", "energy", "CO2e"],
+        rows,
+        f"since {since:%Y-%m-%d %H:%M} UTC",
+    )

@@ -165,7 +165,7 @@ def _intensity_source(site: SiteConfig | None) -> str:
     return "the site's own figure"
 
 
-def _figure(value: float, unit: str) -> str:
+def figure(value: float, unit: str) -> str:
     """One figure with its unit, as the statement prints it."""
     return f"{amount(value)} {unit}"
 
@@ -194,12 +194,12 @@ def _devices(s: Statement) -> str:
     for d in s.devices:
         if d.model == NO_GPU:
             continue
-        hours = _figure(d.gpu_hours, "GPU-hours")
+        hours = figure(d.gpu_hours, "GPU-hours")
         if d.model == UNNAMED_GPU:
             parts.append(f"{hours} of GPUs whose model is not known")
         else:
             parts.append(f"{hours} of {d.model}" + (f" (TDP {d.tdp_w:g} W)" if d.tdp_w else ""))
-    cpu = f"{_figure(s.cpu_hours, 'CPU core-hours')}"
+    cpu = f"{figure(s.cpu_hours, 'CPU core-hours')}"
     return f"{_join(parts)}, and {cpu}" if parts else cpu
 
 
@@ -243,9 +243,9 @@ def plain_text(s: Statement) -> str:
     jobs = "job" if t.jobs == 1 else "jobs"
     return (
         f"The {t.jobs:,} {jobs} {s.scope}{_period(s)} used {_devices(s)}. "
-        f"They consumed {_figure(t.energy_kwh, 'kWh')} of electricity, including the data "
-        f"centre's overhead, and emitted {_figure(t.co2e_kg, 'kg CO2e')} (location-based; "
-        f"range {amount(t.co2e_kg_low)} to {_figure(t.co2e_kg_high, 'kg')}), with "
+        f"They consumed {figure(t.energy_kwh, 'kWh')} of electricity, including the data "
+        f"centre's overhead, and emitted {figure(t.co2e_kg, 'kg CO2e')} (location-based; "
+        f"range {amount(t.co2e_kg_low)} to {figure(t.co2e_kg_high, 'kg')}), with "
         f"{_sites(s)}. {_method(s)} Accounted with jobcarbon (factor tables {versions}), "
         f"following the method of {CITE}."
     )
