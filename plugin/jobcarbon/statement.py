@@ -13,6 +13,7 @@ No I/O but the ledger; the config only names the factors' sources.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
@@ -166,8 +167,11 @@ def _intensity_source(site: SiteConfig | None) -> str:
 
 
 def figure(value: float, unit: str) -> str:
-    """One figure with its unit, as the statement prints it."""
-    return f"{amount(value)} {unit}"
+    """One figure with its unit: three significant figures, never an exponent (0.0000728)."""
+    if value == 0 or abs(value) >= 0.01:
+        return f"{amount(value)} {unit}"
+    digits = 2 - math.floor(math.log10(abs(value)))
+    return f"{value:.{digits}f} {unit}"
 
 
 def _range(low: float, high: float) -> str:
