@@ -59,6 +59,7 @@ def wait_for(
 class SlurmCluster:
     root: Path
     epilog: Path | None = None
+    mail_prog: Path | None = None  # slurm.conf MailProg
     private_data: str | None = None  # PrivateData of slurm.conf and (for sacct) slurmdbd.conf
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -229,7 +230,8 @@ DebugLevel=info
         self.ctld_port = free_port()
         self.slurmd_port = free_port()
         epilog = f"EpilogSlurmctld={self.epilog}\n" if self.epilog else ""
-        private = f"PrivateData={self.private_data}\n" if self.private_data else ""
+        options = f"PrivateData={self.private_data}\n" if self.private_data else ""
+        options += f"MailProg={self.mail_prog}\n" if self.mail_prog else ""
         self._write(
             "gres.conf",
             f"NodeName=localhost Name=gpu Type=a100 File={self.root}/gpu[0-{GPUS - 1}]\n",
@@ -272,7 +274,7 @@ JobCompType=jobcomp/none
 MinJobAge=2
 KillWait=2
 InactiveLimit=0
-{epilog}{private}NodeName=localhost NodeAddr=127.0.0.1 CPUs=8 RealMemory=8000 \
+{epilog}{options}NodeName=localhost NodeAddr=127.0.0.1 CPUs=8 RealMemory=8000 \
     Gres=gpu:a100:{GPUS} State=UNKNOWN
 PartitionName=gpu Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 """,

@@ -117,6 +117,13 @@ def _since(ctx: click.Context, param: click.Parameter, value: str) -> Any:
     callback=_since,
     help="With --mine: how far back (7d, 12h or a date).",
 )
+@click.option(
+    "--wait-s",
+    type=click.FloatRange(0, 600),
+    default=0,
+    help="Wait up to this long for the job's accounting record to be final "
+    "(slurm/mailprog: the end record follows the end mail by a few seconds).",
+)
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
 @click.pass_context
 def job(
@@ -125,6 +132,7 @@ def job(
     cluster: str | None,
     mine: bool,
     since: datetime,
+    wait_s: float,
     as_json: bool,
 ) -> None:
     """One job's footprint, as seff shows its efficiency (run it as the job's owner).
@@ -154,7 +162,9 @@ def job(
     sacct = Sacct(settings.sacct, timeout_s=settings.sacct_timeout_s, cluster=cluster)
     now = datetime.now(UTC)
     if job_id is not None:
-        report = read_job(sacct, config, job_id, name, now)
+        report = _read_final(
+            lambda: read_job(sacct, config, job_id, name, datetime.now(UTC)), wait_s
+        )
         click.echo(to_json(report) if as_json else render_text(report, config))
         return
     runs = read_mine(sacct, config, getpass.getuser(), since, name, now)
@@ -184,3 +194,23 @@ def job(
         rows,
         f"since {since:%Y-%m-%d %H:%M} UTC",
     )
+
+
+def _read_final(read: Any, wait_s: float) -> Any:
+    """``read()`` again every half second, up to ``wait_s``, until every run has ended
+    (and the job is in accounting at all); the last reading either way."""
+    import time
+
+    from .errors import InputError
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            report = read()
+        except InputError:
+            if time.monotonic() >= deadline:
+                raise
+        else:
+            if time.monotonic() >= deadline or not any(r.so_far for r in report.runs):
+                return report
+        time.sleep(0.5)
