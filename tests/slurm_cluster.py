@@ -16,9 +16,11 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 PACKAGES = ("slurm-wlm", "slurmdbd", "munge", "mariadb-server")
 CLUSTER = "testcl"
@@ -352,6 +354,38 @@ PartitionName=gpu Nodes=localhost Default=YES MaxTime=INFINITE State=UP
             text = path.read_text(errors="replace").splitlines()[-30:]
             parts.append(f"--- {path.name}\n" + "\n".join(text))
         return "\n".join(parts)
+
+
+@contextmanager
+def temporary_cluster(prefix: str, **options: Any) -> Iterator[SlurmCluster]:
+    """A started cluster under a new directory readable by the job users (``root.parent``
+    holds what a test puts next to it), or the test skipped where none can run here."""
+    import pytest
+
+    missing = missing_components()
+    if missing:
+        pytest.skip(
+            f"no Slurm test cluster: missing {', '.join(missing)}. Enable with "
+            "`apt-get install slurm-wlm slurmdbd munge mariadb-server` and run as root"
+        )
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root.chmod(0o755)  # the job users read slurm.conf and what the test puts here
+    slurm = SlurmCluster(root / "cluster", **options)
+    try:
+        yield slurm
+    finally:
+        slurm.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def start_or_show_logs(slurm: SlurmCluster) -> None:
+    try:
+        slurm.start()
+    except Exception:
+        print(slurm.logs())
+        raise
 
 
 if __name__ == "__main__":

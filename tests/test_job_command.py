@@ -8,10 +8,8 @@ ledger is filled by the collector, as in production, and read back here as root.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,53 +19,39 @@ import yaml
 
 from jobcarbon.ledger import Filters, Ledger
 from tests.conftest import ROOT
-from tests.slurm_cluster import CLUSTER, SlurmCluster, missing_components, wait_for
+from tests.slurm_cluster import (
+    CLUSTER,
+    SlurmCluster,
+    start_or_show_logs,
+    temporary_cluster,
+    wait_for,
+)
+
+#: PUE 1.2 and 250 g/kWh: an A100 SXM4 80 GB (400 W) for one hour is 0.4 kWh of IT
+#: energy, 0.48 kWh with PUE, 120 g CO2e.
+CONFIG = {
+    "sites": {"lab": {"pue": 1.2, "grid": {"intensity_g_per_kwh": 250}}},
+    "clusters": {
+        CLUSTER: {
+            "site": "lab",
+            "hardware": [{"match": {"gpu_type": "a100"}, "gpu_model": "A100 SXM4 80 GB"}],
+        }
+    },
+    "ledger": {"url": "sqlite:///ledger.db"},
+}
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[SlurmCluster]:
-    missing = missing_components()
-    if missing:
-        pytest.skip(
-            f"no Slurm test cluster: missing {', '.join(missing)}. Enable with "
-            "`apt-get install slurm-wlm slurmdbd munge mariadb-server` and run as root"
-        )
-    root = Path(tempfile.mkdtemp(prefix="jobcarbon-job-"))
-    root.chmod(0o755)  # the job users read slurm.conf and the config
-    slurm = SlurmCluster(root / "cluster", private_data="jobs")
-    try:
-        slurm.start()
-    except Exception:
-        print(slurm.logs())
-        slurm.stop()
-        raise
-    yield slurm
-    slurm.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    with temporary_cluster("jobcarbon-job-", private_data="jobs") as slurm:
+        start_or_show_logs(slurm)
+        yield slurm
 
 
 @pytest.fixture(scope="module")
 def config_file(cluster: SlurmCluster) -> Path:
     path = cluster.root.parent / "config.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                # PUE 1.2 and 250 g/kWh: an A100 SXM4 80 GB (400 W) for one hour is
-                # 0.4 kWh of IT energy, 0.48 kWh with PUE, 120 g CO2e
-                "sites": {"lab": {"pue": 1.2, "grid": {"intensity_g_per_kwh": 250}}},
-                "clusters": {
-                    CLUSTER: {
-                        "site": "lab",
-                        "hardware": [
-                            {"match": {"gpu_type": "a100"}, "gpu_model": "A100 SXM4 80 GB"}
-                        ],
-                    }
-                },
-                "ledger": {"url": "sqlite:///ledger.db"},
-                "slurm": {"sweep_first_lookback_s": 3600},
-            }
-        )
-    )
+    path.write_text(yaml.safe_dump({**CONFIG, "slurm": {"sweep_first_lookback_s": 3600}}))
     path.chmod(0o644)
     return path
 

@@ -8,20 +8,24 @@ the message to tests/smtp_server.py over SMTP.
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
-from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.slurm_cluster import CLUSTER, SlurmCluster, missing_components, wait_for
+from tests.slurm_cluster import (
+    CLUSTER,
+    SlurmCluster,
+    start_or_show_logs,
+    temporary_cluster,
+    wait_for,
+)
 from tests.smtp_server import Inbox, SmtpServer
+from tests.test_job_command import CONFIG
 
 MAILER = """import smtplib, sys
 from email.message import EmailMessage
@@ -43,55 +47,26 @@ def smtp() -> Iterator[SmtpServer]:
 
 @pytest.fixture(scope="module")
 def cluster(smtp: SmtpServer) -> Iterator[SlurmCluster]:
-    missing = missing_components()
-    if missing:
-        pytest.skip(
-            f"no Slurm test cluster: missing {', '.join(missing)}. Enable with "
-            "`apt-get install slurm-wlm slurmdbd munge mariadb-server` and run as root"
+    with temporary_cluster("jobcarbon-mail-") as slurm:
+        root = slurm.root.parent
+        config = root / "config.yaml"
+        config.write_text(yaml.safe_dump(CONFIG))
+        mailer = root / "mailer.py"
+        mailer.write_text(MAILER.replace("PORT", str(smtp.port)))
+        # the site's wrapper: the settings, then the repository's mailprog; the footprint
+        # step fails while the file "broken" exists
+        slurm.mail_prog = root / "mailprog"
+        slurm.mail_prog.write_text(
+            "#!/bin/sh\n"
+            f"export SLURM_CONF={slurm.root / 'slurm.conf'} TZ=UTC PYTHONPATH={ROOT / 'plugin'}\n"
+            f"export JOBCARBON_CONFIG={config} JOBCARBON_MAILER='{sys.executable} {mailer}'\n"
+            f"export JOBCARBON='{sys.executable} -m jobcarbon'\n"
+            f"[ -e {root / 'broken'} ] && export JOBCARBON=/bin/false\n"
+            f'exec {ROOT / "slurm" / "mailprog"} "$@"\n'
         )
-    root = Path(tempfile.mkdtemp(prefix="jobcarbon-mail-"))
-    root.chmod(0o755)
-    config = root / "config.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "sites": {"lab": {"pue": 1.2, "grid": {"intensity_g_per_kwh": 250}}},
-                "clusters": {
-                    CLUSTER: {
-                        "site": "lab",
-                        "hardware": [
-                            {"match": {"gpu_type": "a100"}, "gpu_model": "A100 SXM4 80 GB"}
-                        ],
-                    }
-                },
-                "ledger": {"url": "sqlite:///ledger.db"},
-            }
-        )
-    )
-    mailer = root / "mailer.py"
-    mailer.write_text(MAILER.replace("PORT", str(smtp.port)))
-    wrapper = root / "mailprog"
-    slurm = SlurmCluster(root / "cluster", mail_prog=wrapper)
-    # the site's wrapper: the settings, then the repository's mailprog; the footprint
-    # step fails while the file "broken" exists
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        f"export SLURM_CONF={slurm.root / 'slurm.conf'} TZ=UTC PYTHONPATH={ROOT / 'plugin'}\n"
-        f"export JOBCARBON_CONFIG={config} JOBCARBON_MAILER='{sys.executable} {mailer}'\n"
-        f"export JOBCARBON='{sys.executable} -m jobcarbon'\n"
-        f"[ -e {root / 'broken'} ] && export JOBCARBON=/bin/false\n"
-        f'exec {ROOT / "slurm" / "mailprog"} "$@"\n'
-    )
-    wrapper.chmod(0o755)
-    try:
-        slurm.start()
-    except Exception:
-        print(slurm.logs())
-        slurm.stop()
-        raise
-    yield slurm
-    slurm.stop()
-    shutil.rmtree(root, ignore_errors=True)
+        slurm.mail_prog.chmod(0o755)
+        start_or_show_logs(slurm)
+        yield slurm
 
 
 def mails_about(smtp: SmtpServer, job_id: str) -> list[EmailMessage]:
