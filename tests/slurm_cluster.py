@@ -13,13 +13,16 @@ Run on its own to try it: ``python -m tests.slurm_cluster`` (as root).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.slurm_suite import Suite, suite
 
@@ -57,6 +60,8 @@ class SlurmCluster:
     epilog: Path | None = None
     gpus: int = GPUS  # fake GPUs (and as many CPUs): a burst test asks for more
     suite: Suite = field(default_factory=suite)
+    mail_prog: Path | None = None  # slurm.conf MailProg
+    private_data: str | None = None  # PrivateData of slurm.conf and (for sacct) slurmdbd.conf
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -220,6 +225,7 @@ StorageLoc=slurm_acct_db
 LogFile={self.root / "log" / "slurmdbd.log"}
 PidFile={self.root / "run" / "slurmdbd.pid"}
 DebugLevel=info
+{f"PrivateData={self.private_data}" if self.private_data else ""}
 """,
             0o600,
         )
@@ -246,6 +252,8 @@ DebugLevel=info
             # 24.11's and 26.05's slurmd start a cgroup plugin even with proctrack/pgid
             # and task/none, and the root has no cgroup hierarchy to give it
             self._write("cgroup.conf", "CgroupPlugin=disabled\n")
+        options = f"PrivateData={self.private_data}\n" if self.private_data else ""
+        options += f"MailProg={self.mail_prog}\n" if self.mail_prog else ""
         self._write(
             "gres.conf",
             f"NodeName=localhost Name=gpu Type=a100 File={self.root}/gpu[0-{self.gpus - 1}]\n",
@@ -288,7 +296,7 @@ JobCompType=jobcomp/none
 MinJobAge=2
 KillWait=2
 InactiveLimit=0
-{epilog}NodeName=localhost NodeAddr=127.0.0.1 CPUs={max(8, self.gpus)} RealMemory=8000 \
+{epilog}{options}NodeName=localhost NodeAddr=127.0.0.1 CPUs={max(8, self.gpus)} RealMemory=8000 \
     Gres=gpu:a100:{self.gpus} State=UNKNOWN
 PartitionName=gpu Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 """,
@@ -367,6 +375,38 @@ PartitionName=gpu Nodes=localhost Default=YES MaxTime=INFINITE State=UP
             text = path.read_text(errors="replace").splitlines()[-30:]
             parts.append(f"--- {path.name}\n" + "\n".join(text))
         return "\n".join(parts)
+
+
+@contextmanager
+def temporary_cluster(prefix: str, **options: Any) -> Iterator[SlurmCluster]:
+    """A started cluster under a new directory readable by the job users (``root.parent``
+    holds what a test puts next to it), or the test skipped where none can run here."""
+    import pytest
+
+    missing = missing_components()
+    if missing:
+        pytest.skip(
+            f"no Slurm test cluster: missing {', '.join(missing)}. Enable with "
+            "`apt-get install slurm-wlm slurmdbd munge mariadb-server` and run as root"
+        )
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root.chmod(0o755)  # the job users read slurm.conf and what the test puts here
+    slurm = SlurmCluster(root / "cluster", **options)
+    try:
+        yield slurm
+    finally:
+        slurm.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def start_or_show_logs(slurm: SlurmCluster) -> None:
+    try:
+        slurm.start()
+    except Exception:
+        print(slurm.logs())
+        raise
 
 
 if __name__ == "__main__":

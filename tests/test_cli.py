@@ -74,6 +74,16 @@ def test_estimate_unknown_region_exits_2_with_suggestions(runner: CliRunner) -> 
     assert "Closest:" in result.output
 
 
+def test_estimate_takes_a_model_cards_device_hours(runner: CliRunner) -> None:
+    # The command: Llama 2 7B's model card, 400 W × 184,320 GPU-hours × PUE 1.1
+    # × 385 g/kWh = 31,223,808 g; once refused as "job estimate/estimate: run of 7680 days".
+    args = ["--tdp-w", "400", "--pue", "1.1", "--intensity-g-per-kwh", "385", "--json"]
+    for hours in (["--hours", "184320"], ["--device-hours", "184320"]):
+        result = runner.invoke(main, ["estimate", *hours, *args])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["co2e_kg"] == pytest.approx(31_223.808)
+
+
 def test_estimate_negative_hours_exits_2(runner: CliRunner) -> None:
     result = runner.invoke(main, ["estimate", "--tdp-w", "300", "--hours", "-3", "--region", "FR"])
     assert result.exit_code == 2

@@ -77,11 +77,46 @@ def test_pue_utilisation_and_intensity_given_directly() -> None:
     assert result.lowest_region is None and result.offset_pct is None
 
 
+def test_published_device_hours_as_published() -> None:
+    # Llama 2 7B, its model card (Touvron et al. 2023, "Carbon Footprint" table):
+    # 184,320 GPU-hours of A100 at 400 W, PUE 1.1 and 385 gCO2e/kWh, 31.22 tCO2eq.
+    # By hand: 400 W × 184,320 h = 73,728 kWh; × 1.1 = 81,100.8 kWh; × 385 g/kWh
+    # = 31,223,808 g = 31,223.808 kg. The run is 7,680 days: longer than any job may
+    # be (records.MAX_RUN), which must not matter to an estimate.
+    published = {"tdp_w": 400, "pue": 1.1, "intensity_g_per_kwh": 385}
+    by_hours = estimate(hours=184_320, **published)
+    by_device_hours = estimate(device_hours=184_320, **published)
+    for result in (by_hours, by_device_hours):
+        assert result.device_hours == 184_320
+        assert result.energy_kwh == pytest.approx(81_100.8)
+        assert result.co2e_kg == pytest.approx(31_223.808)
+    assert (by_hours.count, by_hours.hours) == (1, 184_320)
+    assert (by_device_hours.count, by_device_hours.hours) == (None, None)
+    assert "184,320 device-hours of custom device" in render_markdown(by_device_hours)
+    # the same device-hours on 64 GPUs: 2,880 h each, the same figure
+    spread = estimate(count=64, device_hours=184_320, **published)
+    assert spread.hours == 2_880 and spread.co2e_kg == pytest.approx(31_223.808)
+    assert "2,880 hours on 64 × custom device" in render_markdown(spread)
+
+
+def test_llama_3_scale_is_not_refused() -> None:
+    # Llama 3 (its model card): 39.3M GPU-hours of H100-80GB at 700 W, more than the
+    # 878,400 h the calculator refused before. 700 W × 39.3e6 h = 27,510,000 kWh; at
+    # PUE 1.0 and 100 g/kWh = 2,751,000 kg.
+    result = estimate(tdp_w=700, device_hours=39.3e6, intensity_g_per_kwh=100)
+    assert result.energy_kwh == pytest.approx(27_510_000)
+    assert result.co2e_kg == pytest.approx(2_751_000)
+    assert "39,300,000 device-hours" in render_text(result)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"hours": -5}, "--hours must be > 0"),
-        ({"hours": 1e9}, "--hours must be > 0"),
+        ({"hours": -5}, r"--hours must be > 0 .* got 1 × -5"),
+        ({"hours": 1e11}, "--hours must be > 0"),
+        ({"hours": 2e9, "count": 8}, r"--count × --hours at most 10,000,000,000"),
+        ({"hours": None, "device_hours": 0}, "--device-hours must be > 0"),
+        ({"device_hours": 5}, "exactly one of --hours or --device-hours"),
         ({"pue": 0.9}, "--pue must be between 1.0"),
         ({"utilization": 2}, "--utilization"),
         ({"count": 0}, "--count"),

@@ -197,8 +197,17 @@ def _table(headers: list[str], rows: Sequence[Sequence[str]], caption: str = "")
     "--hardware", help='Device name from `jobcarbon factors hardware` ("V100", "H100 SXM").'
 )
 @click.option("--tdp-w", type=float, help="Or: the device's power in watts.")
-@click.option("--count", type=int, default=1, show_default=True, help="Number of devices.")
-@click.option("--hours", type=float, required=True, help="Hours each device ran.")
+@click.option("--count", type=int, help="Number of devices [default: 1 with --hours].")
+@click.option(
+    "--hours",
+    type=float,
+    help="Hours each device ran; with one device, the total device-hours a paper reports.",
+)
+@click.option(
+    "--device-hours",
+    type=float,
+    help="Or: total device-hours (GPU-hours) as papers and model cards publish them.",
+)
 @click.option("--region", help="Region key (FR, US-CA, aws:us-east-1, gcp:europe-west1).")
 @click.option("--intensity-g-per-kwh", type=float, help="Or: grid intensity in gCO2e/kWh.")
 @click.option(
@@ -221,8 +230,9 @@ def _table(headers: list[str], rows: Sequence[Sequence[str]], caption: str = "")
 def estimate(
     hardware: str | None,
     tdp_w: float | None,
-    count: int,
-    hours: float,
+    count: int | None,
+    hours: float | None,
+    device_hours: float | None,
     region: str | None,
     intensity_g_per_kwh: float | None,
     dataset: str,
@@ -232,7 +242,13 @@ def estimate(
     latex: bool,
     markdown: bool,
 ) -> None:
-    """Energy and emissions of a run: the seed paper's calculator (TDP × hours × grid)."""
+    """Energy and emissions of a run: the seed paper's calculator (TDP × hours × grid).
+
+    \b
+    A paper's published figure, as published (Llama 2 7B's model card):
+      jobcarbon estimate --tdp-w 400 --device-hours 184320 --pue 1.1 \\
+          --intensity-g-per-kwh 385
+    """
     from . import estimate as calc
 
     if sum([as_json, latex, markdown]) > 1:
@@ -242,6 +258,7 @@ def estimate(
         tdp_w=tdp_w,
         count=count,
         hours=hours,
+        device_hours=device_hours,
         region=region,
         intensity_g_per_kwh=intensity_g_per_kwh,
         dataset=dataset,
@@ -281,7 +298,7 @@ def _open_ledger(ctx: click.Context) -> Any:
 @click.option(
     "--by",
     type=click.Choice(
-        ["user", "project", "cluster", "partition", "gpu_model", "state", "month", "site"]
+        ["user", "project", "cluster", "partition", "gpu_model", "state", "month", "site", "method"]
     ),
     default="project",
     show_default=True,
@@ -963,6 +980,14 @@ def demo(directory: Path) -> None:
     report = run_demo(directory)
     if report.failed:
         sys.exit(1)
+
+
+# --- researchers: statement, job (their own module) -----------------------------------
+
+from .research_cli import job, statement  # noqa: E402  (registered once main exists)
+
+main.add_command(statement)
+main.add_command(job)
 
 
 if __name__ == "__main__":

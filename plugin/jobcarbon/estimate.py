@@ -3,11 +3,18 @@
 Defaults follow the ML CO2 Impact calculator (Lacoste et al. 2019): PUE 1.0 and
 full utilisation, one device. The run goes through the same footprint model as
 cluster jobs, so the calculator and the ledger can never disagree.
+
+Papers and model cards publish total device-hours (Llama 2: 3.3M GPU-hours), and the
+seed calculator asks users of several GPUs to enter GPUs × hours, so an estimate is
+any number of device-hours, not a job: it is given to the model as a one-hour run of
+that many devices (the model is linear in both), which keeps the limits on real jobs'
+run time (``records.MAX_RUN``) where they belong.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -17,7 +24,9 @@ from .footprint import Footprint, PowerProfile, Uncertainty, compute_footprint
 from .records import JobRecord, JobState
 from .site import Constant, SiteFactors
 
-MAX_HOURS = 24 * 366 * 100  # a century of device-hours per device is a typo, not a run
+#: More device-hours than this is a typo: a hundred times the largest published
+#: training run (Llama 3, 39.3M GPU-hours, its model card).
+MAX_DEVICE_HOURS = 1e10
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
@@ -41,8 +50,9 @@ class EquivalentAmount:
 class Estimate:
     hardware: str
     tdp_w: float
-    count: int
-    hours: float
+    count: int | None  # devices, where given
+    hours: float | None  # hours each device ran, where the count is given
+    device_hours: float
     utilization: float
     pue: float
     region_key: str | None
@@ -67,13 +77,12 @@ class Estimate:
 
 def run_footprint(
     tdp_w: float,
-    count: int,
-    hours: float,
+    device_hours: float,
     utilization: float,
     pue: float,
     intensity_g_per_kwh: float,
 ) -> Footprint:
-    """The footprint of ``count`` devices of ``tdp_w`` for ``hours`` at a constant intensity."""
+    """The footprint of ``device_hours`` of devices of ``tdp_w`` at a constant intensity."""
     job = JobRecord(
         cluster="estimate",
         job_id="estimate",
@@ -83,8 +92,8 @@ def run_footprint(
         state=JobState.COMPLETED,
         submit_time=_EPOCH,
         start_time=_EPOCH,
-        end_time=_EPOCH + timedelta(hours=hours),
-        gpu_count=count,
+        end_time=_EPOCH + timedelta(hours=1),
+        gpu_count=device_hours,
         gpu_utilization=utilization,
     )
     power = PowerProfile(gpu_tdp_w=tdp_w, gpu_idle_w=0.0)
@@ -96,23 +105,43 @@ def estimate(
     *,
     hardware: str | None = None,
     tdp_w: float | None = None,
-    count: int = 1,
-    hours: float,
+    count: int | None = None,
+    hours: float | None = None,
+    device_hours: float | None = None,
     region: str | None = None,
     intensity_g_per_kwh: float | None = None,
     dataset: str = factors.CURRENT_VINTAGE,
     pue: float = 1.0,
     utilization: float = 1.0,
 ) -> Estimate:
-    """Energy and emissions of a run, with the comparisons the seed calculator shows."""
+    """Energy and emissions of a run, with the comparisons the seed calculator shows.
+
+    The run is ``hours`` on each of ``count`` devices (1 by default), or
+    ``device_hours`` in total (on ``count`` devices, where given).
+    """
     if (hardware is None) == (tdp_w is None):
         raise InputError("give exactly one of --hardware or --tdp-w")
     if (region is None) == (intensity_g_per_kwh is None):
         raise InputError("give exactly one of --region or --intensity-g-per-kwh")
-    if not 0 < hours <= MAX_HOURS:
-        raise InputError(f"--hours must be > 0 and at most {MAX_HOURS}, got {hours:g}")
-    if not 1 <= count <= 1_000_000:
+    if (hours is None) == (device_hours is None):
+        raise InputError("give exactly one of --hours or --device-hours")
+    if count is not None and not 1 <= count <= 1_000_000:
         raise InputError(f"--count must be between 1 and 1000000, got {count}")
+    if device_hours is None:
+        count = count or 1
+        hours = float(hours or 0.0)
+        device_hours = count * hours
+        problem = (
+            f"--hours must be > 0 and --count × --hours at most {MAX_DEVICE_HOURS:,.0f} "
+            f"device-hours, got {count} × {hours:g}"
+        )
+    else:
+        hours = device_hours / count if count else None
+        problem = (
+            f"--device-hours must be > 0 and at most {MAX_DEVICE_HOURS:,.0f}, got {device_hours:g}"
+        )
+    if not 0 < device_hours <= MAX_DEVICE_HOURS:
+        raise InputError(problem)
     if not 1.0 <= pue <= 5.0:
         raise InputError(f"--pue must be between 1.0 and 5.0, got {pue:g}")
     if not 0.0 <= utilization <= 1.0:
@@ -125,11 +154,11 @@ def estimate(
         device_name, device_tdp_w = device.name, device.tdp_w
     else:
         device_tdp_w = float(tdp_w or 0.0)
-        device_name = f"custom device ({device_tdp_w:g} W)"
+        device_name = "custom device"
 
     found = factors.find_region(region, dataset) if region is not None else None
     intensity = found.intensity_g_per_kwh if found else float(intensity_g_per_kwh or 0.0)
-    footprint = run_footprint(device_tdp_w, count, hours, utilization, pue, intensity)
+    footprint = run_footprint(device_tdp_w, device_hours, utilization, pue, intensity)
 
     offset_kg = None
     if found and found.offset_pct is not None:
@@ -143,7 +172,7 @@ def estimate(
         ]
         best = min(candidates, key=lambda r: r.intensity_g_per_kwh)
         best_fp = run_footprint(
-            device_tdp_w, count, hours, utilization, pue, best.intensity_g_per_kwh
+            device_tdp_w, device_hours, utilization, pue, best.intensity_g_per_kwh
         )
         lowest = Comparison(best.key, best.name, best.intensity_g_per_kwh, best_fp.co2e_g / 1000)
 
@@ -156,6 +185,7 @@ def estimate(
         tdp_w=device_tdp_w,
         count=count,
         hours=hours,
+        device_hours=device_hours,
         utilization=utilization,
         pue=pue,
         region_key=found.key if found else None,
@@ -182,10 +212,21 @@ def _where(e: Estimate) -> str:
     return f"{e.region_name} ({e.region_key}), {e.intensity_g_per_kwh:g} gCO2e/kWh"
 
 
+def _hours(value: float) -> str:
+    """Hours as written in papers: 12.5, 184,320, 3,300,000 (never 3.3e+06)."""
+    return f"{value:,.10g}"
+
+
+def _run(e: Estimate) -> str:
+    if e.count is None or e.hours is None:
+        return f"{_hours(e.device_hours)} device-hours of {e.hardware} ({e.tdp_w:g} W)"
+    total = f" ({_hours(e.device_hours)} device-hours)" if e.count > 1 else ""
+    return f"{e.count} × {e.hardware} ({e.tdp_w:g} W) for {_hours(e.hours)} h{total}"
+
+
 def render_text(e: Estimate) -> str:
     lines = [
-        f"{e.count} × {e.hardware} ({e.tdp_w:g} W) for {e.hours:g} h at utilisation "
-        f"{e.utilization:g}, PUE {e.pue:g}, in {_where(e)}",
+        f"{_run(e)} at utilisation {e.utilization:g}, PUE {e.pue:g}, in {_where(e)}",
         f"  energy:    {e.energy_kwh:,.2f} kWh",
         f"  emissions: {e.co2e_kg:,.2f} kg CO2e (range {e.co2e_kg_low:,.2f} – "
         f"{e.co2e_kg_high:,.2f}), method {e.method}",
@@ -208,22 +249,26 @@ def render_text(e: Estimate) -> str:
     return "\n".join(lines)
 
 
-def _amount(value: float) -> str:
+def amount(value: float) -> str:
     """Three significant figures for small numbers, whole numbers with separators for large."""
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
-def _statement(e: Estimate, cite: str) -> str:
+def _statement(e: Estimate) -> str:
     offset = ""
     if e.offset_pct is not None:
         offset = f", {e.offset_pct:g}% of which the provider states it offsets"
+    if e.count is None or e.hours is None:
+        run = f"used {_hours(e.device_hours)} device-hours of {e.hardware}"
+    else:
+        run = f"ran for {_hours(e.hours)} hours on {e.count} × {e.hardware}"
     return (
-        f"The experiments ran for {e.hours:g} hours on {e.count} {e.hardware} device(s) "
+        f"The experiments {run} "
         f"(TDP {e.tdp_w:g} W) in {_where(e)}, at a PUE of {e.pue:g}. "
-        f"They used an estimated {_amount(e.energy_kwh)} kWh and emitted an estimated "
-        f"{_amount(e.co2e_kg)} kg CO2e (range {_amount(e.co2e_kg_low)} to "
-        f"{_amount(e.co2e_kg_high)}){offset}. "
-        f"Estimated with jobcarbon, following the method of {cite}."
+        f"They used an estimated {amount(e.energy_kwh)} kWh and emitted an estimated "
+        f"{amount(e.co2e_kg)} kg CO2e (range {amount(e.co2e_kg_low)} to "
+        f"{amount(e.co2e_kg_high)}){offset}. "
+        f"Estimated with jobcarbon, following the method of {CITE}."
     )
 
 
@@ -235,11 +280,40 @@ LACOSTE_BIBTEX = """@article{lacoste2019quantifying,
 }"""
 
 
-def render_latex(e: Estimate) -> str:
-    body = _statement(e, r"Lacoste et al.~\cite{lacoste2019quantifying}")
-    body = body.replace("%", r"\%").replace("CO2e", r"CO$_2$e")
+#: Where a statement's plain text cites the method; ``latex`` and ``markdown`` fill it in.
+CITE = "\x00cite\x00"
+_LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+_LATEX_SPECIAL = re.compile("|".join(re.escape(c) for c in _LATEX_SPECIALS))
+
+
+def latex(text: str) -> str:
+    """A plain statement as LaTeX (names may hold _, &, %), with the BibTeX as a comment."""
+    body = _LATEX_SPECIAL.sub(lambda m: _LATEX_SPECIALS[m.group()], text)
+    body = body.replace("CO2e", r"CO$_2$e").replace(
+        CITE, r"Lacoste et al.~\cite{lacoste2019quantifying}"
+    )
     return f"{body}\n\n% BibTeX:\n" + "\n".join(f"% {line}" for line in LACOSTE_BIBTEX.splitlines())
 
 
+def markdown(text: str) -> str:
+    """A plain statement as Markdown, citing the method by its arXiv link."""
+    return text.replace(CITE, "[Lacoste et al. (2019)](https://arxiv.org/abs/1910.09700)")
+
+
+def render_latex(e: Estimate) -> str:
+    return latex(_statement(e))
+
+
 def render_markdown(e: Estimate) -> str:
-    return _statement(e, "[Lacoste et al. (2019)](https://arxiv.org/abs/1910.09700)")
+    return markdown(_statement(e))

@@ -509,7 +509,7 @@ POSTGRES = _Dialect(
 )
 
 Dimension = Literal[
-    "user", "project", "cluster", "partition", "gpu_model", "state", "month", "site"
+    "user", "project", "cluster", "partition", "gpu_model", "state", "month", "site", "method"
 ]
 DIMENSIONS: tuple[Dimension, ...] = (
     "user",
@@ -520,6 +520,7 @@ DIMENSIONS: tuple[Dimension, ...] = (
     "state",
     "month",
     "site",
+    "method",
 )
 
 
@@ -671,10 +672,21 @@ class Filters:
     project: str | None = None
     cluster: str | None = None
     months: tuple[str, ...] | None = None  # any of these months
+    #: these jobs, each with its array tasks (``ID_N``) and earlier runs (``ID+run@T``)
+    job_ids: tuple[str, ...] | None = None
 
     def where(self) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         params: list[Any] = []
+        if self.job_ids is not None:
+            matches = []
+            for job_id in self.job_ids:
+                like = re.sub(r"([\\%_])", r"\\\1", job_id)
+                matches.append(
+                    "job_id = ? OR job_id LIKE ? ESCAPE '\\' OR job_id LIKE ? ESCAPE '\\'"
+                )
+                params.extend([job_id, like + "\\_%", like + "+run@%"])
+            clauses.append(f"({' OR '.join(matches) or 'FALSE'})")
         if self.months is not None:
             clauses.append(f"month IN ({', '.join('?' * len(self.months))})")
             params.extend(self.months)
@@ -1137,6 +1149,12 @@ class Ledger:
         where, params = filters.where()
         row = self._query(f"SELECT 'all', {_SUMMARY_SUMS} FROM jobs{where}", params).fetchone()
         return SummaryRow(*row)
+
+    def cpu_hours(self, filters: Filters = Filters()) -> float:
+        """Allocated CPU core-hours of the jobs ``filters`` covers."""
+        where, params = filters.where()
+        sql = f"SELECT COALESCE(SUM(cpu_seconds), 0) / 3600.0 FROM jobs{where}"
+        return float(self._query(sql, params).fetchone()[0])
 
     def grouped(
         self, outer: Dimension, inner: Dimension, filters: Filters = Filters()

@@ -80,11 +80,16 @@ class Sacct:
     """Runs ``sacct`` with the options jobcarbon needs; returns its rows."""
 
     def __init__(
-        self, command: str = "sacct", run: Runner = subprocess.run, timeout_s: float = 120.0
+        self,
+        command: str = "sacct",
+        run: Runner = subprocess.run,
+        timeout_s: float = 120.0,
+        cluster: str | None = None,
     ) -> None:
         self.command = command
         self.run = run
         self.timeout_s = timeout_s
+        self.cluster = cluster  # another cluster of the same slurmdbd (sacct --clusters)
 
     def _run(self, args: list[str]) -> str:
         """Run the sacct command with ``args``; its output, or ``SourceError``."""
@@ -116,6 +121,7 @@ class Sacct:
                 "--allusers",
                 "--duplicates",
                 f"--format={','.join(SACCT_FIELDS)}",
+                *([f"--clusters={self.cluster}"] if self.cluster else []),
                 *selection,
             ]
         ).splitlines()
@@ -131,6 +137,11 @@ class Sacct:
             f"--state={FINAL_STATES}",
         )
         return list(read_rows(lines, source=f"sacct {start:%Y-%m-%d %H:%M}"))
+
+    def jobs_of(self, user: str, since: datetime) -> Rows:
+        """``user``'s jobs that ran, or were pending, at or after ``since``, in any state."""
+        lines = self._call(f"--user={user}", f"--starttime={since:%Y-%m-%dT%H:%M:%S}")
+        return list(read_rows(lines, source=f"sacct --user={user}"))
 
     def version(self) -> str:
         """The running Slurm's version, as ``sacct --version`` prints it (``22.05.8``)."""

@@ -1,0 +1,112 @@
+"""`jobcarbon job`'s report from sacct output, without a cluster: the runner is given.
+
+The rows are written in the shape sacct 22.05 prints them for the test cluster
+(tests/slurm_cluster.py; the real-cluster tests are in tests/test_job_command.py).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from jobcarbon.config import parse_config
+from jobcarbon.errors import InputError
+from jobcarbon.jobreport import read_job, render_text, to_json
+from jobcarbon.sources.sacct import DELIMITER, SACCT_FIELDS
+from jobcarbon.sources.slurm import Sacct
+
+CONFIG = parse_config(
+    {
+        "sites": {"lab": {"pue": 1.2, "grid": {"region": "FR"}}},
+        "clusters": {
+            "testcl": {
+                "site": "lab",
+                "hardware": [{"match": {"gpu_type": "a100"}, "gpu_model": "A100 SXM4 80 GB"}],
+            }
+        },
+        "ledger": {"url": "sqlite:////nonexistent/ledger.db"},
+    }
+)
+ROW = {
+    "JobIDRaw": "7",
+    "JobID": "7",
+    "Cluster": "testcl",
+    "User": "alice",
+    "Account": "physics",
+    "WCKey": "",
+    "Partition": "gpu",
+    "State": "COMPLETED",
+    "Submit": "2026-12-02T03:00:00",
+    "Start": "2026-12-02T03:00:00",
+    "End": "2026-12-02T04:00:00",
+    "ElapsedRaw": "3600",
+    "AllocTRES": "billing=2,cpu=2,gres/gpu:a100=2,gres/gpu=2,mem=200M,node=1",
+    "NNodes": "1",
+    "NodeList": "localhost",
+    "JobName": "train",
+    "ConsumedEnergyRaw": "0",
+    "TRESUsageInTot": "",
+}
+NOW = datetime(2026, 12, 2, 5, 0, tzinfo=UTC)
+
+
+def sacct_printing(*rows: dict[str, str]) -> tuple[Sacct, list[list[str]]]:
+    calls: list[list[str]] = []
+    text = "\n".join(
+        [DELIMITER.join(SACCT_FIELDS), *(DELIMITER.join(r[f] for f in SACCT_FIELDS) for r in rows)]
+    )
+
+    def run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        calls.append(args)
+        return subprocess.CompletedProcess(args, 0, text + "\n", "")
+
+    return Sacct(run=run), calls
+
+
+def test_a_finished_job_worked_by_hand() -> None:
+    sacct, calls = sacct_printing(ROW)
+    report = read_job(sacct, CONFIG, "7", "testcl", NOW)
+    assert "--jobs=7" in calls[0] and "--duplicates" in calls[0]
+    (run,) = report.runs
+    fp = run.accounted.footprint
+    # GPU 2 × 400 W × 1 h = 0.8 kWh; CPU 2 × 12 W = 0.024 kWh; memory 200 MB = 0.1953 GB
+    # × 0.3725 W/GB = 0.0000728 kWh; IT 0.8240728 × PUE 1.2 = 0.98888736 kWh; × 56.039 g
+    # (FR, tests/test_cli.py's table check) = 55.416 g
+    assert fp.energy_gpu_kwh == pytest.approx(0.8)
+    assert fp.energy_cpu_kwh == pytest.approx(0.024)
+    assert fp.energy_facility_kwh == pytest.approx(0.98888736)
+    assert fp.co2e_g == pytest.approx(0.98888736 * 56.039)
+    text = render_text(report, CONFIG)
+    for words in (
+        "Job 7 (train) on testcl: user alice, project physics, partition gpu, state COMPLETED",
+        "hardware:  2 × A100 SXM4 80 GB (400 W), 2 CPU core(s), 0.2 GB memory",
+        "energy:    GPU 0.8 kWh, CPU 0.024 kWh, memory 0.0000728 kWh; × PUE 1.20 = 0.989 kWh",
+        "CO2e:      55.4 g",
+        "estimated (no energy counter, GPU utilisation unknown so GPUs at their TDP)",
+        "`jobcarbon statement --jobs 7 --latex`",
+        "Ledger: not reachable (no ledger at /nonexistent/ledger.db)",
+    ):
+        assert words in text
+
+
+def test_a_running_job_is_counted_to_now_and_a_pending_one_is_nothing() -> None:
+    running = {**ROW, "State": "RUNNING", "End": "Unknown"}
+    pending = {**ROW, "JobIDRaw": "8", "JobID": "8", "State": "PENDING", "Start": "Unknown"}
+    pending["End"] = "Unknown"
+    sacct, _ = sacct_printing(running, pending)
+    first, second = read_job(sacct, CONFIG, "7", "testcl", NOW).runs
+    # 03:00 to NOW (05:00): twice the finished job's hour
+    assert first.so_far and first.accounted.footprint.co2e_g == pytest.approx(
+        2 * 0.98888736 * 56.039
+    )
+    assert second.so_far and second.accounted.footprint.co2e_g == 0
+    assert '"so_far": true' in to_json(read_job(sacct, CONFIG, "7", "testcl", NOW))
+
+
+def test_nothing_visible_is_refused_with_the_reason() -> None:
+    sacct, _ = sacct_printing()
+    with pytest.raises(InputError, match=r"job 9 is not in Slurm's accounting .*PrivateData=jobs"):
+        read_job(sacct, CONFIG, "9", "testcl", NOW)
