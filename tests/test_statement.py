@@ -24,6 +24,7 @@ from jobcarbon.accounting import Accountant
 from jobcarbon.cli import main
 from jobcarbon.config import parse_config
 from jobcarbon.ledger import Filters, Ledger
+from jobcarbon.quantity import co2e, energy, significant
 from jobcarbon.records import JobRecord, JobState
 from tests.conftest import make_job, utc
 
@@ -178,11 +179,12 @@ def test_figures_equal_summary_for_the_same_filter(config_path: Path) -> None:
         totals = data["totals"]
         assert isinstance(totals, dict)
         printed = _summary_rows(config_path, "--by", "cluster", option, value)["total"]
+        # summary prints three significant figures in a fitting unit (jobcarbon.quantity)
         assert printed[1:5] == [
             f"{totals['jobs']:,}",
-            f"{totals['gpu_hours']:,.1f}",
-            f"{totals['energy_kwh']:,.1f}",
-            f"{totals['co2e_kg']:,.1f}",
+            significant(float(totals["gpu_hours"])),
+            str(energy(float(totals["energy_kwh"]))),
+            str(co2e(float(totals["co2e_kg"]))),
         ]
         with Ledger(config_path.parent / "ledger.db") as ledger:
             same = ledger.totals(Filters(**{option.removeprefix("--"): value}))
