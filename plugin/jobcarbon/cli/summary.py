@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Generator, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import click
 
@@ -112,7 +112,7 @@ def export(
     click.echo(f"exported {count} job(s)", err=True)
 
 
-def _generator(rows: Iterator[dict[str, Any]]) -> Generator[dict[str, Any], None, None]:
+def _generator(rows: Iterator[dict[str, object]]) -> Generator[dict[str, object], None, None]:
     """``Ledger.jobs``'s rows, which a generator yields, so that the export can close it."""
     assert isinstance(rows, Generator)
     return rows
