@@ -12,11 +12,8 @@ Where the file is: ``--config``, else ``$JOBCARBON_CONFIG``, else
 
 from __future__ import annotations
 
-import csv
-import fnmatch
 import os
 import re
-from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -34,8 +31,10 @@ from pydantic import (
 from . import access, factors
 from .errors import ConfigError, FactorError
 from .footprint import PowerProfile, Uncertainty
+from .hardware import HardwareRule, PowerProfiles
 from .records import JobRecord
-from .site import Constant, HourlySeries, MonthlyPue, Schedule, SiteFactors
+from .series import read_series
+from .site import Constant, MonthlyPue, Schedule, SiteFactors
 
 DEFAULT_PATH = Path("/etc/jobcarbon/config.yaml")
 ENV_VAR = "JOBCARBON_CONFIG"
@@ -101,47 +100,6 @@ class SiteConfig(_Strict):
         return value
 
 
-class HardwareMatch(_Strict):
-    """All given conditions must hold. Patterns are shell globs (``gpu-*``)."""
-
-    partition: str | None = None
-    nodes: str | None = Field(None, description="glob matched against the job's node list")
-    gpu_type: str | None = Field(None, description="typed GRES/TRES name, e.g. a100")
-    node_label: dict[str, str] | None = Field(None, description="Kubernetes node labels")
-
-    def matches(self, job: JobRecord) -> bool:
-        if self.partition and not fnmatch.fnmatchcase(job.partition, self.partition):
-            return False
-        if self.nodes and not fnmatch.fnmatchcase(job.nodes, self.nodes):
-            return False
-        if self.gpu_type and (job.gpu_model or "").lower() != self.gpu_type.lower():
-            return False
-        if self.node_label:
-            return all(job.labels.get(k) == v for k, v in self.node_label.items())
-        return True
-
-
-class HardwareRule(_Strict):
-    match: HardwareMatch = Field(default_factory=HardwareMatch)
-    gpu_model: str | None = Field(None, description="name from `jobcarbon factors hardware`")
-    gpu_tdp_w: float | None = Field(None, gt=0, le=5000, description="overrides the table")
-    cpu_power_w_per_core: float | None = Field(None, gt=0, le=200)
-    memory_power_w_per_gb: float | None = Field(None, ge=0, le=10)
-
-    @field_validator("gpu_model")
-    @classmethod
-    def _known_gpu(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                return factors.find_hardware(value).name
-            except FactorError as err:
-                raise ValueError(str(err)) from err
-        return value
-
-
-_NO_RULE = HardwareRule()
-
-
 class AttributionConfig(_Strict):
     project_from: Literal["account", "wckey", "partition"] = Field(
         "account", description="Slurm field that names the project"
@@ -171,44 +129,13 @@ class ClusterConfig(_Strict):
     attribution: AttributionConfig = Field(default_factory=AttributionConfig)
 
     @cached_property
-    def profile_cache(self) -> dict[tuple[int, str | None, bool], PowerProfile]:
-        """Profiles resolved so far, by (rule position, GPU model, whether the job has
-        GPUs): a profile depends on nothing else, and an import asks millions of times."""
-        return {}
+    def profiles(self) -> PowerProfiles:
+        """This cluster's hardware rules, with its defaults for what a rule leaves out."""
+        return PowerProfiles(self.hardware, self)
 
     def power_profile(self, job: JobRecord) -> PowerProfile:
         """The power figures for ``job``: the first matching hardware rule, then defaults."""
-        position = next(
-            (i for i, r in enumerate(self.hardware) if r.match.matches(job)), len(self.hardware)
-        )
-        key = (position, job.gpu_model, job.gpu_count > 0)
-        profile = self.profile_cache.get(key)
-        if profile is None:
-            rule = self.hardware[position] if position < len(self.hardware) else _NO_RULE
-            profile = self._rule_profile(rule, job.gpu_model, job.gpu_count > 0)
-            self.profile_cache[key] = profile
-        return profile
-
-    def _rule_profile(
-        self, rule: HardwareRule, gpu_model: str | None, has_gpus: bool
-    ) -> PowerProfile:
-        gpu_model = rule.gpu_model or gpu_model
-        tdp_w = rule.gpu_tdp_w or 0.0
-        if has_gpus and not tdp_w and gpu_model:
-            tdp_w = factors.find_hardware(gpu_model).tdp_w
-        cpu_w = rule.cpu_power_w_per_core or self.cpu_power_w_per_core
-        return PowerProfile(
-            gpu_model=gpu_model,
-            gpu_tdp_w=tdp_w,
-            gpu_idle_w=tdp_w * self.gpu_idle_fraction,
-            cpu_power_w_per_core=cpu_w,
-            cpu_idle_w_per_core=cpu_w * self.cpu_idle_fraction,
-            memory_power_w_per_gb=(
-                rule.memory_power_w_per_gb
-                if rule.memory_power_w_per_gb is not None
-                else self.memory_power_w_per_gb
-            ),
-        )
+        return self.profiles.for_job(job)
 
 
 class LedgerConfig(_Strict):
@@ -493,42 +420,6 @@ def _site_factors(name: str, site: SiteConfig, base_dir: Path) -> SiteFactors:
         path = grid.series.path if grid.series.path.is_absolute() else base_dir / grid.series.path
         intensity = read_series(path, grid.series.fallback_g_per_kwh, f"sites.{name}.grid.series")
     return SiteFactors(name, pue, intensity, site.pue_uncertainty, region_key)
-
-
-def read_series(path: Path, fallback: float | None, where: str) -> HourlySeries:
-    """Read an hourly intensity CSV; every bad line is reported with its line number."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError([f"{where}.path: cannot read {path}: {err.strerror}"]) from err
-    rows = csv.reader(text.splitlines())
-    header = next(rows, [])
-    if [h.strip() for h in header] != ["timestamp", "intensity_g_per_kwh"]:
-        raise ConfigError(
-            [
-                f"{where}.path: {path}: header must be "
-                f"'timestamp,intensity_g_per_kwh', got {','.join(header)!r}"
-            ]
-        )
-    by_hour: dict[int, float] = {}
-    problems: list[str] = []
-    for line_no, row in enumerate(rows, start=2):
-        try:
-            stamp = datetime.fromisoformat(row[0].strip().replace("Z", "+00:00"))
-            if stamp.tzinfo is None:
-                stamp = stamp.replace(tzinfo=UTC)
-            value = float(row[1])
-            if not 0 <= value <= 2000:
-                raise ValueError(f"intensity {value} outside 0..2000 gCO2e/kWh")
-            if stamp.minute or stamp.second:
-                raise ValueError("timestamp must be the start of an hour")
-        except (ValueError, IndexError) as err:
-            problems.append(f"{where}.path: {path} line {line_no}: {err} ({','.join(row)!r})")
-            continue
-        by_hour[int(stamp.timestamp()) // 3600] = value
-    if problems:
-        raise ConfigError(problems)
-    return HourlySeries(by_hour, fallback, str(path))
 
 
 def _format_error(error: Any) -> str:

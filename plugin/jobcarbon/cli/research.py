@@ -1,28 +1,17 @@
-"""The researchers' commands: ``jobcarbon statement`` (and ``jobcarbon job``).
-
-Registered by ``cli.main``, whose group turns errors into messages and exit codes.
-Heavy modules are imported inside the commands, as in ``cli``, so that ``jobcarbon
---help`` stays fast.
-"""
+"""The researchers' commands: ``jobcarbon statement`` and ``jobcarbon job``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
+from .common import _config, _date, _table, date_option
 
-def _config(ctx: click.Context) -> Any:
-    from .config import load_config
-
-    return load_config(ctx.obj["config_path"])
-
-
-def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
-    from .cli import _date as parse_date  # the same dates as `export --since`
-
-    return parse_date(value)
+if TYPE_CHECKING:
+    from ..jobreport import JobReport
 
 
 def _job_ids(
@@ -46,8 +35,8 @@ def _job_ids(
     help="Or: these jobs, e.g. 1234,1240 (each with its array tasks and earlier runs).",
 )
 @click.option("--cluster", help="Only jobs on this cluster.")
-@click.option("--since", callback=_date, help="Jobs ending at or after this date (UTC).")
-@click.option("--until", callback=_date, help="Jobs ending before this date (UTC).")
+@date_option("--since", "Jobs ending at or after this date (UTC).")
+@date_option("--until", "Jobs ending before this date (UTC).")
 @click.option("--latex", is_flag=True, help="A LaTeX paragraph (BibTeX entry as a comment).")
 @click.option("--markdown", is_flag=True, help="A Markdown paragraph.")
 @click.option("--json", "as_json", is_flag=True, help="The figures and the paragraph as JSON.")
@@ -73,9 +62,9 @@ def statement(
     prints them for the same jobs.
       jobcarbon statement --project nlp --since 2026-01-01 --until 2026-07-01 --latex
     """
-    from .errors import InputError
-    from .ledger import open_ledger
-    from .statement import build_statement, render_latex, render_markdown, scope_filters
+    from ..errors import InputError
+    from ..ledger import open_ledger
+    from ..statement import build_statement, render_latex, render_markdown, scope_filters
 
     if sum(x is not None for x in (project, user, job_ids)) != 1:
         raise click.UsageError("give exactly one of --project, --user or --jobs")
@@ -96,14 +85,14 @@ def statement(
         click.echo(render_markdown(found))
 
 
-def _since(ctx: click.Context, param: click.Parameter, value: str) -> Any:
+def _since(ctx: click.Context, param: click.Parameter, value: str) -> datetime | None:
     """``7d``, ``12h`` or a date: how far back --mine looks."""
     from datetime import UTC, timedelta
 
     units = {"d": "days", "h": "hours"}
     if value[-1:] in units and value[:-1].isdigit():
         return datetime.now(UTC) - timedelta(**{units[value[-1]]: int(value[:-1])})
-    return _date(ctx, param, value)
+    return _date(value)
 
 
 @click.command()
@@ -150,8 +139,8 @@ def job(
     import getpass
     from datetime import UTC
 
-    from .jobreport import read_job, read_mine, render_text, to_json
-    from .sources.slurm import Sacct
+    from ..jobreport import read_job, read_mine, render_text, to_json
+    from ..sources.slurm import Sacct
 
     if mine == (job_id is not None):
         raise click.UsageError("give a JOB_ID, or --mine for your own recent jobs")
@@ -171,12 +160,11 @@ def job(
     if as_json:
         import json
 
-        from .jobreport import run_json
+        from ..jobreport import run_json
 
         click.echo(json.dumps([run_json(run) for run in runs], indent=2))
         return
-    from .cli import _table
-    from .statement import figure
+    from ..statement import figure
 
     rows = [
         (
@@ -196,12 +184,12 @@ def job(
     )
 
 
-def _read_final(read: Any, wait_s: float) -> Any:
+def _read_final(read: Callable[[], JobReport], wait_s: float) -> JobReport:
     """``read()`` again every half second, up to ``wait_s``, until every run has ended
     (and the job is in accounting at all); the last reading either way."""
     import time
 
-    from .errors import InputError
+    from ..errors import InputError
 
     deadline = time.monotonic() + wait_s
     while True:

@@ -1,0 +1,194 @@
+"""``jobcarbon slurm``: the collector, backfill, and import of sacct dumps."""
+
+from __future__ import annotations
+
+import io
+import sys
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, BinaryIO
+
+import click
+
+from ..errors import ExitCode
+from .common import _config, _report_problems, date_option
+
+if TYPE_CHECKING:
+    from ..ledger import Ledger
+    from ..sources.slurm import Collector
+
+
+@click.group("slurm")
+def slurm_group() -> None:
+    """Account Slurm jobs: the collector, backfill and import of sacct dumps."""
+
+
+def _collector(ctx: click.Context, ledger: Ledger) -> Collector:
+    from ..sources.slurm import Collector, Spool, open_accounting
+
+    config = _config(ctx)
+    spool = Spool(config.slurm.spool_dir)
+    spool.create()
+    return Collector(config, ledger, open_accounting(config.slurm), spool)
+
+
+@slurm_group.command("collect")
+@click.option("--once", is_flag=True, help="Process what is pending, sweep once, and exit.")
+@click.pass_context
+def slurm_collect(ctx: click.Context, once: bool) -> None:
+    """Drain the epilog's spool and sweep accounting into the ledger (a service).
+
+    \b
+    SIGHUP (systemctl reload) reads the config again; one that is not valid
+    is refused with the reason in the log, and the old one is kept.
+    """
+    import logging
+    import signal
+
+    from ..ledger import open_ledger
+    from ..reload import Reloader
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    with open_ledger(_config(ctx)) as ledger:
+        collector = _collector(ctx, ledger)
+        if not once:
+            stopping: list[int] = []
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda number, frame: stopping.append(number))
+            collector.run_forever(lambda: bool(stopping), Reloader(lambda: _config(ctx)).install())
+            return
+        report = collector.collect_once()
+    click.echo(
+        f"accounted {report.accounted.written} job(s), {report.accounted.unchanged} "
+        f"unchanged, {report.pending} pending, {report.accounted.failed} problem(s), "
+        f"{len(report.given_up)} given up"
+    )
+    _report_problems(report.accounted)
+    for line in [*report.given_up, *report.errors]:
+        click.secho(f"  {line}", fg="red", err=True)
+    if report.errors:
+        sys.exit(3)
+    if report.accounted.failed or report.given_up:
+        sys.exit(1)
+
+
+@slurm_group.command("backfill")
+@date_option("--since", "First day to read (UTC), e.g. 2025-01-01.", required=True)
+@date_option("--until", "Stop before this day (UTC) [default: now].")
+@click.option(
+    "--window-hours",
+    type=click.IntRange(1, 24 * 31),
+    default=24,
+    show_default=True,
+    help="Hours of accounting read per sacct call.",
+)
+@click.option("--restart", is_flag=True, help="Ignore where an earlier run stopped.")
+@click.pass_context
+def slurm_backfill(
+    ctx: click.Context, since: datetime, until: datetime | None, window_hours: int, restart: bool
+) -> None:
+    """Account every job that ended in a range, window by window; resumes where it stopped."""
+    from rich.progress import Progress
+
+    from ..accounting import IngestReport
+    from ..ledger import open_ledger
+    from ..sources.slurm import backfill_windows
+
+    until = until or datetime.now(UTC)
+    mark_name = f"slurm.backfill.{int(since.timestamp())}"
+    with open_ledger(_config(ctx)) as ledger:
+        collector = _collector(ctx, ledger)
+        mark = None if restart else ledger.watermark(mark_name)
+        start = since
+        if mark is not None and since.timestamp() < mark < until.timestamp():
+            start = datetime.fromtimestamp(mark, UTC)
+            click.echo(f"resuming at {start.isoformat()} (use --restart to read it all again)")
+        windows = list(backfill_windows(start, until, window_hours * 3600))
+        total = IngestReport()
+        with Progress(transient=True) as progress:
+            task = progress.add_task("backfill", total=len(windows))
+            for window_start, window_end in windows:
+                total.add(collector.account_window(window_start, window_end))
+                ledger.set_watermark(mark_name, int(window_end.timestamp()))
+                progress.update(
+                    task, advance=1, description=f"backfill {window_end:%Y-%m-%d %H:%M}"
+                )
+    click.echo(
+        f"accounted {total.written} job(s), {total.unchanged} unchanged, "
+        f"{total.failed} problem(s) in {len(windows)} window(s)"
+    )
+    _report_problems(total)
+    if total.failed:
+        sys.exit(1)
+
+
+@slurm_group.command("import")
+@click.argument("source", type=click.File("rb", lazy=False))
+@click.option(
+    "--cluster",
+    help="Cluster name when the dump has no Cluster column [default: the config's first cluster].",
+)
+@click.pass_context
+def slurm_import(ctx: click.Context, source: BinaryIO, cluster: str | None) -> None:
+    """Import a `sacct --parsable2` dump (FILE, or - for stdin), streaming.
+
+    A plain `|`-delimited dump is read too: lines that a `|` or a line break in a job
+    name split are rejoined and counted as repaired. UTF-8 (with or without a
+    byte-order mark) or UTF-16 with one; CRLF line ends.
+    """
+    import os
+
+    from rich.progress import DownloadColumn, Progress
+
+    from ..accounting import Accountant, IngestReport, ingest_on_two_cores
+    from ..ledger import open_ledger
+    from ..sources.parsable import open_dump
+    from ..sources.sacct import read_parsable
+
+    config = _config(ctx)
+    cluster = cluster or next(iter(config.clusters))
+    config.cluster(cluster)  # an unknown --cluster fails here, before reading anything
+    try:
+        size = os.fstat(source.fileno()).st_size or None
+    except (OSError, io.UnsupportedOperation):
+        size = None
+    name = getattr(source, "name", "-")
+    with (
+        open_ledger(config) as ledger,
+        Progress(*Progress.get_default_columns(), DownloadColumn(), transient=True) as progress,
+    ):
+        task = progress.add_task(f"import {name}", total=size)
+
+        def advance(report: IngestReport) -> None:
+            # the file is read in another process; its offset is shared with this one
+            if size is not None:
+                progress.update(task, completed=os.lseek(source.fileno(), 0, os.SEEK_CUR))
+            else:
+                progress.update(task, description=f"import {name}: {report.seen:,} jobs")
+
+        report = ingest_on_two_cores(
+            read_parsable(
+                open_dump(source), cluster=cluster, attributions=config.attributions, source=name
+            ),
+            Accountant(config),
+            ledger,
+            on_batch=advance,
+        )
+    click.echo(
+        f"imported {report.written} job(s), {report.unchanged} unchanged, "
+        f"{report.repaired} line(s) repaired, {report.failed} problem(s)"
+    )
+    _report_problems(report)
+    if report.failed:
+        sys.exit(ExitCode.PROBLEMS)
+
+
+@slurm_group.command("sacct-format")
+def slurm_sacct_format() -> None:
+    """Print the sacct command whose output `jobcarbon slurm import` reads."""
+    from ..sources.sacct import DELIMITER, SACCT_FIELDS
+
+    click.echo(
+        f"TZ=UTC sacct --parsable2 --delimiter='{DELIMITER}' --allusers --duplicates "
+        f"--format={','.join(SACCT_FIELDS)} --starttime=2025-01-01 --endtime=now "
+        "--state=CA,CD,DL,F,NF,OOM,PR,RQ,TO,BF > jobs.txt"
+    )
