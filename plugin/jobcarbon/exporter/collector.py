@@ -32,11 +32,11 @@ from typing import Any, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from . import __version__
-from .config import Config
-from .errors import FactorError, LedgerError
-from .footprint import J_PER_KWH
-from .ledger import Aggregate, Ledger, Running
+from .. import __version__
+from ..config import Config
+from ..errors import FactorError, LedgerError
+from ..footprint import J_PER_KWH
+from ..ledger import Aggregate, Ledger, Running
 
 log = logging.getLogger("jobcarbon.exporter")
 
