@@ -6,20 +6,18 @@ sums, and a scrape costs the same whatever the number of jobs. No job id, pod na
 address is ever a label. The rendered exposition is cached until the ledger changes
 (or a minute passes, for factors that vary with time), so repeated scrapes are cheap.
 
-``collector`` reads the metrics from the ledger and renders them; ``server`` serves
-/metrics and the probes over HTTP, with the TLS and basic auth of ``webconfig``.
+``spec`` lists the metrics; ``collector`` reads them from the ledger; ``exposition``
+renders the text format (and gzip); ``textfile`` writes it for node_exporter; ``docs``
+generates the metrics reference; ``server`` serves /metrics and the probes over HTTP,
+with the TLS and basic auth of ``webconfig``.
 """
 
-from .collector import (
-    METRICS,
-    Exporter,
-    Family,
-    LedgerCollector,
-    MetricSpec,
-    metrics_reference,
-    write_textfile,
-)
+from .collector import LedgerCollector
+from .docs import metrics_reference
+from .exposition import Exporter
 from .server import accepts_gzip, metrics_app, probe_app, serve_in_thread, serve_metrics
+from .spec import METRICS, Family, MetricSpec
+from .textfile import write_textfile
 from .webconfig import BasicAuth, WebConfig, load_web_config
 
 __all__ = [

@@ -1,10 +1,5 @@
-"""Prometheus metrics from the ledger: aggregates only, read at scrape time.
-
-Counters come from the ledger's running totals (which ``Ledger.write`` keeps, batch
-by batch, as it writes jobs), so they survive exporter restarts, equal the ledger's
-sums, and a scrape costs the same whatever the number of jobs. No job id, pod name or
-address is ever a label. The rendered exposition is cached until the ledger changes
-(or a minute passes, for factors that vary with time), so repeated scrapes are cheap.
+"""The Prometheus collector over the ledger: every metric's series, read at each scrape
+from the ledger's running totals (see the package's docstring).
 
 Any number of request threads may scrape at once: one thread of its own holds the
 ledger connection and does every read (a SQLite connection belongs to the thread that
@@ -17,15 +12,12 @@ schema, or any other error) answers ``jobcarbon_ledger_up 0``, is counted in
 from __future__ import annotations
 
 import contextlib
-import gzip
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,182 +29,11 @@ from ..config import Config
 from ..errors import FactorError, LedgerError
 from ..footprint import J_PER_KWH
 from ..ledger import Aggregate, Ledger, Running
+from .spec import JOB_METRICS, SPECS, Family, Series
 
 log = logging.getLogger("jobcarbon.exporter")
 
-JOB_LABELS = ("cluster", "user", "project", "partition", "gpu_model", "state", "method")
-RUNNING_LABELS = ("cluster", "user", "project", "gpu_model")
 INGEST_STAGES = ("parse", "account", "sacct", "kubernetes")
-RERENDER_AFTER_S = 60.0
-GZIP_LEVEL = 1  # measured at 5,000 label sets: see the README's Benchmarks
-
-
-@dataclass(frozen=True, slots=True)
-class MetricSpec:
-    name: str
-    type: str
-    unit: str
-    labels: tuple[str, ...]
-    help: str
-
-
-METRICS = (
-    MetricSpec(
-        "jobcarbon_jobs_total",
-        "counter",
-        "jobs",
-        JOB_LABELS,
-        "Jobs accounted (each job once, whatever its state).",
-    ),
-    MetricSpec(
-        "jobcarbon_gpu_seconds_total",
-        "counter",
-        "seconds",
-        JOB_LABELS,
-        "Allocated GPU time: GPUs x run time.",
-    ),
-    MetricSpec(
-        "jobcarbon_cpu_seconds_total",
-        "counter",
-        "seconds",
-        JOB_LABELS,
-        "Allocated CPU time: cores x run time.",
-    ),
-    MetricSpec(
-        "jobcarbon_energy_joules_total",
-        "counter",
-        "joules",
-        (*JOB_LABELS, "component"),
-        "Energy by component: gpu, cpu, memory (IT energy) and facility_overhead "
-        "(IT energy x (PUE - 1)); the sum over components is facility energy.",
-    ),
-    MetricSpec(
-        "jobcarbon_co2e_grams_total",
-        "counter",
-        "grams",
-        (*JOB_LABELS, "scope"),
-        "Emissions in grams CO2e; scope=operational (electricity x grid intensity).",
-    ),
-    MetricSpec(
-        "jobcarbon_pue_ratio",
-        "gauge",
-        "ratio",
-        ("cluster", "site"),
-        "PUE in use now for the cluster's site.",
-    ),
-    MetricSpec(
-        "jobcarbon_grid_intensity_grams_per_kilowatt_hour",
-        "gauge",
-        "grams per kilowatt-hour",
-        ("cluster", "site"),
-        "Grid carbon intensity in use now for the cluster's site (gCO2e/kWh).",
-    ),
-    MetricSpec(
-        "jobcarbon_last_job_end_timestamp_seconds",
-        "gauge",
-        "seconds",
-        ("cluster",),
-        "End time of the latest job accounted (Unix time).",
-    ),
-    MetricSpec(
-        "jobcarbon_ingest_pending_jobs",
-        "gauge",
-        "jobs",
-        ("source",),
-        "Jobs a collector has seen end but could not account yet.",
-    ),
-    MetricSpec(
-        "jobcarbon_ingest_errors_total",
-        "counter",
-        "records",
-        ("stage",),
-        "Records that could not be accounted, by stage: parse (unreadable accounting "
-        "line), account (unknown hardware, impossible record), sacct (a failed call to "
-        "Slurm accounting, through sacct or pyslurm), kubernetes (a failed call to the "
-        "Kubernetes API server).",
-    ),
-    MetricSpec(
-        "jobcarbon_sweep_found_jobs_total",
-        "counter",
-        "jobs",
-        ("started",),
-        "Slurm jobs that only the collector's sweep found (no spool entry from the "
-        'epilog within 5 minutes), by whether they started: for started="true" the '
-        "epilog did not run or could not write its spool (its failure signal); Slurm "
-        'runs no epilog for a job cancelled while pending (started="false"), so those '
-        "are the sweep's to find and no failure.",
-    ),
-    MetricSpec(
-        "jobcarbon_source_last_contact_timestamp_seconds",
-        "gauge",
-        "seconds",
-        ("source",),
-        "When a watching source (the Kubernetes pod watcher) last heard from its API "
-        "server (Unix time).",
-    ),
-    MetricSpec(
-        "jobcarbon_source_restarts_total",
-        "counter",
-        "restarts",
-        ("source", "reason"),
-        "Watches a source started again since it started, by reason: expired (410 Gone, "
-        "a full re-list), disconnected (connection cut or silent), api_error (an error "
-        "status); counted by the running watcher, so it resets when that restarts.",
-    ),
-    *(
-        MetricSpec(
-            f"jobcarbon_running_{name}",
-            "gauge",
-            unit,
-            RUNNING_LABELS,
-            f"Jobs still running (pods, written by the watcher every "
-            f"kubernetes.running_interval_s; not served once older than "
-            f"kubernetes.stale_after_s): {meaning}.",
-        )
-        for name, unit, meaning in (
-            ("jobs", "jobs", "how many"),
-            ("gpus", "GPUs", "GPUs they hold"),
-            ("gpu_seconds", "seconds", "GPU time so far"),
-            ("energy_joules", "joules", "facility energy so far (estimated)"),
-            ("co2e_grams", "grams", "emissions so far in grams CO2e (estimated)"),
-        )
-    ),
-    MetricSpec(
-        "jobcarbon_ledger_up",
-        "gauge",
-        "boolean",
-        (),
-        "1 if the last scrape could read the ledger, 0 otherwise.",
-    ),
-    MetricSpec(
-        "jobcarbon_ledger_errors_total",
-        "counter",
-        "scrapes",
-        (),
-        "Scrapes that failed: the ledger missing, locked or from a newer schema, or any "
-        "other error (each logged once while it lasts; the next scrape tries again).",
-    ),
-    MetricSpec(
-        "jobcarbon_build_info",
-        "gauge",
-        "info",
-        ("version",),
-        "Always 1; the jobcarbon version serving the metrics.",
-    ),
-)
-_SPEC = {spec.name: spec for spec in METRICS}
-
-
-Series = tuple[tuple[str, ...], float]  # label values (in the spec's order), value
-
-
-@dataclass(slots=True)
-class Family:
-    """One metric's samples for one scrape, before they are rendered."""
-
-    spec: MetricSpec
-    series: list[Series]
-
 
 PerUser = TypeVar("PerUser", Aggregate, Running)
 Read = TypeVar("Read")
@@ -226,16 +47,6 @@ def _merge_users(rows: list[PerUser]) -> list[PerUser]:
         previous = merged.get(anyone.labels)
         merged[anyone.labels] = anyone if previous is None else previous.plus(row)
     return list(merged.values())
-
-
-#: The metrics that have one or more series per label set of the ledger's totals.
-JOB_METRICS = (
-    "jobcarbon_jobs_total",
-    "jobcarbon_gpu_seconds_total",
-    "jobcarbon_cpu_seconds_total",
-    "jobcarbon_energy_joules_total",
-    "jobcarbon_co2e_grams_total",
-)
 
 
 def job_series(row: Aggregate) -> list[tuple[int, tuple[str, ...], float]]:
@@ -256,12 +67,13 @@ def job_series(row: Aggregate) -> list[tuple[int, tuple[str, ...], float]]:
     ]
 
 
-def _last_end_family(rows: Iterable[Aggregate]) -> Family:
+def last_end_family(rows: Iterable[Aggregate]) -> Family:
+    """The end time of each cluster's latest job, over these totals."""
     last_end: dict[str, int] = {}
     for row in rows:
         last_end[row.cluster] = max(last_end.get(row.cluster, 0), row.last_end_time)
     return Family(
-        _SPEC["jobcarbon_last_job_end_timestamp_seconds"],
+        SPECS["jobcarbon_last_job_end_timestamp_seconds"],
         [((cluster,), float(stamp)) for cluster, stamp in sorted(last_end.items())],
     )
 
@@ -277,7 +89,7 @@ def _running_families(rows: list[Running]) -> list[Family]:
     ):
         families.append(
             Family(
-                _SPEC[f"jobcarbon_running_{name}"],
+                SPECS[f"jobcarbon_running_{name}"],
                 [(r.labels, value(r)) for r in rows],
             )
         )
@@ -296,8 +108,8 @@ def _source_families(gauges: dict[str, float]) -> list[Family]:
         elif head.endswith(".restarts"):
             restarts.append(((head.removesuffix(".restarts"), reason), value))
     return [
-        Family(_SPEC["jobcarbon_source_last_contact_timestamp_seconds"], contact),
-        Family(_SPEC["jobcarbon_source_restarts_total"], restarts),
+        Family(SPECS["jobcarbon_source_last_contact_timestamp_seconds"], contact),
+        Family(SPECS["jobcarbon_source_restarts_total"], restarts),
     ]
 
 
@@ -394,14 +206,14 @@ class LedgerCollector:
             families += self._job_families(rows)
         families.append(
             Family(
-                _SPEC["jobcarbon_ingest_errors_total"],
+                SPECS["jobcarbon_ingest_errors_total"],
                 [((stage,), float(errors.get(stage, 0))) for stage in INGEST_STAGES],
             )
         )
         families += _source_families(gauges) + _running_families(self._current(running))
         families.append(
             Family(
-                _SPEC["jobcarbon_ingest_pending_jobs"],
+                SPECS["jobcarbon_ingest_pending_jobs"],
                 [
                     ((name.removesuffix(".pending_jobs"),), value)
                     for name, value in sorted(gauges.items())
@@ -411,7 +223,7 @@ class LedgerCollector:
         )
         families.append(
             Family(
-                _SPEC["jobcarbon_sweep_found_jobs_total"],
+                SPECS["jobcarbon_sweep_found_jobs_total"],
                 [
                     ((started,), gauges.get(f"slurm.sweep_found_jobs.{started}", 0.0))
                     for started in ("true", "false")
@@ -440,20 +252,20 @@ class LedgerCollector:
         return [row for row in rows if row.updated_at >= oldest]
 
     def _build_info(self) -> Family:
-        return Family(_SPEC["jobcarbon_build_info"], [((__version__,), 1.0)])
+        return Family(SPECS["jobcarbon_build_info"], [((__version__,), 1.0)])
 
     def _health(self, up: bool) -> list[Family]:
         return [
-            Family(_SPEC["jobcarbon_ledger_up"], [((), 1.0 if up else 0.0)]),
-            Family(_SPEC["jobcarbon_ledger_errors_total"], [((), float(self.ledger_errors))]),
+            Family(SPECS["jobcarbon_ledger_up"], [((), 1.0 if up else 0.0)]),
+            Family(SPECS["jobcarbon_ledger_errors_total"], [((), float(self.ledger_errors))]),
         ]
 
     def _job_families(self, rows: list[Aggregate]) -> list[Family]:
-        families = [Family(_SPEC[name], []) for name in JOB_METRICS]
+        families = [Family(SPECS[name], []) for name in JOB_METRICS]
         for row in rows:
             for index, labels, value in job_series(row):
                 families[index].series.append((labels, value))
-        return [*families, _last_end_family(rows)]
+        return [*families, last_end_family(rows)]
 
     def _factor_families(self) -> list[Family]:
         pue: list[Series] = []
@@ -467,166 +279,6 @@ class LedgerCollector:
             except FactorError as err:
                 log.warning("no grid intensity for now: %s", err)
         return [
-            Family(_SPEC["jobcarbon_pue_ratio"], pue),
-            Family(_SPEC["jobcarbon_grid_intensity_grams_per_kilowatt_hour"], intensity),
+            Family(SPECS["jobcarbon_pue_ratio"], pue),
+            Family(SPECS["jobcarbon_grid_intensity_grams_per_kilowatt_hour"], intensity),
         ]
-
-
-class Exporter:
-    """Renders the text exposition, again only when the ledger changed or a minute passed.
-
-    It keeps the rendered lines of every label set and, at each scrape, fetches from
-    the ledger only the totals that changed since the last one (``changed_aggregates``),
-    so a scrape costs little more than joining strings. It writes the text itself
-    rather than through prometheus_client's ``generate_latest``, which re-validates
-    every label name of every sample (about a second for 5,000 label sets here); label
-    names are fixed in ``METRICS``. With ``drop_user_label`` (totals merged over users)
-    every scrape renders afresh. Scrapes at the same moment take turns (``_lock``);
-    those that find the ledger unchanged are answered from the cache.
-    """
-
-    def __init__(
-        self, collector: LedgerCollector, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.collector = collector
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._cached: tuple[tuple[int, int], float, bytes] | None = None
-        self._gzipped: tuple[bytes, bytes] | None = None  # a body, and it compressed
-        self._seen = -1  # change number of the ledger totals read so far
-        self._rows: dict[tuple[str, ...], tuple[Aggregate, list[str]]] = {}
-
-    def render(self) -> bytes:
-        """The exposition now. Never raises: a failure answers ``ledger_up 0``."""
-        with self._lock:
-            try:
-                version = self.collector.data_version()
-                now = self.clock()
-                cached = self._cached
-                if (
-                    cached is not None
-                    and cached[0] == version
-                    and now - cached[1] < RERENDER_AFTER_S
-                ):
-                    return cached[2]
-                body = self._render()
-            except Exception as err:
-                # start again from nothing at the next scrape
-                self._cached, self._seen, self._rows = None, -1, {}
-                return _text(self.collector.failed(err))
-            self._cached = (version, now, body)
-            return body
-
-    def render_gzip(self) -> bytes:
-        """``render()`` gzip-compressed, compressed again only when the body changed."""
-        body = self.render()
-        with self._lock:
-            if self._gzipped is None or self._gzipped[0] is not body:
-                self._gzipped = (body, gzip.compress(body, GZIP_LEVEL, mtime=0))
-            return self._gzipped[1]
-
-    def health(self) -> tuple[bool, str]:
-        """Whether a scrape now reads the ledger, and what went wrong if not (a
-        scrape itself, so answered from the cache while the ledger is unchanged)."""
-        self.render()
-        error = self.collector.last_error
-        if error is None:
-            return True, "the ledger is readable"
-        return False, f"scrapes fail ({self.collector.ledger_errors} so far): {error}"
-
-    def _render(self) -> bytes:
-        if self.collector.config.exporter.drop_user_label:
-            return _text(self.collector.read_snapshot())
-        changed, seen = self.collector.changed_aggregates(self._seen)
-        for row in changed:
-            if row.jobs:
-                self._rows[row.labels] = (row, _row_lines(row))
-            else:
-                self._rows.pop(row.labels, None)
-        self._seen = seen
-        out = [_text(self.collector.read_snapshot(include_jobs=False))]
-        for index, name in enumerate(JOB_METRICS):
-            out.append(_header(_SPEC[name]).encode())
-            out.append("".join(lines[index] for _, lines in self._rows.values()).encode())
-        out.append(_text([_last_end_family(row for row, _ in self._rows.values())]))
-        return b"".join(out)
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _header(spec: MetricSpec) -> str:
-    # the text format escapes \ and newline in HELP (not quotes, as in label values)
-    help_text = spec.help.replace("\\", "\\\\").replace("\n", "\\n")
-    return f"# HELP {spec.name} {help_text}\n# TYPE {spec.name} {spec.type}\n"
-
-
-# the text format's names for what repr() writes inf, -inf and nan
-_NON_FINITE = {"inf": "+Inf", "-inf": "-Inf", "nan": "NaN"}
-
-
-def _number(value: float) -> str:
-    text = repr(value)
-    return _NON_FINITE.get(text, text)
-
-
-def _line(spec: MetricSpec, labels: tuple[str, ...], value: float) -> str:
-    inner = ",".join(f'{n}="{_escape(v)}"' for n, v in zip(spec.labels, labels, strict=True))
-    number = _number(value)
-    return f"{spec.name}{{{inner}}} {number}\n" if inner else f"{spec.name} {number}\n"
-
-
-def _row_lines(row: Aggregate) -> list[str]:
-    """The exposition lines of one label set, one string per metric of JOB_METRICS."""
-    lines = [""] * len(JOB_METRICS)
-    for index, labels, value in job_series(row):
-        lines[index] += _line(_SPEC[JOB_METRICS[index]], labels, value)
-    return lines
-
-
-def _text(families: Iterable[Family]) -> bytes:
-    return "".join(
-        _header(f.spec) + "".join(_line(f.spec, labels, value) for labels, value in f.series)
-        for f in families
-    ).encode()
-
-
-def write_textfile(exporter: Exporter, path: Path) -> None:
-    """Write the exposition for node_exporter's textfile collector, atomically."""
-    body = exporter.render()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(body)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def metrics_reference() -> str:
-    """The metrics reference (docs/metrics.md), generated from ``METRICS``."""
-    lines = [
-        "# jobcarbon metrics",
-        "",
-        "Generated from `plugin/jobcarbon/exporter.py` by `jobcarbon metrics --docs`; do not edit.",
-        "",
-        "| metric | type | unit | labels | meaning |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for spec in METRICS:
-        labels = ", ".join(f"`{label}`" for label in spec.labels) or "none"
-        lines.append(f"| `{spec.name}` | {spec.type} | {spec.unit} | {labels} | {spec.help} |")
-    lines += [
-        "",
-        "Label values: `state` is the job's final state (completed, failed, "
-        "cancelled, timeout, out_of_memory, node_fail, preempted, requeued, boot_fail, "
-        "deadline); `method` is measured, mixed or estimated; `gpu_model` is empty for "
-        "jobs without GPUs. With `exporter.drop_user_label: true` every `user` label is "
-        "empty (its series summed). A job belongs to the series of its final labels; a "
-        "re-accounted job moves between series.",
-        "",
-    ]
-    return "\n".join(lines)
