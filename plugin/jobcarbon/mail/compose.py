@@ -35,12 +35,12 @@ from pathlib import Path
 
 import jinja2
 
-from . import quantity
-from .backoff import backoff_s
-from .config import Config, MailConfig
-from .errors import ConfigError, MailError
-from .ledger import FactorsUsed, Ledger, MailSent
-from .report import MonthlyReport
+from .. import quantity
+from ..backoff import backoff_s
+from ..config import Config, MailConfig
+from ..errors import ConfigError, MailError
+from ..ledger import FactorsUsed, Ledger, MailSent
+from ..report import MonthlyReport
 
 ADDRESS = re.compile(r"^[^@\s<>,]+@[^@\s<>,]+$")
 COMMAND_TIMEOUT_S = 10.0
