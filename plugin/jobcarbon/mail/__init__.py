@@ -12,19 +12,14 @@ is left. A temporary failure (4xx, a dropped connection) is retried with backoff
 permanent one (5xx for a recipient) fails that person only; a failure that would fail
 everyone (no server, bad login, sender refused) stops the run with ``MailError``.
 
+``addresses`` resolves the recipients; ``compose`` renders the messages; ``smtp``
+sends them; ``postman`` runs a month: previews, sending with retries, the send log.
 """
 
-from .compose import (
-    AddressBook,
-    Composed,
-    Composer,
-    Outcome,
-    Postman,
-    Rendered,
-    SmtpSender,
-    file_stem,
-    message_id,
-)
+from .addresses import AddressBook
+from .compose import Composed, Composer, Rendered, message_id
+from .postman import Outcome, Postman, file_stem
+from .smtp import SmtpSender
 
 __all__ = [
     "AddressBook",
