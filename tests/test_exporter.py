@@ -262,7 +262,7 @@ def _samples(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float
 
 def test_incremental_scrapes_equal_a_full_render(tmp_path: Path) -> None:
     """The exporter re-reads only changed totals; what it serves must equal a full read."""
-    from jobcarbon.exporter import _text
+    from jobcarbon.exporter.exposition import _text
 
     path = tmp_path / "l.db"
     fill(path)
@@ -282,9 +282,11 @@ def test_incremental_scrapes_equal_a_full_render(tmp_path: Path) -> None:
 @pytest.mark.parametrize("version", VERSIONS)
 def test_non_finite_values_in_the_text_format_s_words(version: Prometheus) -> None:
     """repr() writes inf, -inf and nan; the text format wants +Inf, -Inf and NaN."""
-    from jobcarbon.exporter import _SPEC, Family, _text
+    from jobcarbon.exporter import Family
+    from jobcarbon.exporter.exposition import _text
+    from jobcarbon.exporter.spec import SPECS
 
-    spec = _SPEC["jobcarbon_ingest_pending_jobs"]
+    spec = SPECS["jobcarbon_ingest_pending_jobs"]
     values = [float("inf"), float("-inf"), float("nan"), 0.1]
     body = _text([Family(spec, [((f"s{i}",), v) for i, v in enumerate(values)])]).decode()
     assert body.splitlines()[2:] == [
@@ -301,7 +303,8 @@ def test_help_text_is_escaped() -> None:
     """In HELP a backslash is written \\\\ and a newline \\n (quotes stay as they are)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from jobcarbon.exporter import Family, MetricSpec, _text
+    from jobcarbon.exporter import Family, MetricSpec
+    from jobcarbon.exporter.exposition import _text
 
     help_text = 'a path C:\\jobs, "quoted",\nand a second line'
     spec = MetricSpec("jobcarbon_example", "gauge", "jobs", (), help_text)

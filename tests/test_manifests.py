@@ -303,7 +303,7 @@ def test_the_web_auth_component_serves_tls_and_basic_auth_from_its_secret(
     rendered: list[Doc], rendered_with_web_auth: list[Doc], tmp_path: Path
 ) -> None:
     from jobcarbon.errors import ConfigError
-    from jobcarbon.webconfig import load_web_config
+    from jobcarbon.exporter import load_web_config
 
     docs = rendered_with_web_auth
     added = [doc["kind"] for doc in docs if doc["kind"] not in {d["kind"] for d in rendered}]

@@ -25,10 +25,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jobcarbon.config import parse_config
 from jobcarbon.errors import ConfigError
-from jobcarbon.exporter import Exporter, LedgerCollector
+from jobcarbon.exporter import (
+    BasicAuth,
+    Exporter,
+    LedgerCollector,
+    accepts_gzip,
+    load_web_config,
+    metrics_app,
+    serve_in_thread,
+)
 from jobcarbon.ledger import Ledger
-from jobcarbon.server import accepts_gzip, metrics_app, serve_in_thread
-from jobcarbon.webconfig import BasicAuth, load_web_config
 from tests.prometheus_server import PrometheusWithHistory
 from tests.slurm_cluster import free_port, wait_for
 from tests.test_exporter import CONFIG

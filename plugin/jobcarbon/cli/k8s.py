@@ -44,9 +44,9 @@ def k8s_watch(
     import logging
     import signal
 
+    from ..exporter import probe_app, serve_in_thread
     from ..ledger import open_ledger
     from ..reload import Reloader
-    from ..server import probe_app, serve_in_thread
     from ..sources.dcgm import DcgmEnergy
     from ..sources.kubernetes import KubeApi, Watcher
 

@@ -39,8 +39,7 @@ def serve(ctx: click.Context, listen: str | None, web_config_file: Path | None) 
     scrapes cannot read the ledger)."""
     import logging
 
-    from ..server import serve_metrics
-    from ..webconfig import WebConfig, load_web_config
+    from ..exporter import WebConfig, load_web_config, serve_metrics
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     web = load_web_config(web_config_file) if web_config_file else WebConfig()

@@ -20,7 +20,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from .exporter import Exporter
+from .exposition import Exporter
 from .webconfig import BasicAuth
 
 log = logging.getLogger("jobcarbon.server")

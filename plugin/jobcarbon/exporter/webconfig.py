@@ -28,7 +28,7 @@ from typing import Any
 import bcrypt
 import yaml
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 TLS_KEYS = frozenset({"cert_file", "key_file", "min_version"})
 TLS_VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
