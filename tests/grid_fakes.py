@@ -72,7 +72,7 @@ class FakeProvider:
     requests: list[Received] = field(default_factory=list)
     port: int = 0
     tokens_issued: int = 0
-    live_token: str | None = None  # WattTime: the one bearer token /login last issued
+    live_tokens: set[str] = field(default_factory=set)  # WattTime: bearer tokens not expired
     page_rows: int = 5000  # EIA: the most rows one JSON page holds
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -99,8 +99,8 @@ class FakeProvider:
         return t_s // HOUR_S not in self.gap_hours
 
     def expire_token(self) -> None:
-        """WattTime: the token lapses (30 minutes after login), so the next call gets 401."""
-        self.live_token = None
+        """WattTime: the tokens lapse (30 minutes after login), so the next call gets 401."""
+        self.live_tokens.clear()
 
     # --- Electricity Maps v3 ---------------------------------------------------------
     def _electricitymaps(
@@ -144,11 +144,12 @@ class FakeProvider:
                     403, {"error": "INVALID_CREDENTIALS", "message": "bad username or password"}
                 )
             self.tokens_issued += 1
-            self.live_token = f"jwt-{self.tokens_issued}"
-            return _json(200, {"token": self.live_token})
+            token = f"jwt-{self.tokens_issued}"
+            self.live_tokens.add(token)
+            return _json(200, {"token": token})
         if path != "/v3/historical":
             return _json(404, {"error": "NOT_FOUND", "message": path})
-        if self.live_token is None or h.get("authorization") != f"Bearer {self.live_token}":
+        if h.get("authorization", "").removeprefix("Bearer ") not in self.live_tokens:
             return _json(401, {"error": "UNAUTHORIZED", "message": "token invalid or expired"})
         if "+" not in q["start"][0] and not q["start"][0].endswith("Z"):
             return _json(400, {"error": "INVALID_QUERY_PARAMS", "msg": "start needs a time zone"})

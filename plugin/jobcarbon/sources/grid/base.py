@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 from ...backoff import backoff_s
 from ...errors import PermanentError, SourceError, TemporaryError
@@ -78,9 +79,9 @@ class ProviderSettings:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class GridPoint:
-    """One UTC hour's intensity as a provider gave it."""
+class GridPoint(NamedTuple):
+    """One UTC hour's intensity as a provider gave it (a tuple: a year of them for ten
+    sites is made in a sync, and a frozen dataclass costs twice as much to build)."""
 
     hour: int  # the hour's start, in hours since the epoch (as HourlySeries keys it)
     intensity_g_per_kwh: float
@@ -104,8 +105,7 @@ class FetchResult:
         return HourlySeries({p.hour: p.intensity_g_per_kwh for p in self.points}, fallback, label)
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
+class Sample(NamedTuple):
     """A provider's value for ``[start_s, start_s + period_s)`` (epoch seconds)."""
 
     start_s: int
@@ -120,23 +120,23 @@ def hourly(
     """Time-weighted means of the samples by UTC hour, for the hours in ``[since, until)``.
 
     An hour is measured only if every sample in it is. Samples repeated (a provider
-    returning a window's edge twice) count once.
+    returning a window's edge twice) count once: the last one.
     """
-    first, stop = _hour_of(since), _hour_of(until - timedelta(microseconds=1)) + 1
-    seen: set[int] = set()
+    first_s = _hour_of(since) * HOUR_S
+    stop_s = (_hour_of(until - timedelta(microseconds=1)) + 1) * HOUR_S
+    unique = {s.start_s: s for s in samples if first_s <= s.start_s < stop_s}
     sums: dict[int, list[float]] = {}
     measured: dict[int, bool] = {}
-    for sample in samples:
-        if sample.start_s in seen:
-            continue
-        seen.add(sample.start_s)
-        hour = sample.start_s // HOUR_S
-        if not first <= hour < stop:
-            continue
-        weighted = sums.setdefault(hour, [0.0, 0.0])
+    for start_s, sample in unique.items():
+        hour = start_s // HOUR_S
+        weighted = sums.get(hour)
+        if weighted is None:
+            weighted = sums[hour] = [0.0, 0.0]
+            measured[hour] = True
         weighted[0] += sample.intensity_g_per_kwh * sample.period_s
         weighted[1] += sample.period_s
-        measured[hour] = measured.get(hour, True) and sample.measured
+        if not sample.measured:
+            measured[hour] = False
     return [
         GridPoint(hour, total / seconds, provider, signal, measured[hour])
         for hour, (total, seconds) in sorted(sums.items())
@@ -161,7 +161,7 @@ def windows(
 def parse_time(text: str, where: str) -> datetime:
     """An ISO 8601 time with a zone (``Z`` or an offset) as UTC; ``SourceError`` otherwise."""
     try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        when = datetime.fromisoformat(text)  # Python 3.11 reads "Z" too
     except (TypeError, ValueError) as err:
         raise SourceError(f"{where}: unreadable time {text!r}") from err
     if when.tzinfo is None:
