@@ -8,11 +8,16 @@ watermark) and scheduling the sync belong to the callers.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Protocol
-
 from ...errors import SourceError
-from .base import PROVIDERS, FetchResult, GridPoint, Http, ProviderSettings, Unauthorized
+from .base import (
+    PROVIDERS,
+    FetchResult,
+    GridPoint,
+    Http,
+    ProviderSettings,
+    Unauthorized,
+    WindowedClient,
+)
 from .eia import Eia
 from .electricitymaps import ElectricityMaps
 from .entsoe import Entsoe
@@ -21,21 +26,17 @@ from .watttime import WattTime
 
 __all__ = [
     "PROVIDERS",
-    "Client",
     "FetchResult",
     "GridPoint",
     "Http",
     "ProviderSettings",
     "Unauthorized",
+    "WindowedClient",
     "client",
 ]
 
 
-class Client(Protocol):
-    def fetch(self, since: datetime, until: datetime) -> FetchResult: ...
-
-
-_CLIENTS: dict[str, type[Eia | ElectricityMaps | Entsoe | UkCarbonIntensity | WattTime]] = {
+_CLIENTS: dict[str, type[WindowedClient]] = {
     "electricitymaps": ElectricityMaps,
     "watttime": WattTime,
     "uk-carbon-intensity": UkCarbonIntensity,
@@ -44,7 +45,7 @@ _CLIENTS: dict[str, type[Eia | ElectricityMaps | Entsoe | UkCarbonIntensity | Wa
 }
 
 
-def client(settings: ProviderSettings, http: Http | None = None) -> Client:
+def client(settings: ProviderSettings, http: Http | None = None) -> WindowedClient:
     """The client for ``settings.name``; ``SourceError`` for a provider not known."""
     try:
         kind = _CLIENTS[settings.name]

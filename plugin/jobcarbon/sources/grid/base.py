@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 from ...backoff import backoff_s
 from ...errors import PermanentError, SourceError, TemporaryError
@@ -277,3 +277,39 @@ def fetch_windows(
             error = err
             break
     return FetchResult(hourly(samples, provider, signal, since, until), error)
+
+
+class WindowedClient:
+    """A provider's client: settings checked at construction, then ``fetch`` window by
+    window, each window read by the subclass's ``_window``."""
+
+    name: ClassVar[str]
+    default_url: ClassVar[str]
+    longest: ClassVar[timedelta]
+    signals: ClassVar[tuple[str, ...]] = ()  # the first is the default
+    needs_credential: ClassVar[bool] = True  # read once per fetch, handed to _window
+
+    def __init__(self, settings: ProviderSettings, http: Http) -> None:
+        self.settings = settings
+        self.http = http
+        self.url = (settings.url or self.default_url).rstrip("/")
+        self.signal = settings.signal or (self.signals[0] if self.signals else "")
+        if self.signals and self.signal not in self.signals:
+            raise SourceError(
+                f"{self.name}: grid.provider.signal must be one of {', '.join(self.signals)}, "
+                f"got {self.signal!r}"
+            )
+
+    def fetch(self, since: datetime, until: datetime) -> FetchResult:
+        credential = self.settings.credential() if self.needs_credential else ""
+        return fetch_windows(
+            since,
+            until,
+            self.longest,
+            lambda start, end: self._window(start, end, credential),
+            self.name,
+            self.signal,
+        )
+
+    def _window(self, start: datetime, end: datetime, credential: str) -> list[Sample]:
+        raise NotImplementedError

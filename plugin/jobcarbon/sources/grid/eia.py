@@ -16,7 +16,7 @@ from typing import Any
 
 from ...errors import SourceError
 from ...site import HOUR_S
-from .base import FetchResult, Http, ProviderSettings, Sample, fetch_windows
+from .base import Sample, WindowedClient
 from .fuels import SIGNALS, intensity_g_per_kwh
 
 NAME = "eia"
@@ -40,22 +40,11 @@ FUELS = {
 }
 
 
-class Eia:
-    def __init__(self, settings: ProviderSettings, http: Http) -> None:
-        self.settings = settings
-        self.http = http
-        self.url = (settings.url or DEFAULT_URL).rstrip("/")
-        self.signal = settings.signal or "lifecycle"
-        if self.signal not in SIGNALS:
-            raise SourceError(
-                f"{NAME}: signal must be one of {', '.join(SIGNALS)}, got {self.signal!r}"
-            )
-
-    def fetch(self, since: datetime, until: datetime) -> FetchResult:
-        key = self.settings.credential()
-        return fetch_windows(
-            since, until, LONGEST, lambda a, b: self._window(a, b, key), NAME, self.signal
-        )
+class Eia(WindowedClient):
+    name = NAME
+    default_url = DEFAULT_URL
+    longest = LONGEST
+    signals = SIGNALS
 
     def _window(self, start: datetime, end: datetime, key: str) -> list[Sample]:
         # Hour-ending periods: the hours starting in [start, end) end in (start, end].

@@ -14,7 +14,7 @@ from typing import Any
 
 from ...errors import SourceError
 from ...site import HOUR_S
-from .base import FetchResult, Http, ProviderSettings, Sample, fetch_windows, parse_time
+from .base import Sample, WindowedClient, parse_time
 
 NAME = "electricitymaps"
 DEFAULT_URL = "https://api.electricitymaps.com/v3"
@@ -22,22 +22,11 @@ LONGEST = timedelta(hours=240)
 SIGNALS = ("lifecycle", "direct")
 
 
-class ElectricityMaps:
-    def __init__(self, settings: ProviderSettings, http: Http) -> None:
-        self.settings = settings
-        self.http = http
-        self.url = (settings.url or DEFAULT_URL).rstrip("/")
-        self.signal = settings.signal or "lifecycle"
-        if self.signal not in SIGNALS:
-            raise SourceError(
-                f"{NAME}: signal must be one of {', '.join(SIGNALS)}, got {self.signal!r}"
-            )
-
-    def fetch(self, since: datetime, until: datetime) -> FetchResult:
-        token = self.settings.credential()
-        return fetch_windows(
-            since, until, LONGEST, lambda a, b: self._window(a, b, token), NAME, self.signal
-        )
+class ElectricityMaps(WindowedClient):
+    name = NAME
+    default_url = DEFAULT_URL
+    longest = LONGEST
+    signals = SIGNALS
 
     def _window(self, start: datetime, end: datetime, token: str) -> list[Sample]:
         params = {

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 from ...errors import PermanentError, SourceError
 from ...site import HOUR_S
-from .base import FetchResult, Http, ProviderSettings, Sample, fetch_windows, parse_time
+from .base import Sample, WindowedClient, parse_time
 from .fuels import SIGNALS, intensity_g_per_kwh
 
 NAME = "entsoe"
@@ -47,22 +47,11 @@ FUELS = {
 _RESOLUTION = re.compile(r"PT(\d+)M")
 
 
-class Entsoe:
-    def __init__(self, settings: ProviderSettings, http: Http) -> None:
-        self.settings = settings
-        self.http = http
-        self.url = settings.url or DEFAULT_URL
-        self.signal = settings.signal or "lifecycle"
-        if self.signal not in SIGNALS:
-            raise SourceError(
-                f"{NAME}: signal must be one of {', '.join(SIGNALS)}, got {self.signal!r}"
-            )
-
-    def fetch(self, since: datetime, until: datetime) -> FetchResult:
-        token = self.settings.credential()
-        return fetch_windows(
-            since, until, LONGEST, lambda a, b: self._window(a, b, token), NAME, self.signal
-        )
+class Entsoe(WindowedClient):
+    name = NAME
+    default_url = DEFAULT_URL
+    longest = LONGEST
+    signals = SIGNALS
 
     def _window(self, start: datetime, end: datetime, token: str) -> list[Sample]:
         params = {

@@ -14,18 +14,21 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ...errors import SourceError
-from .base import FetchResult, Http, ProviderSettings, Sample, fetch_windows, parse_time
+from .base import Http, ProviderSettings, Sample, WindowedClient, parse_time
 
 NAME = "uk-carbon-intensity"
 DEFAULT_URL = "https://api.carbonintensity.org.uk"
 LONGEST = timedelta(days=14)
 
 
-class UkCarbonIntensity:
+class UkCarbonIntensity(WindowedClient):
+    name = NAME
+    default_url = DEFAULT_URL
+    longest = LONGEST
+    needs_credential = False
+
     def __init__(self, settings: ProviderSettings, http: Http) -> None:
-        self.settings = settings
-        self.http = http
-        self.url = (settings.url or DEFAULT_URL).rstrip("/")
+        super().__init__(settings, http)
         zone = settings.zone.strip().lower()
         if zone != "national" and not (zone.isdigit() and 1 <= int(zone) <= 17):
             raise SourceError(
@@ -33,10 +36,7 @@ class UkCarbonIntensity:
             )
         self.region = None if zone == "national" else int(zone)
 
-    def fetch(self, since: datetime, until: datetime) -> FetchResult:
-        return fetch_windows(since, until, LONGEST, self._window, NAME, "")
-
-    def _window(self, start: datetime, end: datetime) -> list[Sample]:
+    def _window(self, start: datetime, end: datetime, credential: str) -> list[Sample]:
         span = f"{_stamp(start)}/{_stamp(end)}"
         if self.region is None:
             path = f"/intensity/{span}"

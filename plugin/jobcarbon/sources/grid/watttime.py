@@ -16,15 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ...errors import SourceError
-from .base import (
-    FetchResult,
-    Http,
-    ProviderSettings,
-    Sample,
-    Unauthorized,
-    fetch_windows,
-    parse_time,
-)
+from .base import Http, ProviderSettings, Sample, Unauthorized, WindowedClient, parse_time
 
 NAME = "watttime"
 DEFAULT_URL = "https://api.watttime.org"
@@ -34,21 +26,17 @@ G_PER_KWH_PER_LBS_PER_MWH = 0.453592  # 453.592 g per lb, 1000 kWh per MWh
 TOKEN_LIFETIME_S = 30 * 60
 
 
-class WattTime:
+class WattTime(WindowedClient):
+    name = NAME
+    default_url = DEFAULT_URL
+    longest = LONGEST
+    signals = SIGNALS
+    needs_credential = False  # read at each login instead
+
     def __init__(self, settings: ProviderSettings, http: Http) -> None:
-        self.settings = settings
-        self.http = http
-        self.url = (settings.url or DEFAULT_URL).rstrip("/")
-        self.signal = settings.signal or "co2_aoer"
-        if self.signal not in SIGNALS:
-            raise SourceError(
-                f"{NAME}: signal must be one of {', '.join(SIGNALS)}, got {self.signal!r}"
-            )
+        super().__init__(settings, http)
         self._token: str | None = None
         self._token_at = 0.0
-
-    def fetch(self, since: datetime, until: datetime) -> FetchResult:
-        return fetch_windows(since, until, LONGEST, self._window, NAME, self.signal)
 
     def _login(self) -> str:
         credential = self.settings.credential()
@@ -72,7 +60,7 @@ class WattTime:
             return self._login()
         return self._token
 
-    def _window(self, start: datetime, end: datetime) -> list[Sample]:
+    def _window(self, start: datetime, end: datetime, credential: str) -> list[Sample]:
         params = {
             "region": self.settings.zone,
             "signal_type": self.signal,
