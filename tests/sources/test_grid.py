@@ -8,6 +8,7 @@ gas 490, nuclear 12, wind 11 g/kWh.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -115,6 +116,15 @@ def test_uk_region_has_forecasts_only(uk: FakeProvider, sleeps: list[float]) -> 
         (pytest.approx(350.0), False),
         (pytest.approx(374.0), False),
     ]
+
+
+def test_uk_region_in_the_docs_list_form(uk: FakeProvider, sleeps: list[float]) -> None:
+    # The CI-docs example wraps the region object in a list; the live API does not.
+    slot = {"from": "2026-05-01T10:00Z", "to": "2026-05-01T10:30Z", "intensity": {"forecast": 163}}
+    body = json.dumps({"data": [{"regionid": 13, "shortname": "London", "data": [slot]}]})
+    uk.fail_next = [(200, {"Content-Type": "application/json"}, body.encode())]
+    result = fetch(uk, utc(2026, 5, 1, 10), utc(2026, 5, 1, 11), sleeps, token_env=None, zone="13")
+    assert [(p.intensity_g_per_kwh, p.measured) for p in result.points] == [(163.0, False)]
 
 
 def test_429_waits_retry_after_and_5xx_backs_off(uk: FakeProvider, sleeps: list[float]) -> None:
