@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/slurm_import.py
 	$(BIN)/python bench/report.py
 	$(BIN)/python bench/k8s_watch.py
+	$(BIN)/python bench/grid_sync.py
 
 # Rebuild the bundled factor tables from data/sources, and the demo month (maintainers).
 factors: $(STAMP)

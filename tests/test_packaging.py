@@ -27,6 +27,7 @@ PACKAGE_DATA = [
     "jobcarbon/data/regions.csv",
     "jobcarbon/data/pue.csv",
     "jobcarbon/data/equivalents.csv",
+    "jobcarbon/data/fuel_factors.csv",
     "jobcarbon/data/config.example.yaml",
     "jobcarbon/data/demo/sacct-2026-10.txt",
 ]

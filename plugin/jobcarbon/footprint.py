@@ -19,13 +19,11 @@ to be treated as immutable all the same.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 
 from .errors import FactorError
 from .records import Component, JobRecord
-from .site import SiteFactors, hour_segments
+from .site import Constant, SiteFactors
 
 J_PER_KWH = 3.6e6
 
@@ -172,19 +170,20 @@ def compute_footprint(
         gpu[2] + cpu[2] + memory[2],
     )
 
-    if site.pue.is_constant and site.intensity_g_per_kwh.is_constant:
-        segments: Iterable[tuple[datetime, float]] = ((job.start_time, run_s),)
-    else:
-        segments = hour_segments(job.start_time, job.end_time)
+    # PUE holds still over each piece (the whole run, or its calendar months); the
+    # intensity is integrated over the piece (at once for an hourly series).
+    intensity = site.intensity_g_per_kwh
     facility_kwh = co2e_central = co2e_low = co2e_high = 0.0
-    for segment_start, seconds in segments:
-        share = seconds / run_s
-        pue = site.pue.at(segment_start)
+    for piece_start, piece_end in site.pue.pieces(job.start_time, job.end_time):
+        share = (piece_end - piece_start).total_seconds() / run_s
+        pue = site.pue.at(piece_start)
         pue_low = max(1.0, pue * (1 - site.pue_uncertainty))
         pue_high = pue * (1 + site.pue_uncertainty)
-        intensity = site.intensity_g_per_kwh.at(segment_start)
+        if isinstance(intensity, Constant):
+            weight = share * intensity.value
+        else:
+            weight = intensity.integral(piece_start, piece_end) / run_s
         facility_kwh += it_central * share * pue
-        weight = share * intensity
         co2e_central += it_central * pue * weight
         co2e_low += it_low * pue_low * weight
         co2e_high += it_high * pue_high * weight

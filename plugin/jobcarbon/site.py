@@ -9,6 +9,7 @@ series is read from its file by the config loader.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,14 @@ from datetime import UTC, datetime, timedelta
 from .errors import FactorError
 
 HOUR_S = 3600
+_HOUR_US = HOUR_S * 1_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _epoch_us(when: datetime) -> int:
+    """``when`` in whole microseconds since the epoch: exact, unlike ``timestamp()``."""
+    return (when - _EPOCH) // _MICROSECOND
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +38,15 @@ class Constant:
     def at(self, when: datetime) -> float:
         return self.value
 
+    def pieces(self, start: datetime, end: datetime) -> Iterator[tuple[datetime, datetime]]:
+        """``[start, end)`` cut where the value may change: here, nowhere."""
+        if start < end:
+            yield start, end
+
+    def integral(self, start: datetime, end: datetime) -> float:
+        """The value times seconds over ``[start, end)``."""
+        return self.value * (end - start).total_seconds()
+
 
 @dataclass(frozen=True, slots=True)
 class MonthlyPue:
@@ -41,6 +59,22 @@ class MonthlyPue:
     def at(self, when: datetime) -> float:
         return self.by_month.get(f"{when.year:04d}-{when.month:02d}", self.default)
 
+    def pieces(self, start: datetime, end: datetime) -> Iterator[tuple[datetime, datetime]]:
+        """``[start, end)`` cut at the starts of calendar months (UTC)."""
+        cursor = start
+        while cursor < end:
+            first = cursor.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+            following = first.replace(
+                year=first.year + first.month // 12, month=first.month % 12 + 1
+            )
+            piece_end = min(following, end)
+            yield cursor, piece_end
+            cursor = piece_end
+
+    def integral(self, start: datetime, end: datetime) -> float:
+        """The value times seconds over ``[start, end)``."""
+        return sum(self.at(a) * (b - a).total_seconds() for a, b in self.pieces(start, end))
+
 
 @dataclass(frozen=True, slots=True)
 class HourlySeries:
@@ -48,12 +82,35 @@ class HourlySeries:
 
     An hour missing from the series uses ``fallback`` when there is one; otherwise
     the job that needs it cannot be accounted, and ``FactorError`` names the hour.
+
+    ``integral`` is what the footprint model asks for, once per job; it reads a dense
+    copy of the series (built once) so that a run's hours cost a C-level ``sum`` over
+    a list slice rather than a dictionary look-up and a datetime each.
     """
 
     by_hour: Mapping[int, float]
     fallback: float | None = None
     label: str = ""
     is_constant = False
+    _first_hour: int = field(init=False, repr=False, compare=False)
+    _values: list[float] = field(init=False, repr=False, compare=False)
+    _missing: list[int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        first = min(self.by_hour, default=0)
+        last = max(self.by_hour, default=-1)
+        filler = self.fallback if self.fallback is not None else 0.0
+        values = [filler] * (last - first + 1)
+        for hour, value in self.by_hour.items():
+            values[hour - first] = value
+        missing = (
+            []
+            if self.fallback is not None
+            else sorted(set(range(first, last + 1)).difference(self.by_hour))
+        )
+        object.__setattr__(self, "_first_hour", first)
+        object.__setattr__(self, "_values", values)
+        object.__setattr__(self, "_missing", missing)
 
     def at(self, when: datetime) -> float:
         hour = int(when.timestamp()) // HOUR_S
@@ -62,11 +119,65 @@ class HourlySeries:
             return value
         if self.fallback is not None:
             return self.fallback
+        raise self._gap(hour)
+
+    def _gap(self, hour: int) -> FactorError:
         start = datetime.fromtimestamp(hour * HOUR_S, tz=UTC)
-        raise FactorError(
+        return FactorError(
             f"intensity series {self.label or '(unnamed)'} has no value for the hour starting "
             f"{start.isoformat()} and no fallback_g_per_kwh"
         )
+
+    def pieces(self, start: datetime, end: datetime) -> Iterator[tuple[datetime, datetime]]:
+        """``[start, end)`` cut at UTC hour boundaries."""
+        for segment_start, seconds in hour_segments(start, end):
+            yield segment_start, segment_start + timedelta(seconds=seconds)
+
+    def integral(self, start: datetime, end: datetime) -> float:
+        """Σ seconds × g/kWh over ``[start, end)``; ``FactorError`` names the first hour
+        of it that has no value when there is no fallback."""
+        start_us, end_us = _epoch_us(start), _epoch_us(end)
+        if end_us <= start_us:
+            return 0.0
+        first, last = start_us // _HOUR_US, (end_us - 1) // _HOUR_US
+        self._check_covered(first, last)
+        if first == last:
+            return (end_us - start_us) / 1e6 * self._value(first)
+        head_s = ((first + 1) * _HOUR_US - start_us) / 1e6
+        tail_s = (end_us - last * _HOUR_US) / 1e6
+        return (
+            head_s * self._value(first)
+            + self._full_hours_sum(first + 1, last) * HOUR_S
+            + tail_s * self._value(last)
+        )
+
+    def _value(self, hour: int) -> float:
+        index = hour - self._first_hour
+        if 0 <= index < len(self._values):
+            return self._values[index]
+        return self.fallback if self.fallback is not None else 0.0
+
+    def _full_hours_sum(self, first: int, stop: int) -> float:
+        """Σ g/kWh over the hours ``[first, stop)``, the fallback outside the series."""
+        if stop <= first:
+            return 0.0
+        lo = max(first - self._first_hour, 0)
+        hi = min(stop - self._first_hour, len(self._values))
+        inside = sum(self._values[lo:hi]) if lo < hi else 0.0
+        outside = (stop - first) - max(hi - lo, 0)
+        return inside + outside * self.fallback if outside and self.fallback is not None else inside
+
+    def _check_covered(self, first: int, last: int) -> None:
+        """Raise for the first hour of ``[first, last]`` without a value or fallback."""
+        if self.fallback is not None:
+            return
+        if first < self._first_hour or not self._values:
+            raise self._gap(first)
+        index = bisect_left(self._missing, first)
+        if index < len(self._missing) and self._missing[index] <= last:
+            raise self._gap(self._missing[index])
+        if last >= self._first_hour + len(self._values):
+            raise self._gap(self._first_hour + len(self._values))
 
 
 Schedule = Constant | MonthlyPue | HourlySeries
