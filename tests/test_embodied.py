@@ -31,7 +31,7 @@ def test_gpu_job_gets_its_gpus_share_of_the_node_over_its_lifetime() -> None:
     assert result.share == 0.25 and result.share_of == "gpus"
     # the site's figure has no spread of its own; the range is the sources' lifetimes:
     # low over 6 years (BLOOM): 4677 × 0.25 × 10 / 52,596 = 0.222307780 kg; high over
-    # 4 years (CCF, SCI), the site's own.
+    # 4 years (CCF), the site's own.
     assert result.co2e_g_low == pytest.approx(222.307780)
     assert result.co2e_g_high == pytest.approx(333.461670)
     assert result.node == "site config"

@@ -11,7 +11,7 @@ said so, never a guess.
 
 The range: low takes the least figure the source gives for the node and the longest
 lifetime the sources assume (6 years, BLOOM); high the most and the shortest (4 years,
-CCF and SCI), each widened to include the site's own lifetime.
+CCF), each widened to include the site's own lifetime.
 
 Kept apart from ``footprint.Footprint`` so that ledger rows stay as they are until the
 ledger carries the embodied columns.
@@ -26,8 +26,8 @@ from .errors import FactorError
 from .records import JobRecord
 
 HOURS_PER_YEAR = 8766.0  # 365.25 days
-#: The shortest and longest lifetimes the bundled sources assume: CCF and the SCI
-#: guidance 4 years, the BLOOM study (and Boavizta's GPU servers) 6.
+#: The shortest and longest lifetimes the bundled sources assume: CCF 4 years, the
+#: BLOOM study 6. (The SCI specification itself fixes none.)
 SHORTEST_LIFETIME_YEARS = 4.0
 LONGEST_LIFETIME_YEARS = 6.0
 
