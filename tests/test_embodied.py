@@ -71,7 +71,8 @@ def test_not_configured_is_zero_and_says_so() -> None:
 
 def test_a_bundled_node_brings_its_gpus_lifetime_spread_and_source() -> None:
     # CCF's p4d.24xlarge host (8 x A100): 4676.79 kg over 4 years; 8 GPUs for 10 h:
-    # 4676.79 × 10 / 35,064 = 1.333787 kg (EMBODIED.md, with a 365.25-day year).
+    # 4676.79 × 10 / 35,064 = 1.333787 kg (a 365.25-day year; CCF's own 360-day year
+    # would give 4676.79 × 10 / 34,560 = 1.353 kg).
     node = resolve(EmbodiedSettings(node="P4D 24xlarge"))
     assert (node.gpus_per_node, node.lifetime_years) == (8, 4.0)
     result = amortise(node, gpus=8, cores=0, run_seconds=10 * 3600)
