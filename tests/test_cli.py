@@ -364,3 +364,19 @@ def test_ledger_migrate_says_how_many_doubled_rows_it_merged(
     )
     with Ledger(tmp_path / "ledger.db") as ledger:
         assert [r["job_id"] for r in ledger.jobs()] == ["1_32"]
+
+
+def test_estimate_embodied(runner: CliRunner) -> None:
+    args = ["estimate", "--hardware", "H100 SXM", "--count", "8", "--hours", "10"]
+    args += ["--intensity-g-per-kwh", "50", "--embodied", "Jean Zay A100 node"]
+    result = runner.invoke(main, [*args, "--lifetime-years", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    # the BLOOM node, 3700 kg for 8 GPUs, all 8 for 10 h over 4 years:
+    # 3700 × 10 / 35,064 = 1.055213 kg
+    assert json.loads(result.output)["embodied"]["co2e_kg"] == pytest.approx(1.055213)
+    lonely = runner.invoke(
+        main,
+        ["estimate", "--tdp-w", "300", "--hours", "1", "--region", "FR", "--lifetime-years", "4"],
+    )
+    assert lonely.exit_code == 2
+    assert "--lifetime-years goes with --embodied" in lonely.output

@@ -142,3 +142,64 @@ def test_renderings_carry_the_numbers() -> None:
     assert r"\cite{lacoste2019quantifying}" in latex and "CO$_2$e" in latex
     assert "% @article{lacoste2019quantifying," in latex
     assert "arxiv.org/abs/1910.09700" in render_markdown(result)
+
+
+def test_embodied_share_of_a_bundled_node() -> None:
+    # 2 GPUs for 10 h of CCF's p4d.24xlarge host (8 x A100, 4676.79 kg, 4 years):
+    # 4676.79 × 2/8 × 10/(4 × 8,766) = 0.333447 kg; low over 6 years: × 4/6 = 0.222298.
+    result = estimate(
+        hardware="A100 SXM4 80 GB", count=2, hours=10, region="FR", embodied="p4d.24xlarge"
+    )
+    assert result.embodied is not None
+    assert result.embodied.co2e_kg == pytest.approx(0.333447, abs=1e-6)
+    assert result.embodied.co2e_kg_low == pytest.approx(0.222298, abs=1e-6)
+    assert result.embodied.co2e_kg_high == pytest.approx(0.333447, abs=1e-6)
+    # the site's lifetime instead of CCF's: over 5 years, × 4/5 = 0.266757 kg
+    five = estimate(
+        hardware="A100 SXM4 80 GB",
+        count=2,
+        hours=10,
+        region="FR",
+        embodied="p4d.24xlarge",
+        lifetime_years=5,
+    )
+    assert five.embodied is not None and five.embodied.co2e_kg == pytest.approx(0.266757, abs=1e-6)
+    assert five.co2e_kg == result.co2e_kg  # the operational figure does not change
+    # published device-hours share the node's GPUs the same way: 20 GPU-hours
+    hours = estimate(
+        hardware="A100 SXM4 80 GB", device_hours=20, region="FR", embodied="p4d.24xlarge"
+    )
+    assert hours.embodied == result.embodied
+
+
+def test_embodied_is_absent_unless_asked_and_in_every_rendering() -> None:
+    plain = estimate(hardware="T4", hours=24, region="FR")
+    assert plain.embodied is None and json.loads(plain.to_json())["embodied"] is None
+    assert "embodied" not in render_text(plain) and "Manufacturing" not in render_markdown(plain)
+    # 1 T4 for 24 h of CCF's g4dn host (8 cards: its 1200 kg of GPUs at 150 each; 3010.79
+    # kg, 4 years): 3010.79 / 8 × 24 / 35,064 = 0.257597 kg
+    result = estimate(hardware="T4", hours=24, region="FR", embodied="g4dn.xlarge")
+    assert "embodied:  0.26 kg CO2e" in render_text(result)
+    assert "aws g4dn.xlarge (3,010.79 kg CO2e for 8 GPU(s)" in render_text(result)
+    assert json.loads(result.to_json())["embodied"]["co2e_kg"] == pytest.approx(0.257597, abs=1e-6)
+    assert "adds an estimated 0.258 kg CO2e" in render_markdown(result)
+    latex = render_latex(result)
+    assert "adds an estimated 0.258 kg CO$_2$e" in latex and r"\cite{" in latex
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message", "error"),
+    [
+        ({"lifetime_years": 5}, "--lifetime-years goes with --embodied", InputError),
+        ({"embodied": "c5.large"}, "aws c5.large has no GPUs", InputError),
+        (
+            {"embodied": "p4d", "lifetime_years": -1},
+            "--embodied.lifetime_years must be",
+            FactorError,
+        ),
+        ({"embodied": "p9z"}, "unknown embodied entry 'p9z'", FactorError),
+    ],
+)
+def test_bad_embodied_arguments(kwargs: dict[str, object], message: str, error: type) -> None:
+    with pytest.raises(error, match=message):
+        estimate(hardware="T4", hours=1, region="FR", **kwargs)  # type: ignore[arg-type]

@@ -18,9 +18,10 @@ DATA = ROOT / "plugin" / "jobcarbon" / "data"
 SOURCES = ROOT / "data" / "sources"
 
 
-@pytest.mark.parametrize(
-    "table", ["hardware.csv", "cpus.csv", "regions.csv", "pue.csv", "equivalents.csv"]
-)
+TABLES = ("hardware.csv", "cpus.csv", "regions.csv", "pue.csv", "equivalents.csv", "embodied.csv")
+
+
+@pytest.mark.parametrize("table", TABLES)
 def test_every_row_has_source_year_and_licence(table: str) -> None:
     text = resources.files("jobcarbon").joinpath("data", table).read_text()
     rows = list(csv.DictReader(text.splitlines()))
@@ -148,5 +149,46 @@ def test_version_is_stable_digest() -> None:
 def test_shipped_tables_are_what_the_build_script_makes(tmp_path: Path) -> None:
     module = load_tool("build_factors")
     module.build(SOURCES, tmp_path)
-    for table in ("hardware.csv", "cpus.csv", "regions.csv", "pue.csv", "equivalents.csv"):
+    for table in TABLES:
         assert filecmp.cmp(tmp_path / table, DATA / table, shallow=False), table
+
+
+def test_embodied_table_is_ccfs_hosts_and_blooms_figures() -> None:
+    # Every CCF instance type is a node (AWS 621 rows; Azure and GCP one row per CPU
+    # microarchitecture, folded into one per type), each with its whole host's total.
+    ccf = SOURCES / "ccf-coefficients"
+    aws = list(csv.DictReader((ccf / "coefficients-aws-embodied.csv").open()))
+    assert len(aws) == 621
+    for row in aws:
+        entry = factors.find_embodied(f"aws {row['type']}")
+        assert entry.embodied_kg == float(row["total"]), row
+        # CCF's additional_gpus is 150 kg per card (constants.py)
+        assert (entry.gpus or 0) * 150 == float(row["additional_gpus"]), row
+    p4d = factors.find_embodied("p4d.24xlarge")
+    assert (p4d.embodied_kg, p4d.gpus, p4d.lifetime_years) == (4676.79, 8, 4.0)
+    assert p4d.covers == "manufacturing only" and p4d.kind == "node"
+    for provider in ("azure", "gcp"):
+        types = {
+            r["type"]
+            for r in csv.DictReader(ccf.joinpath(f"coefficients-{provider}-embodied.csv").open())
+        }
+        assert all(factors.find_embodied(f"{provider} {t}") for t in types)
+    # BLOOM (Luccioni et al. 2023): 150 kg per A100, the server 2500 kg without its
+    # 8 GPUs: 2500 + 8 × 150 = 3700 kg, both over 6 years.
+    bloom = factors.find_embodied("Jean Zay A100 node")
+    assert (bloom.embodied_kg, bloom.gpus, bloom.lifetime_years) == (3700.0, 8, 6.0)
+    assert factors.find_embodied("A100 (BLOOM)").kind == "accelerator"
+
+
+def test_embodied_table_ships_only_open_or_cited_figures() -> None:
+    # data/sources/README.md: CCF's files (Apache-2.0) and figures cited from the BLOOM
+    # paper; Boavizta (AGPL-3.0, ODbL), LLMCarbon (no licence) and Morand et al.
+    # (CC BY-NC-SA) are not shipped.
+    licences = {e.licence for e in factors.embodied_table()}
+    assert licences == {
+        "Apache-2.0 (cloud-carbon-footprint/ccf-coefficients)",
+        "a published figure, cited",
+    }
+    assert (
+        (SOURCES / "ccf-coefficients" / "LICENSE").read_text().lstrip().startswith("Apache License")
+    )

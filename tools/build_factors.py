@@ -105,6 +105,29 @@ ADDED_ACCELERATORS = [
 ]
 VENDOR_LICENCE = "manufacturer datasheet (a fact, cited)"
 
+CCF = "ccf-coefficients"
+CCF_LICENCE = "Apache-2.0 (cloud-carbon-footprint/ccf-coefficients)"
+#: The files' last change upstream (data/sources/README.md).
+CCF_YEAR = {"aws": 2021, "azure": 2023, "gcp": 2021}
+#: CCF's constants.py: kgCO2e per GPU card (GPU_MANUFACTURING_EMISSIONS) and the rack
+#: server lifespan (RACK_SERVER_LIFESPAN); its hosts' ``additional_gpus`` is cards × this.
+CCF_GPU_CARD_KG = 150.0
+CCF_LIFETIME_YEARS = 4.0
+CCF_COVERS = "manufacturing only"
+#: Every CCF row is the whole physical host of its instance type (its family's largest).
+CCF_SOURCE = "CCF coefficients-{provider}-embodied.csv, whole host"
+BLOOM_SOURCE = (
+    "Luccioni, Viguier, Ligozat, Estimating the Carbon Footprint of BLOOM, a 176B Parameter "
+    "Language Model, JMLR 24(253) 2023 (arXiv 2211.02001)"
+)
+BLOOM_LICENCE = "a published figure, cited"
+#: BLOOM's figures: 150 kg per A100, about 2,500 kg per HPE Apollo 6500 Gen10 Plus server
+#: without its GPUs, both over 6 years (at 85 % utilisation, which jobcarbon does not apply).
+BLOOM_GPU_KG = 150.0
+BLOOM_SERVER_KG = 2500.0
+BLOOM_GPUS_PER_SERVER = 8
+BLOOM_LIFETIME_YEARS = 6.0
+
 #: AWS regions whose rows in the seed table name only the country: the US state from
 #: the region's public display name.
 AWS_US_STATE = {"us-east-1": "VA", "us-east-2": "OH", "us-west-1": "CA", "us-west-2": "OR"}
@@ -400,6 +423,132 @@ def equivalent_rows(sources: Path) -> list[dict[str, object]]:
     return rows
 
 
+EMBODIED_FIELDS = [
+    "kind",
+    "name",
+    "aliases",
+    "embodied_kg",
+    "embodied_kg_low",
+    "embodied_kg_high",
+    "gpus",
+    "lifetime_years",
+    "covers",
+    "year",
+    "source",
+    "licence",
+]
+
+
+def _embodied_row(
+    kind: str,
+    name: str,
+    aliases: str,
+    kg: list[float],
+    central_kg: float,
+    gpus: int | str,
+    lifetime_years: float,
+    covers: str,
+    year: int,
+    source: str,
+    licence: str,
+) -> dict[str, object]:
+    return {
+        "kind": kind,
+        "name": name,
+        "aliases": aliases,
+        "embodied_kg": round(central_kg, 2),
+        "embodied_kg_low": min(kg),
+        "embodied_kg_high": max(kg),
+        "gpus": gpus,
+        "lifetime_years": lifetime_years,
+        "covers": covers,
+        "year": year,
+        "source": source,
+        "licence": licence,
+    }
+
+
+def embodied_rows(sources: Path) -> list[dict[str, object]]:
+    """kgCO2e per accelerator card and per node, with lifetime, coverage and provenance.
+
+    CCF publishes one host per instance type, except that Azure and GCP give one per
+    CPU microarchitecture the type may run on: low and high are the least and most of
+    those, the central figure GCP's own mean file or, for Azure, their mean.
+    """
+    rows = [
+        _embodied_row(
+            "accelerator",
+            "GPU card (CCF, any model)",
+            "",
+            [CCF_GPU_CARD_KG],
+            CCF_GPU_CARD_KG,
+            1,
+            CCF_LIFETIME_YEARS,
+            CCF_COVERS,
+            CCF_YEAR["aws"],
+            "Cloud Carbon Footprint, ccfcoef/constants.py GPU_MANUFACTURING_EMISSIONS",
+            CCF_LICENCE,
+        ),
+        _embodied_row(
+            "accelerator",
+            "A100 (BLOOM)",
+            "",
+            [BLOOM_GPU_KG],
+            BLOOM_GPU_KG,
+            1,
+            BLOOM_LIFETIME_YEARS,
+            "manufacturing only",
+            2023,
+            BLOOM_SOURCE,
+            BLOOM_LICENCE,
+        ),
+        _embodied_row(
+            "node",
+            "HPE Apollo 6500 Gen10 Plus, 8 x A100 (BLOOM)",
+            "Jean Zay A100 node",
+            [BLOOM_SERVER_KG + BLOOM_GPUS_PER_SERVER * BLOOM_GPU_KG],
+            BLOOM_SERVER_KG + BLOOM_GPUS_PER_SERVER * BLOOM_GPU_KG,
+            BLOOM_GPUS_PER_SERVER,
+            BLOOM_LIFETIME_YEARS,
+            "manufacturing only",
+            2023,
+            f"{BLOOM_SOURCE}: the server without GPUs ({BLOOM_SERVER_KG:g} kg) plus "
+            f"{BLOOM_GPUS_PER_SERVER} x {BLOOM_GPU_KG:g} kg per A100",
+            BLOOM_LICENCE,
+        ),
+    ]
+    gcp_mean = {
+        r["type"]: float(r["total_mean"])
+        for r in read_csv(sources / CCF / "coefficients-gcp-embodied-mean.csv")
+    }
+    for provider in ("aws", "azure", "gcp"):
+        by_type: dict[str, list[dict[str, str]]] = {}
+        for r in read_csv(sources / CCF / f"coefficients-{provider}-embodied.csv"):
+            by_type.setdefault(r["type"], []).append(r)
+        for instance_type, variants in by_type.items():
+            kg = sorted({float(r["total"]) for r in variants})
+            central = gcp_mean[instance_type] if provider == "gcp" else sum(kg) / len(kg)
+            cards = {float(r["additional_gpus"]) / CCF_GPU_CARD_KG for r in variants}
+            if len(cards) != 1 or not cards.issubset(range(64)):
+                raise ValueError(f"{provider} {instance_type}: GPU cards {cards}")
+            rows.append(
+                _embodied_row(
+                    "node",
+                    f"{provider} {instance_type}",
+                    instance_type,
+                    kg,
+                    central,
+                    int(cards.pop()) or "",
+                    CCF_LIFETIME_YEARS,
+                    CCF_COVERS,
+                    CCF_YEAR[provider],
+                    CCF_SOURCE.format(provider=provider),
+                    CCF_LICENCE,
+                )
+            )
+    return rows
+
+
 def build(sources: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_csv(
@@ -436,6 +585,7 @@ def build(sources: Path, out: Path) -> None:
         ["key", "description", "co2e_g_per_unit", "year", "source", "licence"],
         equivalent_rows(sources),
     )
+    write_csv(out / "embodied.csv", EMBODIED_FIELDS, embodied_rows(sources))
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ import re
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
+from . import embodied as scope3
 from . import factors
 from .errors import InputError
 from .footprint import Footprint, PowerProfile, Uncertainty, compute_footprint
@@ -47,6 +48,21 @@ class EquivalentAmount:
 
 
 @dataclass(frozen=True, slots=True)
+class EmbodiedEstimate:
+    """The run's share of its hardware's embodied emissions (``--embodied``)."""
+
+    node: str
+    node_kg: float
+    gpus_per_node: int
+    lifetime_years: float
+    covers: str
+    source: str
+    co2e_kg: float
+    co2e_kg_low: float
+    co2e_kg_high: float
+
+
+@dataclass(frozen=True, slots=True)
 class Estimate:
     hardware: str
     tdp_w: float
@@ -70,6 +86,7 @@ class Estimate:
     offset_co2e_kg: float | None
     lowest_region: Comparison | None
     equivalents: tuple[EquivalentAmount, ...]
+    embodied: EmbodiedEstimate | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -113,12 +130,17 @@ def estimate(
     dataset: str = factors.CURRENT_VINTAGE,
     pue: float = 1.0,
     utilization: float = 1.0,
+    embodied: str | None = None,
+    lifetime_years: float | None = None,
 ) -> Estimate:
     """Energy and emissions of a run, with the comparisons the seed calculator shows.
 
     The run is ``hours`` on each of ``count`` devices (1 by default), or
-    ``device_hours`` in total (on ``count`` devices, where given).
+    ``device_hours`` in total (on ``count`` devices, where given). With ``embodied``
+    (a bundled node or accelerator), also the devices' share of its embodied emissions.
     """
+    if lifetime_years is not None and embodied is None:
+        raise InputError("--lifetime-years goes with --embodied")
     if (hardware is None) == (tdp_w is None):
         raise InputError("give exactly one of --hardware or --tdp-w")
     if (region is None) == (intensity_g_per_kwh is None):
@@ -203,6 +225,32 @@ def estimate(
         offset_co2e_kg=offset_kg,
         lowest_region=lowest,
         equivalents=amounts,
+        embodied=_embodied(embodied, lifetime_years, device_hours) if embodied else None,
+    )
+
+
+def _embodied(
+    node_name: str, lifetime_years: float | None, device_hours: float
+) -> EmbodiedEstimate:
+    """The devices' share of ``node_name``'s GPUs for ``device_hours``, amortised."""
+    settings = scope3.EmbodiedSettings(node=node_name, lifetime_years=lifetime_years)
+    node = scope3.resolve(settings, where="--embodied")
+    if not node.gpus_per_node:
+        raise InputError(
+            f"--embodied {node_name!r}: {node.name} has no GPUs; give a GPU node or an accelerator"
+        )
+    # the estimate's one-hour run of device_hours devices, as for the operational figure
+    share = scope3.amortise(node, gpus=device_hours, cores=0, run_seconds=3600.0)
+    return EmbodiedEstimate(
+        node=node.name,
+        node_kg=node.node_kg,
+        gpus_per_node=node.gpus_per_node,
+        lifetime_years=node.lifetime_years,
+        covers=node.covers,
+        source=node.source,
+        co2e_kg=share.co2e_g / 1000,
+        co2e_kg_low=share.co2e_g_low / 1000,
+        co2e_kg_high=share.co2e_g_high / 1000,
     )
 
 
@@ -244,9 +292,23 @@ def render_text(e: Estimate) -> str:
             f"region: {low.co2e_kg:,.2f} kg CO2e at {low.intensity_g_per_kwh:g} "
             "gCO2e/kWh"
         )
-    lines.append("  that is as much CO2e as:")
+    if e.embodied is not None:
+        b = e.embodied
+        lines += [
+            f"  embodied:  {b.co2e_kg:,.2f} kg CO2e (range {b.co2e_kg_low:,.2f} – "
+            f"{b.co2e_kg_high:,.2f}), the devices' share of {_node(b)}",
+            f"  embodied source: {b.source}",
+        ]
+    lines.append("  that is as much CO2e as (operational emissions):")
     lines += [f"    {a.amount:,.1f} {a.description} (source: {a.source})" for a in e.equivalents]
     return "\n".join(lines)
+
+
+def _node(b: EmbodiedEstimate) -> str:
+    return (
+        f"{b.node} ({b.node_kg:,.6g} kg CO2e for {b.gpus_per_node} GPU(s), {b.covers}) "
+        f"over {b.lifetime_years:g} years of 8,766 h"
+    )
 
 
 def amount(value: float) -> str:
@@ -268,7 +330,20 @@ def _statement(e: Estimate) -> str:
         f"They used an estimated {amount(e.energy_kwh)} kWh and emitted an estimated "
         f"{amount(e.co2e_kg)} kg CO2e (range {amount(e.co2e_kg_low)} to "
         f"{amount(e.co2e_kg_high)}){offset}. "
+        f"{_embodied_sentence(e)}"
         f"Estimated with jobcarbon, following the method of {CITE}."
+    )
+
+
+def _embodied_sentence(e: Estimate) -> str:
+    if e.embodied is None:
+        return ""
+    b = e.embodied
+    return (
+        f"Manufacturing the hardware adds an estimated {amount(b.co2e_kg)} kg CO2e "
+        f"(range {amount(b.co2e_kg_low)} to {amount(b.co2e_kg_high)}), the devices' share "
+        f"of {_node(b)}, amortised as in the Green Software Foundation's SCI "
+        f"(source: {b.source}). "
     )
 
 

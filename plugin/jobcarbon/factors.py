@@ -1,4 +1,4 @@
-"""The bundled factor tables: hardware power, grid carbon intensity, PUE, equivalents.
+"""The bundled factor tables: hardware power, grid intensity, PUE, equivalents, embodied.
 
 The CSV files in ``jobcarbon/data`` are built by ``tools/build_factors.py`` from
 public sources; every row carries its source, year and licence. Names and keys
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from .errors import FactorError
 
@@ -29,9 +29,22 @@ DEFAULT_CPU_POWER_W_PER_CORE = 12.0
 #: Green Algorithms' memory power (referenceValues.csv, memoryPower).
 MEMORY_POWER_W_PER_GB = 0.3725
 
-_DATA_FILES = ("hardware.csv", "cpus.csv", "regions.csv", "pue.csv", "equivalents.csv")
-T = TypeVar("T", "Hardware", "Region")
+_DATA_FILES = (
+    "hardware.csv",
+    "cpus.csv",
+    "regions.csv",
+    "pue.csv",
+    "equivalents.csv",
+    "embodied.csv",
+)
+T = TypeVar("T", "Hardware", "Region", "EmbodiedFactor")
+N = TypeVar("N", bound="_Named")
 _VENDOR_WORDS = re.compile(r"\b(nvidia|amd|intel|google|geforce)\b")
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +68,23 @@ class Region:
     intensity_g_per_kwh: float
     offset_pct: float | None
     pue: float | None
+    year: int
+    source: str
+    licence: str
+
+
+@dataclass(frozen=True, slots=True)
+class EmbodiedFactor:
+    """Embodied (Scope 3) emissions of one accelerator card or one whole node."""
+
+    kind: str  # "accelerator" (one card) or "node" (a server, its GPUs included)
+    name: str
+    embodied_kg: float  # kgCO2e, the source's central figure
+    embodied_kg_low: float  # the least and most the source gives for it (e.g. by CPU)
+    embodied_kg_high: float
+    gpus: int | None  # GPU cards in the node (1 for an accelerator); None: no GPUs
+    lifetime_years: float  # the lifetime the source assumes
+    covers: str  # the life-cycle stages the figure includes
     year: int
     source: str
     licence: str
@@ -134,6 +164,26 @@ def equivalents() -> tuple[Equivalent, ...]:
     )
 
 
+@cache
+def embodied_table() -> tuple[EmbodiedFactor, ...]:
+    return tuple(
+        EmbodiedFactor(
+            r["kind"],
+            r["name"],
+            float(r["embodied_kg"]),
+            float(r["embodied_kg_low"]),
+            float(r["embodied_kg_high"]),
+            int(r["gpus"]) if r["gpus"] else None,
+            float(r["lifetime_years"]),
+            r["covers"],
+            int(r["year"]),
+            r["source"],
+            r["licence"],
+        )
+        for r in _rows("embodied.csv")
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderPue:
     provider: str
@@ -151,14 +201,24 @@ def provider_pue() -> tuple[ProviderPue, ...]:
     )
 
 
-@cache
-def _hardware_index() -> dict[str, Hardware]:
-    index: dict[str, Hardware] = {}
-    aliases = {r["name"]: r["aliases"] for r in _rows("hardware.csv")}
-    for item in hardware_table():
+def _name_index(filename: str, items: tuple[N, ...]) -> dict[str, N]:
+    """Each item under its name and its ``;``-separated aliases, in compared form."""
+    index: dict[str, N] = {}
+    aliases = {r["name"]: r["aliases"] for r in _rows(filename)}
+    for item in items:
         for name in [item.name, *filter(None, aliases[item.name].split(";"))]:
             index.setdefault(normalise(name), item)
     return index
+
+
+@cache
+def _hardware_index() -> dict[str, Hardware]:
+    return _name_index("hardware.csv", hardware_table())
+
+
+@cache
+def _embodied_index() -> dict[str, EmbodiedFactor]:
+    return _name_index("embodied.csv", embodied_table())
 
 
 @cache
@@ -198,6 +258,14 @@ def _lookup(
 def find_hardware(name: str) -> Hardware:
     """The table entry for ``name`` (forgiving match), or ``FactorError`` with suggestions."""
     return _lookup(name, _hardware_index(), "hardware", lambda h: f"{h.name} ({h.tdp_w:g} W)")
+
+
+@cache
+def find_embodied(name: str) -> EmbodiedFactor:
+    """The embodied entry for a node or accelerator ``name`` (forgiving match)."""
+    return _lookup(
+        name, _embodied_index(), "embodied entry", lambda e: f"{e.name} ({e.embodied_kg:g} kg)"
+    )
 
 
 def find_region(key: str, vintage: str = CURRENT_VINTAGE) -> Region:

@@ -37,6 +37,15 @@ import click
     show_default=True,
     help="Average device utilisation, 0 to 1.",
 )
+@click.option(
+    "--embodied",
+    metavar="NODE",
+    help="Also the devices' share of this node's (or accelerator's) embodied emissions, "
+    'from the bundled table ("p4d.24xlarge", "A100 (BLOOM)").',
+)
+@click.option(
+    "--lifetime-years", type=float, help="With --embodied: the lifetime [default: the source's]."
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @click.option("--latex", is_flag=True, help="A paper-ready LaTeX statement.")
 @click.option("--markdown", is_flag=True, help="A paper-ready Markdown statement.")
@@ -51,6 +60,8 @@ def estimate(
     dataset: str,
     pue: float,
     utilization: float,
+    embodied: str | None,
+    lifetime_years: float | None,
     as_json: bool,
     latex: bool,
     markdown: bool,
@@ -77,6 +88,8 @@ def estimate(
         dataset=dataset,
         pue=pue,
         utilization=utilization,
+        embodied=embodied,
+        lifetime_years=lifetime_years,
     )
     if as_json:
         click.echo(result.to_json())
