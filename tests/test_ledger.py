@@ -223,12 +223,13 @@ def test_running_totals_follow_new_changed_moved_and_repeated_jobs(
 
 
 def test_a_ledger_from_the_trigger_era_migrates_with_its_totals(tmp_path: Path) -> None:
-    from jobcarbon.ledger import MIGRATIONS, _statements
+    from jobcarbon.ledger import MIGRATIONS
+    from jobcarbon.ledger.dialect import sqlite_statements
 
     path = tmp_path / "l.db"
     db = sqlite3.connect(path, isolation_level=None)
     for version in (1, 2, 3):
-        for statement in _statements(MIGRATIONS[version]):
+        for statement in sqlite_statements(MIGRATIONS[version]):
             db.execute(statement)
     db.execute("PRAGMA user_version = 3")
     # a v3 ledger: written through its triggers, as jobcarbon of that schema did
@@ -248,12 +249,13 @@ def test_a_ledger_from_the_trigger_era_migrates_with_its_totals(tmp_path: Path) 
 
 
 def test_a_v4_ledger_gains_utilisation_and_the_mail_log(tmp_path: Path) -> None:
-    from jobcarbon.ledger import MIGRATIONS, MailSent, _statements
+    from jobcarbon.ledger import MIGRATIONS, MailSent
+    from jobcarbon.ledger.dialect import sqlite_statements
 
     path = tmp_path / "l.db"
     db = sqlite3.connect(path, isolation_level=None)
     for version in (1, 2, 3, 4):
-        for statement in _statements(MIGRATIONS[version]):
+        for statement in sqlite_statements(MIGRATIONS[version]):
             db.execute(statement)
     db.execute("PRAGMA user_version = 4")
     db.close()
@@ -540,3 +542,38 @@ def test_a_job_reaccounted_under_its_own_key_replaces_its_placeholder(
         assert ledger.write([accounted("1_32", 120.0, name="wrap", job_id_raw="153")]).written == 0
         ledger.write([accounted("2_0", name="wrap", job_id_raw="155")])
         assert ledger.count() == 4
+
+
+# A PostgreSQL script with semicolons that end nothing: in a string, a quoted name, a
+# comment and a dollar-quoted function body. sqlite3.complete_statement (the splitter
+# used on the PostgreSQL migrations before) cuts the body apart at its first ";".
+POSTGRES_SCRIPT = """
+-- a comment; not a statement
+CREATE TABLE "odd;name" (note TEXT DEFAULT 'a;b');
+CREATE FUNCTION notes() RETURNS BIGINT AS $fn$
+    SELECT 1; SELECT COUNT(*) FROM "odd;name";
+$fn$ LANGUAGE sql;
+INSERT INTO "odd;name" VALUES ('it''s; fine');
+"""
+
+
+def test_a_postgresql_script_splits_at_the_semicolons_that_end_statements(
+    postgres: Any,
+) -> None:
+    from jobcarbon.ledger.dialect import postgres_statements, sqlite_statements
+
+    statements = [s.strip() for s in postgres_statements(POSTGRES_SCRIPT)]
+    assert len(statements) == 3
+    assert statements[1].startswith("CREATE FUNCTION") and statements[1].endswith("sql;")
+    assert statements[2] == "INSERT INTO \"odd;name\" VALUES ('it''s; fine');"
+    assert len(list(sqlite_statements(POSTGRES_SCRIPT))) == 4  # the body cut in two
+    with Ledger(str(postgres.new_database())) as ledger:
+        for statement in postgres_statements(POSTGRES_SCRIPT):
+            ledger._run(statement)
+        # the function counts the one row the script inserted
+        assert ledger._run('SELECT notes(), note FROM "odd;name"').fetchone() == (
+            1,
+            "it's; fine",
+        )
+    with pytest.raises(LedgerError, match="incomplete statement"):
+        list(postgres_statements("CREATE TABLE t (x INT); SELECT 'no end;'"))

@@ -1,0 +1,57 @@
+"""The ledger: one row per job with its footprint. The only package that speaks SQL.
+
+Its face: the names the rest of jobcarbon imports. Inside, from the bottom up: ``rows``
+(row types, ``Filters``, ``ledger_row``), ``dialect`` (SQLite's and PostgreSQL's
+spellings, statement splitting), ``connect`` (opening either backend), ``schema``
+(versions, the ``.sql`` migrations under ``migrations/``, ``migrate``), ``store`` (the
+``Ledger`` class, ``open_ledger``) and ``copy`` (``copy_ledger``).
+"""
+
+from __future__ import annotations
+
+from .copy import CopyResult, copy_ledger
+from .dialect import POSTGRES, SQLITE
+from .rows import (
+    DIMENSIONS,
+    EXPORT_COLUMNS,
+    FAILED_STATES,
+    JOB_COLUMNS,
+    Aggregate,
+    Dimension,
+    FactorsUsed,
+    Filters,
+    Habits,
+    MailSent,
+    Running,
+    SummaryRow,
+    WriteResult,
+    ledger_row,
+)
+from .schema import MIGRATIONS, POSTGRES_MIGRATIONS, SCHEMA_VERSION
+from .store import Ledger, open_ledger
+
+__all__ = [
+    "DIMENSIONS",
+    "EXPORT_COLUMNS",
+    "FAILED_STATES",
+    "JOB_COLUMNS",
+    "MIGRATIONS",
+    "POSTGRES",
+    "POSTGRES_MIGRATIONS",
+    "SCHEMA_VERSION",
+    "SQLITE",
+    "Aggregate",
+    "CopyResult",
+    "Dimension",
+    "FactorsUsed",
+    "Filters",
+    "Habits",
+    "Ledger",
+    "MailSent",
+    "Running",
+    "SummaryRow",
+    "WriteResult",
+    "copy_ledger",
+    "ledger_row",
+    "open_ledger",
+]

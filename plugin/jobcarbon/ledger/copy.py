@@ -1,0 +1,72 @@
+"""``copy_ledger``: every job, watermark, gauge, error count and e-mail log entry of one
+ledger into another (SQLite to PostgreSQL, say), through the store's public readers and
+writers, so either backend can be either end."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .rows import SummaryRow
+from .store import Ledger
+
+
+@dataclass(frozen=True, slots=True)
+class CopyResult:
+    jobs: int  # job rows read from the source
+    written: int  # of those, new or changed in the target
+    source: SummaryRow
+    target: SummaryRow
+
+    @property
+    def identical(self) -> bool:
+        """The target holds as many jobs as the source, with the same sums."""
+        a, b = self.source, self.target
+        return a.jobs == b.jobs and all(
+            math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9)
+            for x, y in zip(
+                (a.gpu_hours, a.energy_kwh, a.co2e_kg, a.co2e_kg_low, a.co2e_kg_high),
+                (b.gpu_hours, b.energy_kwh, b.co2e_kg, b.co2e_kg_low, b.co2e_kg_high),
+                strict=True,
+            )
+        )
+
+
+def copy_ledger(
+    source: Ledger,
+    target: Ledger,
+    batch_size: int = 5000,
+    on_batch: Callable[[int], None] = lambda jobs: None,
+) -> CopyResult:
+    """Copy every job (its running totals follow), watermark, error count, gauge and
+    e-mail log entry from ``source`` into ``target``, in batches; safe to run again."""
+    jobs = written = 0
+    batch: list[tuple[Any, ...]] = []
+    for row in source.job_rows():
+        batch.append(row)
+        if len(batch) == batch_size:
+            written += target.write_job_rows(batch)
+            jobs += len(batch)
+            on_batch(len(batch))
+            batch = []
+    if batch:
+        written += target.write_job_rows(batch)
+        jobs += len(batch)
+        on_batch(len(batch))
+    for name, position in source.watermarks().items():
+        target.set_watermark(name, position)
+    for name, value in source.gauges().items():
+        target.set_gauge(name, value)
+    for month, audience in source.mail_logged():
+        for sent in source.mail_sent(month, audience).values():
+            target.log_mail(month, audience, sent)
+    copied_errors = target.ingest_errors()
+    target.add_ingest_errors(
+        {
+            stage: max(0, n - copied_errors.get(stage, 0))  # again: only what is missing
+            for stage, n in source.ingest_errors().items()
+        }
+    )
+    return CopyResult(jobs, written, source.totals(), target.totals())

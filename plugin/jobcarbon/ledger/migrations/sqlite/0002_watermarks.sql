@@ -1,0 +1,4 @@
+CREATE TABLE watermarks (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
