@@ -20,6 +20,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check plugin tests tools bench
 	$(BIN)/ruff format --check plugin tests tools bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/python -m pytest
