@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from jobcarbon.cli import main
 from jobcarbon.ledger import Filters, Ledger
-from tests.sacct_dumps import demo_month, demo_with_odd_names
+from tests.support.sacct_dumps import demo_month, demo_with_odd_names
 
 
 @pytest.fixture

@@ -29,8 +29,8 @@ from jobcarbon.exporter import Exporter, LedgerCollector
 from jobcarbon.ledger import Ledger
 from jobcarbon.server import accepts_gzip, metrics_app, serve_in_thread
 from jobcarbon.webconfig import BasicAuth, load_web_config
-from tests.prometheus_server import PrometheusWithHistory
-from tests.slurm_cluster import free_port, wait_for
+from tests.support.net import free_port, wait_for
+from tests.support.prometheus_server import PrometheusWithHistory
 from tests.test_exporter import CONFIG
 from tests.test_ledger import accounted
 

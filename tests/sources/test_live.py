@@ -16,16 +16,14 @@ from jobcarbon.cli import main
 from jobcarbon.config import parse_config
 from jobcarbon.ledger import Ledger
 from jobcarbon.sources import live
+from tests.support.config import make_config
 
-CONFIG = {
-    "sites": {"s": {"pue": 1.0, "grid": {"intensity_g_per_kwh": 100}}},
-    "clusters": {
-        "ci": {
-            "site": "s",
-            "hardware": [{"match": {"partition": "gpu-a*"}, "gpu_model": "A100 SXM4 80 GB"}],
-        }
+CONFIG = make_config(
+    cluster="ci",
+    clusters={
+        "ci": {"hardware": [{"match": {"partition": "gpu-a*"}, "gpu_model": "A100 SXM4 80 GB"}]}
     },
-}
+)
 
 
 def printing(outputs: dict[str, str]) -> Any:

@@ -30,7 +30,7 @@ from jobcarbon.sources.sacct import (
     read_rows,
 )
 from tests.conftest import load_tool, utc
-from tests.sacct_dumps import demo_month, demo_with_odd_names
+from tests.support.sacct_dumps import demo_month, demo_with_odd_names
 
 T = TypeVar("T")
 EXAMPLE_CONFIG = resources.files("jobcarbon").joinpath("data", "config.example.yaml")

@@ -2,7 +2,7 @@
 
 ``tests/data/slurm/<version>/`` holds the output of the collector's own sweep call on
 Slurm 22.05 (bookworm), 24.11 (trixie) and 26.05 (sid), for the same jobs, captured
-by ``python -m tests.slurm_capture`` (each directory's NOTE names the commands and
+by ``python -m tests.support.slurm_capture`` (each directory's NOTE names the commands and
 the job ids). Expected values come from the jobs' sbatch arguments in the NOTE.
 """
 
