@@ -16,7 +16,7 @@ from jobcarbon.config import load_config, parse_config
 from jobcarbon.errors import ConfigError
 from jobcarbon.records import JobState
 from tests.conftest import make_job, utc
-from tests.support.config import make_config
+from tests.support.config import make_config, merged
 
 EXAMPLE = resources.files("jobcarbon").joinpath("data", "config.example.yaml").read_text()
 
@@ -175,3 +175,17 @@ def test_hardware_rules_first_match_wins_and_resolve_tdp() -> None:
     # CPU-only job: no GPU power needed, Green Algorithms defaults
     cpu = cluster.power_profile(make_job(partition="x", gpu_count=0, state=JobState.COMPLETED))
     assert (cpu.cpu_power_w_per_core, cpu.memory_power_w_per_gb) == (12.0, 0.3725)
+
+
+def test_the_tests_make_config_merges_overrides_deeply() -> None:
+    data = make_config(sites={"s1": {"pue": 1.5}}, clusters={"c2": {"site": "s1"}})
+    assert data["sites"]["s1"] == {"pue": 1.5, "grid": {"intensity_g_per_kwh": 100}}
+    assert data["clusters"] == {"c1": {"site": "s1"}, "c2": {"site": "s1"}}
+    # a grid is one source: an override's grid replaces the base's whole
+    assert make_config(sites={"s1": {"grid": {"region": "FR"}}})["sites"]["s1"]["grid"] == {
+        "region": "FR"
+    }
+    base = make_config()
+    merged(base, {"sites": {"s1": {"pue": 2.0}}})
+    assert base["sites"]["s1"]["pue"] == 1.2  # merging changes neither side
+    assert parse_config(data).site_factors["s1"].pue.at(utc(2026, 1, 1)) == 1.5

@@ -179,8 +179,11 @@ def test_a_late_epilog_entry_is_no_failure(rig: Any) -> None:
 def test_a_job_cancelled_while_pending_is_the_sweeps_not_a_failure(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     spool.create()
-    # Slurm 22.05 gives a job cancelled while pending Start = End; it runs no epilog
-    sacct = ScriptedSacct(Start="2026-10-01T11:00:00", ElapsedRaw="0")
+    # Slurm 22.05 gives a job cancelled while pending Start = End, no AllocTRES and no
+    # nodes (tests/data/slurm/22.05.8/sacct-sweep.txt, job 6); it runs no epilog
+    sacct = ScriptedSacct(
+        Start="2026-10-01T11:00:00", ElapsedRaw="0", AllocTRES="", NodeList="None assigned"
+    )
     sacct.state = "CANCELLED"
     now = [1e9]
     with Ledger(tmp_path / "ledger.db") as ledger:

@@ -26,6 +26,27 @@ def test_three_versions_are_captured() -> None:
     assert [v.split(".")[0] for v in VERSIONS] == ["22", "24", "26"]
 
 
+def test_every_captured_file_has_its_note() -> None:
+    # tests/data/README.md names the files at the top, each version's NOTE its own:
+    # the Slurm it came from and the command that printed it
+    readme = (DATA.parent / "README.md").read_text().splitlines()
+    for path in DATA.parent.iterdir():
+        if path.is_file() and path.name != "README.md":
+            (row,) = [line for line in readme if line.startswith(f"| `{path.name}` |")]
+            _, origin, command = row.split(" | ")
+            assert origin.startswith("Slurm 22.05") and "sacct" in command, row
+    for version in VERSIONS:
+        note = (DATA / version / "NOTE").read_text()
+        assert note.startswith(f"Slurm {version} ")
+        commands = dict(
+            line.strip().split(": ", 1) for line in note.splitlines() if line.startswith("  sacct-")
+        )
+        assert set(commands) == {p.name for p in (DATA / version).iterdir()} - {"NOTE"}
+        assert all(
+            c.startswith("TZ=UTC SLURM_TIME_FORMAT=standard sacct ") for c in commands.values()
+        )
+
+
 def job_ids(version: str) -> dict[str, str]:
     """The NOTE's ``Job ids: name=id, ...`` line."""
     line = next(x for x in (DATA / version / "NOTE").read_text().splitlines() if "Job ids:" in x)
