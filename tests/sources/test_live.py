@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import yaml
 from click.testing import CliRunner
 
 from jobcarbon.cli import main
@@ -67,8 +68,7 @@ def test_config_check_warns_about_a_ledger_everyone_can_read(tmp_path: Path) -> 
     Ledger(ledger_file).close()
     config = tmp_path / "config.yaml"
     config.write_text(
-        "sites: {s: {pue: 1.0, grid: {intensity_g_per_kwh: 100}}}\n"
-        "clusters: {ci: {site: s}}\nledger: {url: 'sqlite:///ledger.db'}\n"
+        yaml.safe_dump(make_config(cluster="ci", ledger={"url": "sqlite:///ledger.db"}))
     )
     runner = CliRunner()
     quiet = runner.invoke(main, ["--config", str(config), "config", "check"])
