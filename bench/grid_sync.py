@@ -4,7 +4,7 @@ Usage: python bench/grid_sync.py. Two sites per provider (Electricity Maps, Watt
 NESO, ENTSO-E, EIA), each fetching 2025 whole: 8,760 hours a site, in the windows its
 provider allows (Electricity Maps 37 requests of 240 h, WattTime 13 of 30 days of
 5-minute values, NESO 27 of 14 days of half hours, ENTSO-E one year of XML, EIA 13
-months of 5,000-row pages). The fakes (tests/grid_fakes.py) run in their own process,
+months of 5,000-row pages). The fakes (tests/support/grid_fakes.py) run in their own process,
 as a provider is on its own machine, over loopback HTTP; the time runs from the first
 request to the last parsed hour: first one site after another, then all ten at once
 (a thread a site, as a sync waiting on ten providers' networks would). The ledger is not written
@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the fakes live with the tests
 
-from tests.grid_fakes import FakeProvider, serving  # noqa: E402
+from tests.support.grid_fakes import FakeProvider, serving  # noqa: E402
 
 from jobcarbon.sources.grid import Http, ProviderSettings, client  # noqa: E402
 

@@ -3,7 +3,7 @@ running, succeeded and deleted) read from a watch stream and accounted into a SQ
 ledger.
 
 Usage: python bench/k8s_watch.py [--pods 2500]. The stream comes from the tests' fake
-API server (tests/kube_api.py) in its own process, as a real API server is, over
+API server (tests/support/kube_api.py) in its own process, as a real API server is, over
 loopback HTTP, read by the real kubernetes client; the time runs from opening the
 watch until the last pod is in the ledger. Then the
 same events handed to the watcher directly (no HTTP) to show what the accounting
@@ -29,8 +29,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the fake API server lives with the tests
 
-from tests.kube_api import BASE_TIME, FakeApiServer, gpu_node, gpu_pod  # noqa: E402
-from tests.slurm_cluster import free_port, wait_for  # noqa: E402
+from tests.support.kube_api import BASE_TIME, FakeApiServer, gpu_node, gpu_pod  # noqa: E402
+from tests.support.net import free_port, wait_for  # noqa: E402
 
 from jobcarbon.config import Config, parse_config  # noqa: E402
 from jobcarbon.ledger import Ledger  # noqa: E402

@@ -67,8 +67,8 @@ def make_job(**overrides: Any) -> JobRecord:
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Any]:
-    """One real PostgreSQL server for the session (tests/postgres_server.py)."""
-    from tests.postgres_server import postgres_server
+    """One real PostgreSQL server for the session (tests/support/postgres_server.py)."""
+    from tests.support.postgres_server import postgres_server
 
     with postgres_server() as server:
         yield server

@@ -18,16 +18,14 @@ from jobcarbon.errors import LedgerError, SourceError
 from jobcarbon.ledger import Ledger
 from jobcarbon.records import JobRecord, JobState, RecordProblem
 from tests.conftest import make_job, utc
+from tests.support.config import make_config
 
-CONFIG = {
-    "sites": {"s1": {"pue": 1.5, "grid": {"intensity_g_per_kwh": 200}}},
-    "clusters": {
-        "c1": {
-            "site": "s1",
-            "hardware": [{"match": {"partition": "gpu"}, "gpu_model": "Tesla V100-PCIE-16GB"}],
-        }
+CONFIG = make_config(
+    sites={"s1": {"pue": 1.5, "grid": {"intensity_g_per_kwh": 200}}},
+    clusters={
+        "c1": {"hardware": [{"match": {"partition": "gpu"}, "gpu_model": "Tesla V100-PCIE-16GB"}]}
     },
-}
+)
 
 
 @pytest.mark.parametrize("ingest", [ingest, ingest_on_two_cores])

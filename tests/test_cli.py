@@ -12,11 +12,13 @@ from pathlib import Path
 
 import click
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from jobcarbon.cli import main
 from jobcarbon.ledger import Filters, Ledger
-from tests.sacct_dumps import demo_month, demo_with_odd_names
+from tests.support.config import make_config
+from tests.support.sacct_dumps import demo_month, demo_with_odd_names
 
 
 @pytest.fixture
@@ -177,10 +179,7 @@ def test_summary_bad_month(runner: CliRunner, demo_dir: Path) -> None:
 
 def test_summary_without_a_ledger(runner: CliRunner, tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text(
-        "sites: {s: {pue: 1.2, grid: {region: FR}}}\nclusters: {c: {site: s}}\n"
-        "ledger: {url: 'sqlite:///none.db'}\n"
-    )
+    path.write_text(yaml.safe_dump(make_config(ledger={"url": "sqlite:///none.db"})))
     result = runner.invoke(main, ["--config", str(path), "summary"])
     assert result.exit_code == 4
     assert "Error: no ledger at" in result.output

@@ -16,17 +16,9 @@ from jobcarbon.config import load_config, parse_config
 from jobcarbon.errors import ConfigError
 from jobcarbon.records import JobState
 from tests.conftest import make_job, utc
+from tests.support.config import make_config, merged
 
 EXAMPLE = resources.files("jobcarbon").joinpath("data", "config.example.yaml").read_text()
-
-
-def minimal(**changes: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "sites": {"s1": {"pue": 1.2, "grid": {"intensity_g_per_kwh": 100}}},
-        "clusters": {"c1": {"site": "s1"}},
-    }
-    data.update(changes)
-    return data
 
 
 def problems(data: Any, base_dir: Path = Path(".")) -> list[str]:
@@ -67,13 +59,11 @@ def test_example_documents_every_config_key() -> None:
 
 
 def test_every_problem_is_reported_at_once_with_key_paths() -> None:
-    data = {
-        "sites": {"s1": {"pue": 0.9, "grid": {"region": "atlantis"}, "pue_uncertainity": 0.1}},
-        "clusters": {
-            "c1": {"site": "s1", "hardware": [{"gpu_model": "Z9000"}], "cpu_power_w_per_core": -3}
-        },
-        "ledger": {"url": "postgresql://bob:secret@db/jobs"},
-    }
+    data = make_config(
+        sites={"s1": {"pue": 0.9, "grid": {"region": "atlantis"}, "pue_uncertainity": 0.1}},
+        clusters={"c1": {"hardware": [{"gpu_model": "Z9000"}], "cpu_power_w_per_core": -3}},
+        ledger={"url": "postgresql://bob:secret@db/jobs"},
+    )
     found = problems(data)
     text = "\n".join(found)
     assert "sites.s1.pue: Input should be greater than or equal to 1 (got 0.9)" in text
@@ -86,31 +76,33 @@ def test_every_problem_is_reported_at_once_with_key_paths() -> None:
 
 
 def test_grid_needs_exactly_one_source() -> None:
-    data = minimal(sites={"s1": {"pue": 1.2, "grid": {"intensity_g_per_kwh": 1, "region": "FR"}}})
+    data = make_config(
+        sites={"s1": {"pue": 1.2, "grid": {"intensity_g_per_kwh": 1, "region": "FR"}}}
+    )
     assert any("exactly one of" in p and "intensity_g_per_kwh, region" in p for p in problems(data))
 
 
 def test_cluster_naming_an_unknown_site() -> None:
-    assert problems(minimal(clusters={"c1": {"site": "nowhere"}})) == [
+    assert problems(make_config(clusters={"c1": {"site": "nowhere"}})) == [
         "clusters.c1.site: unknown site 'nowhere' (sites: s1)"
     ]
 
 
 def test_the_watched_cluster_must_be_configured() -> None:
-    assert problems(minimal(kubernetes={"cluster": "gpu-platfrom"})) == [
+    assert problems(make_config(kubernetes={"cluster": "gpu-platfrom"})) == [
         "kubernetes.cluster: unknown cluster 'gpu-platfrom' (clusters: c1)"
     ]
-    (bad_listen,) = problems(minimal(kubernetes={"health_listen": "9878"}))
+    (bad_listen,) = problems(make_config(kubernetes={"health_listen": "9878"}))
     assert bad_listen.startswith("kubernetes.health_listen: String should match pattern")
 
 
 def test_secrets_are_refused_in_the_yaml() -> None:
-    found = problems(minimal(mail={"password": "hunter2"}))
+    found = problems(make_config(mail={"password": "hunter2"}))
     assert any("mail: secrets never go in the YAML" in p for p in found)
 
 
 def test_monthly_pue_keys_are_checked() -> None:
-    data = minimal(
+    data = make_config(
         sites={
             "s1": {"pue": 1.3, "pue_monthly": {"July": 1.4}, "grid": {"intensity_g_per_kwh": 10}}
         }
@@ -123,7 +115,7 @@ def test_series_file_is_read_and_bad_lines_reported(tmp_path: Path) -> None:
         "timestamp,intensity_g_per_kwh\n2026-10-01T10:00:00Z,120\n"
         "2026-10-01T11:00:00Z,lots\n2026-10-01T12:30:00Z,90\n"
     )
-    data = minimal(sites={"s1": {"pue": 1.2, "grid": {"series": {"path": "grid.csv"}}}})
+    data = make_config(sites={"s1": {"pue": 1.2, "grid": {"series": {"path": "grid.csv"}}}})
     found = problems(data, tmp_path)
     assert any("grid.csv line 3" in p and "lots" in p for p in found)
     assert any("grid.csv line 4" in p and "start of an hour" in p for p in found)
@@ -134,7 +126,7 @@ def test_series_file_is_read_and_bad_lines_reported(tmp_path: Path) -> None:
 
 
 def test_missing_series_file_names_the_key(tmp_path: Path) -> None:
-    data = minimal(sites={"s1": {"pue": 1.2, "grid": {"series": {"path": "absent.csv"}}}})
+    data = make_config(sites={"s1": {"pue": 1.2, "grid": {"series": {"path": "absent.csv"}}}})
     assert any(
         p.startswith("sites.s1.grid.series.path: cannot read") for p in problems(data, tmp_path)
     )
@@ -154,7 +146,7 @@ def test_load_missing_file_says_what_to_do(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_hardware_rules_first_match_wins_and_resolve_tdp() -> None:
-    data = minimal(
+    data = make_config(
         clusters={
             "c1": {
                 "site": "s1",
@@ -183,3 +175,17 @@ def test_hardware_rules_first_match_wins_and_resolve_tdp() -> None:
     # CPU-only job: no GPU power needed, Green Algorithms defaults
     cpu = cluster.power_profile(make_job(partition="x", gpu_count=0, state=JobState.COMPLETED))
     assert (cpu.cpu_power_w_per_core, cpu.memory_power_w_per_gb) == (12.0, 0.3725)
+
+
+def test_the_tests_make_config_merges_overrides_deeply() -> None:
+    data = make_config(sites={"s1": {"pue": 1.5}}, clusters={"c2": {"site": "s1"}})
+    assert data["sites"]["s1"] == {"pue": 1.5, "grid": {"intensity_g_per_kwh": 100}}
+    assert data["clusters"] == {"c1": {"site": "s1"}, "c2": {"site": "s1"}}
+    # a grid is one source: an override's grid replaces the base's whole
+    assert make_config(sites={"s1": {"grid": {"region": "FR"}}})["sites"]["s1"]["grid"] == {
+        "region": "FR"
+    }
+    base = make_config()
+    merged(base, {"sites": {"s1": {"pue": 2.0}}})
+    assert base["sites"]["s1"]["pue"] == 1.2  # merging changes neither side
+    assert parse_config(data).site_factors["s1"].pue.at(utc(2026, 1, 1)) == 1.5

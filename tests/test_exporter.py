@@ -16,13 +16,11 @@ from jobcarbon.exporter import Exporter, LedgerCollector, metrics_reference, wri
 from jobcarbon.ledger import SCHEMA_VERSION, Filters, Ledger, Running
 from jobcarbon.records import JobState
 from tests.conftest import ROOT
-from tests.prometheus_versions import VERSIONS, Prometheus
+from tests.support.config import make_config, merged
+from tests.support.prometheus_versions import VERSIONS, Prometheus
 from tests.test_ledger import accounted
 
-CONFIG = {
-    "sites": {"s1": {"pue": 1.5, "grid": {"intensity_g_per_kwh": 200}}},
-    "clusters": {"c1": {"site": "s1"}},
-}
+CONFIG = make_config(sites={"s1": {"pue": 1.5, "grid": {"intensity_g_per_kwh": 200}}})
 SCRAPED_AT = datetime.fromtimestamp(1.8e9, UTC)  # the collectors' clock
 LABELS = {
     "cluster": "c1",
@@ -50,7 +48,7 @@ def fill(path: Path | str) -> None:
 
 
 def registry_for(path: Path | str, **exporter: object) -> CollectorRegistry:
-    config = parse_config({**CONFIG, "exporter": exporter})
+    config = parse_config(merged(CONFIG, {"exporter": exporter}))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(LedgerCollector(path, config, clock=SCRAPED_AT.timestamp))
     return registry

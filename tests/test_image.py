@@ -33,8 +33,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jobcarbon.ledger import Filters, Ledger
 from tests.conftest import ROOT
-from tests.kube_api import BASE_TIME, FakeApiServer, gpu_node, gpu_pod
-from tests.slurm_cluster import free_port, wait_for
+from tests.support.config import make_config
+from tests.support.kube_api import BASE_TIME, FakeApiServer, gpu_node, gpu_pod
+from tests.support.net import free_port, wait_for
 from tests.test_ledger import accounted
 from tests.test_prometheus import _get
 
@@ -119,10 +120,9 @@ def _volumes(tmp_path: Path, uid: int, site: dict[str, Any]) -> tuple[Path, Path
     return config_dir, ledger_dir
 
 
-SITE = {
-    "sites": {"dc": {"pue": 1.5, "grid": {"intensity_g_per_kwh": 400}}},
-    "clusters": {"k8s": {"site": "dc"}},
-}
+SITE = make_config(
+    site="dc", cluster="k8s", sites={"dc": {"pue": 1.5, "grid": {"intensity_g_per_kwh": 400}}}
+)
 
 
 def _uid(image: Image) -> int:

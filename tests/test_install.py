@@ -1,6 +1,6 @@
 """slurm/install.sh and the guide's services, run as written on a real Slurm cluster.
 
-The cluster (tests/slurm_cluster.py) starts with a site epilog of its own. install.sh
+The cluster (tests/support/slurm_cluster.py) starts with a site epilog of its own. install.sh
 installs into a scratch root (``--root``: every path it writes names that root), with
 the venv made from the system Python. The test applies the slurm.conf lines it prints,
 then starts the collector and the exporter as the units have them: their ExecStartPre
@@ -30,13 +30,8 @@ import yaml
 
 from jobcarbon.ledger import Ledger
 from tests.conftest import ROOT
-from tests.slurm_cluster import (
-    CLUSTER,
-    SlurmCluster,
-    free_port,
-    missing_components,
-    wait_for,
-)
+from tests.support.net import free_port, wait_for
+from tests.support.slurm_cluster import CLUSTER, SlurmCluster, missing_components
 
 INSTALL = ROOT / "slurm" / "install.sh"
 SERVICE_USER = "slurm"  # the units' User=, Debian's SlurmUser

@@ -1,4 +1,4 @@
-"""`jobcarbon job`, run as the job's owner on a real Slurm cluster (tests/slurm_cluster.py).
+"""`jobcarbon job`, run as the job's owner on a real Slurm cluster (tests/support/slurm_cluster.py).
 
 The cluster sets ``PrivateData=jobs``, so sacct shows each user only their own jobs;
 the command is run as alice and bob themselves (``runuser``), as on a login node. The
@@ -19,26 +19,26 @@ import yaml
 
 from jobcarbon.ledger import Filters, Ledger
 from tests.conftest import ROOT
-from tests.slurm_cluster import (
+from tests.support.config import make_config, merged
+from tests.support.net import wait_for
+from tests.support.slurm_cluster import (
     CLUSTER,
     SlurmCluster,
     start_or_show_logs,
     temporary_cluster,
-    wait_for,
 )
 
 #: PUE 1.2 and 250 g/kWh: an A100 SXM4 80 GB (400 W) for one hour is 0.4 kWh of IT
 #: energy, 0.48 kWh with PUE, 120 g CO2e.
-CONFIG = {
-    "sites": {"lab": {"pue": 1.2, "grid": {"intensity_g_per_kwh": 250}}},
-    "clusters": {
-        CLUSTER: {
-            "site": "lab",
-            "hardware": [{"match": {"gpu_type": "a100"}, "gpu_model": "A100 SXM4 80 GB"}],
-        }
+CONFIG = make_config(
+    site="lab",
+    cluster=CLUSTER,
+    sites={"lab": {"grid": {"intensity_g_per_kwh": 250}}},
+    clusters={
+        CLUSTER: {"hardware": [{"match": {"gpu_type": "a100"}, "gpu_model": "A100 SXM4 80 GB"}]}
     },
-    "ledger": {"url": "sqlite:///ledger.db"},
-}
+    ledger={"url": "sqlite:///ledger.db"},
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def cluster() -> Iterator[SlurmCluster]:
 @pytest.fixture(scope="module")
 def config_file(cluster: SlurmCluster) -> Path:
     path = cluster.root.parent / "config.yaml"
-    path.write_text(yaml.safe_dump({**CONFIG, "slurm": {"sweep_first_lookback_s": 3600}}))
+    path.write_text(yaml.safe_dump(merged(CONFIG, {"slurm": {"sweep_first_lookback_s": 3600}})))
     path.chmod(0o644)
     return path
 

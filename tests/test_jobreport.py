@@ -1,7 +1,7 @@
 """`jobcarbon job`'s report from sacct output, without a cluster: the runner is given.
 
 The rows are written in the shape sacct 22.05 prints them for the test cluster
-(tests/slurm_cluster.py; the real-cluster tests are in tests/test_job_command.py).
+(tests/support/slurm_cluster.py; the real-cluster tests are in tests/test_job_command.py).
 """
 
 from __future__ import annotations
@@ -17,18 +17,20 @@ from jobcarbon.errors import InputError
 from jobcarbon.jobreport import read_job, render_text, to_json
 from jobcarbon.sources.sacct import DELIMITER, SACCT_FIELDS
 from jobcarbon.sources.slurm import Sacct
+from tests.support.config import make_config
 
 CONFIG = parse_config(
-    {
-        "sites": {"lab": {"pue": 1.2, "grid": {"region": "FR"}}},
-        "clusters": {
+    make_config(
+        site="lab",
+        cluster="testcl",
+        sites={"lab": {"grid": {"region": "FR"}}},
+        clusters={
             "testcl": {
-                "site": "lab",
-                "hardware": [{"match": {"gpu_type": "a100"}, "gpu_model": "A100 SXM4 80 GB"}],
+                "hardware": [{"match": {"gpu_type": "a100"}, "gpu_model": "A100 SXM4 80 GB"}]
             }
         },
-        "ledger": {"url": "sqlite:////nonexistent/ledger.db"},
-    }
+        ledger={"url": "sqlite:////nonexistent/ledger.db"},
+    )
 )
 ROW = {
     "JobIDRaw": "7",

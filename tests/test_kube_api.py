@@ -21,7 +21,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch import watch
 
-from tests.kube_api import (
+from tests.support.kube_api import (
     BASE_TIME,
     Container,
     FakeApiServer,

@@ -21,6 +21,7 @@ from jobcarbon.footprint import AccountedJob, Footprint, Method
 from jobcarbon.ledger import POSTGRES, SCHEMA_VERSION, Filters, Ledger, Running
 from jobcarbon.records import JobState
 from tests.conftest import make_job, utc
+from tests.support.config import make_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -395,8 +396,8 @@ def test_postgresql_over_tls_with_the_password_from_the_environment_or_a_file(
 ) -> None:
     from jobcarbon.config import parse_config
     from jobcarbon.ledger import open_ledger
-    from tests.postgres_server import PASSWORD, PASSWORD_ROLE, PostgresServer
-    from tests.smtp_server import self_signed
+    from tests.support.postgres_server import PASSWORD, PASSWORD_ROLE, PostgresServer
+    from tests.support.smtp_server import self_signed
 
     cert, key = self_signed(tmp_path)
     server = PostgresServer().start(tls=(cert, key))
@@ -405,9 +406,7 @@ def test_postgresql_over_tls_with_the_password_from_the_environment_or_a_file(
             f"postgresql://{PASSWORD_ROLE}@127.0.0.1:{server.port}/{PASSWORD_ROLE}"
             f"?sslmode=verify-full&sslrootcert={cert}"
         )
-        sites = {"s1": {"pue": 1.5, "grid": {"intensity_g_per_kwh": 400}}}
-        base = {"sites": sites, "clusters": {"c1": {"site": "s1"}}}
-        config = parse_config({**base, "ledger": {"url": url}})
+        config = parse_config(make_config(ledger={"url": url}))
         monkeypatch.setenv("JOBCARBON_LEDGER_PASSWORD", PASSWORD)
         with open_ledger(config) as ledger:
             ledger.write([accounted("1")])
@@ -418,7 +417,7 @@ def test_postgresql_over_tls_with_the_password_from_the_environment_or_a_file(
         monkeypatch.delenv("JOBCARBON_LEDGER_PASSWORD")
         (tmp_path / "pg-password").write_text(PASSWORD + "\n")
         from_file = parse_config(
-            {**base, "ledger": {"url": url, "password_file": str(tmp_path / "pg-password")}}
+            make_config(ledger={"url": url, "password_file": str(tmp_path / "pg-password")})
         )
         with open_ledger(from_file) as ledger:
             assert ledger.count() == 1

@@ -1,5 +1,5 @@
 """The monthly e-mails: addresses, messages, previews, and sending through a real SMTP
-server on loopback (aiosmtpd, ``tests/smtp_server.py``), parsed back with ``email``.
+server on loopback (aiosmtpd, ``tests/support/smtp_server.py``), parsed back with ``email``.
 
 The ledger is ``tests/test_report.py``'s hand-worked October: bob 0.72 kg, alice
 0.2952 kg (one failed job), carol 0.09 kg, all in project "proj".
@@ -31,7 +31,9 @@ from jobcarbon.mail import AddressBook, Composed, Composer, Postman, SmtpSender
 from jobcarbon.quantity import co2e, co2e_range, energy
 from jobcarbon.report import monthly_reports, previous_month
 from tests.conftest import utc
-from tests.smtp_server import Inbox, SmtpServer, free_port, self_signed
+from tests.support.config import make_config
+from tests.support.net import free_port
+from tests.support.smtp_server import Inbox, SmtpServer, self_signed
 from tests.test_report import OCTOBER, hours_job, october_ledger, site_config, small_ledger
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -239,16 +241,16 @@ def test_one_pue_shows_as_one_value(tmp_path: Path) -> None:
     # a PUE by month makes each job's energy a sum over its hours; the effective PUE,
     # facility over IT energy, then differs from 1.3 in the last bits for some jobs
     config = parse_config(
-        {
-            "sites": {
+        make_config(
+            sites={
                 "s1": {
                     "pue": 1.3,
                     "pue_monthly": {"2026-07": 1.42},
                     "grid": {"intensity_g_per_kwh": 400},
                 }
             },
-            "clusters": {"c1": {"site": "s1", "hardware": [{"gpu_tdp_w": 300}]}},
-        }
+            clusters={"c1": {"hardware": [{"gpu_tdp_w": 300}]}},
+        )
     )
     accountant = Accountant(config)
     jobs = [

@@ -3,7 +3,7 @@
 slurmctld runs the repository's ``slurm/mailprog`` (through a wrapper that sets its
 settings, as a site would) for jobs submitted with ``--mail-type=END``; the site's
 mailer is a small ``mail``-like sender (``-s SUBJECT USER``, body on stdin) that hands
-the message to tests/smtp_server.py over SMTP.
+the message to tests/support/smtp_server.py over SMTP.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.slurm_cluster import (
+from tests.support.net import wait_for
+from tests.support.slurm_cluster import (
     CLUSTER,
     SlurmCluster,
     start_or_show_logs,
     temporary_cluster,
-    wait_for,
 )
-from tests.smtp_server import Inbox, SmtpServer
+from tests.support.smtp_server import Inbox, SmtpServer
 from tests.test_job_command import CONFIG
 
 MAILER = """import smtplib, sys

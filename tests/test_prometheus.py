@@ -1,5 +1,5 @@
 """`jobcarbon serve` scraped by a real Prometheus on loopback, 2.42 and 3.x
-(tests/prometheus_versions.py).
+(tests/support/prometheus_versions.py).
 
 Checks that what Prometheus stores equals the ledger, that every expression of every
 dashboard panel and every rule runs there (with its variables filled in), and that an
@@ -28,8 +28,9 @@ import yaml
 from jobcarbon.ledger import Filters, Ledger, Running
 from jobcarbon.records import JobState
 from tests.conftest import ROOT
-from tests.prometheus_versions import VERSIONS, Prometheus
-from tests.slurm_cluster import free_port, wait_for
+from tests.support.config import make_config
+from tests.support.net import free_port, wait_for
+from tests.support.prometheus_versions import VERSIONS, Prometheus
 from tests.test_ledger import accounted
 
 
@@ -123,11 +124,11 @@ def stack(
     config = root / "config.yaml"
     config.write_text(
         yaml.safe_dump(
-            {
-                "sites": {"s1": {"pue": 1.5, "grid": {"intensity_g_per_kwh": 200}}},
-                "clusters": {"c1": {"site": "s1"}, "c2": {"site": "s1"}},
-                "ledger": {"url": f"sqlite:///{ledger_path}"},
-            }
+            make_config(
+                sites={"s1": {"pue": 1.5, "grid": {"intensity_g_per_kwh": 200}}},
+                clusters={"c2": {"site": "s1"}},
+                ledger={"url": f"sqlite:///{ledger_path}"},
+            )
         )
     )
     stack = Stack(ledger_path, config, free_port(), free_port())

@@ -1,4 +1,4 @@
-"""tests/prometheus_server.py: dcgm-exporter's energy counter of finished pods,
+"""tests/support/prometheus_server.py: dcgm-exporter's energy counter of finished pods,
 backfilled into a real Prometheus (2.42 and 3.x) and read back over its HTTP API, the
 way the Kubernetes watcher reads it.
 """
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.prometheus_server import (
+from tests.support.prometheus_server import (
     COUNTER_START_MJ,
     ENERGY_METRIC,
     PrometheusWithHistory,
@@ -21,7 +21,7 @@ from tests.prometheus_server import (
     epoch_s,
     openmetrics,
 )
-from tests.prometheus_versions import VERSIONS
+from tests.support.prometheus_versions import VERSIONS
 
 # Pods of a day ago (whole hours, so that the 30 s grid has no remainder) ...
 END = (int(time.time()) // 3600) * 3600 - 86400

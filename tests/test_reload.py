@@ -12,17 +12,18 @@ from jobcarbon.config import load_config
 from jobcarbon.ledger import Ledger
 from jobcarbon.reload import Reloader
 from jobcarbon.sources.kubernetes import Watcher
+from tests.support.config import make_config
 
 
 def write_config(path: Path, rules: list[dict[str, Any]], **extra: Any) -> Path:
     path.write_text(
         yaml.safe_dump(
-            {
-                "sites": {"s": {"pue": 1.2, "grid": {"intensity_g_per_kwh": 100}}},
-                "clusters": {"k8s": {"site": "s", "hardware": rules}},
-                "ledger": {"url": "sqlite:///ledger.db"},
+            make_config(
+                cluster="k8s",
+                clusters={"k8s": {"hardware": rules}},
+                ledger={"url": "sqlite:///ledger.db"},
                 **extra,
-            }
+            )
         )
     )
     return path

@@ -25,26 +25,24 @@ from jobcarbon.report import (
 )
 from jobcarbon.site import HourlySeries
 from tests.conftest import make_job, utc
+from tests.support.config import make_config
 
 OCTOBER = "2026-10"
 
 
 def site_config(**mail: object) -> Config:
     return parse_config(
-        {
-            "sites": {
+        make_config(
+            sites={
                 "s1": {"pue": 1.5, "grid": {"intensity_g_per_kwh": 400}},
                 "green": {"pue": 1.5, "grid": {"intensity_g_per_kwh": 40}},
             },
-            "clusters": {
-                "c1": {
-                    "site": "s1",
-                    "hardware": [{"gpu_model": "A100 SXM4 80 GB", "gpu_tdp_w": 300}],
-                },
+            clusters={
+                "c1": {"hardware": [{"gpu_model": "A100 SXM4 80 GB", "gpu_tdp_w": 300}]},
                 "c2": {"site": "green", "hardware": [{"gpu_tdp_w": 300}]},
             },
-            "mail": {"history_months": 3, **mail},
-        }
+            mail={"history_months": 3, **mail},
+        )
     )
 
 
@@ -192,10 +190,10 @@ def test_a_series_site_suggests_its_cleaner_hours(tmp_path: Path) -> None:
         )
     )
     config = parse_config(
-        {
-            "sites": {"s1": {"pue": 1.5, "grid": {"series": {"path": str(series)}}}},
-            "clusters": {"c1": {"site": "s1", "hardware": [{"gpu_tdp_w": 300}]}},
-        }
+        make_config(
+            sites={"s1": {"pue": 1.5, "grid": {"series": {"path": str(series)}}}},
+            clusters={"c1": {"hardware": [{"gpu_tdp_w": 300}]}},
+        )
     )
     accountant = Accountant(config)
     with Ledger(tmp_path / "l.db") as ledger:

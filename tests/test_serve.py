@@ -35,8 +35,8 @@ from jobcarbon.exporter import (
     serve_in_thread,
 )
 from jobcarbon.ledger import Ledger
-from tests.prometheus_server import PrometheusWithHistory
-from tests.slurm_cluster import free_port, wait_for
+from tests.support.net import free_port, wait_for
+from tests.support.prometheus_server import PrometheusWithHistory
 from tests.test_exporter import CONFIG
 from tests.test_ledger import accounted
 

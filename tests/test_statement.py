@@ -27,14 +27,13 @@ from jobcarbon.ledger import Filters, Ledger
 from jobcarbon.quantity import co2e, energy, significant
 from jobcarbon.records import JobRecord, JobState
 from tests.conftest import make_job, utc
+from tests.support.config import make_config, merged
 
 PROJECT = "ml_vision & co"  # LaTeX's specials in a name
-CONFIG = {
-    "sites": {"s1": {"pue": 1.5, "grid": {"intensity_g_per_kwh": 400}}},
-    "clusters": {
-        "c1": {"site": "s1", "hardware": [{"gpu_model": "A100 SXM4 80 GB", "gpu_tdp_w": 300}]}
-    },
-}
+CONFIG = make_config(
+    sites={"s1": {"pue": 1.5, "grid": {"intensity_g_per_kwh": 400}}},
+    clusters={"c1": {"hardware": [{"gpu_model": "A100 SXM4 80 GB", "gpu_tdp_w": 300}]}},
+)
 
 
 def _job(job_id: str, user: str, project: str, gpus: int, hours: float, day: int, **more: object):
@@ -77,7 +76,7 @@ def _write(location: Path | str) -> None:
 @pytest.fixture
 def config_path(tmp_path: Path) -> Path:
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({**CONFIG, "ledger": {"url": "sqlite:///ledger.db"}}))
+    path.write_text(yaml.safe_dump(merged(CONFIG, {"ledger": {"url": "sqlite:///ledger.db"}})))
     _write(tmp_path / "ledger.db")
     return path
 

@@ -22,12 +22,13 @@ from jobcarbon.ledger import Ledger
 from jobcarbon.reload import Reloader
 from jobcarbon.sources.sacct import DELIMITER, SACCT_FIELDS
 from jobcarbon.sources.slurm import SWEEP_FOUND_GRACE_S, Collector, Sacct, Spool
+from tests.support.config import make_config, merged
 
-CONFIG = {
-    "sites": {"s": {"pue": 1.0, "grid": {"intensity_g_per_kwh": 100}}},
-    "clusters": {"c1": {"site": "s"}},
-    "slurm": {"retry_first_s": 1, "retry_max_s": 8, "give_up_after_s": 100, "poll_interval_s": 60},
-}
+#: PUE 1.0: a job's facility energy is its IT energy
+CONFIG = make_config(
+    sites={"s1": {"pue": 1.0}},
+    slurm={"retry_first_s": 1, "retry_max_s": 8, "give_up_after_s": 100, "poll_interval_s": 60},
+)
 
 
 def sacct_line(job_id: str, state: str, end: str, **extra: str) -> str:
@@ -178,8 +179,11 @@ def test_a_late_epilog_entry_is_no_failure(rig: Any) -> None:
 def test_a_job_cancelled_while_pending_is_the_sweeps_not_a_failure(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     spool.create()
-    # Slurm 22.05 gives a job cancelled while pending Start = End; it runs no epilog
-    sacct = ScriptedSacct(Start="2026-10-01T11:00:00", ElapsedRaw="0")
+    # Slurm 22.05 gives a job cancelled while pending Start = End, no AllocTRES and no
+    # nodes (tests/data/slurm/22.05.8/sacct-sweep.txt, job 6); it runs no epilog
+    sacct = ScriptedSacct(
+        Start="2026-10-01T11:00:00", ElapsedRaw="0", AllocTRES="", NodeList="None assigned"
+    )
     sacct.state = "CANCELLED"
     now = [1e9]
     with Ledger(tmp_path / "ledger.db") as ledger:
@@ -196,7 +200,7 @@ def test_a_job_cancelled_while_pending_is_the_sweeps_not_a_failure(tmp_path: Pat
 
 def _gpu_config(rule: bool) -> Any:
     hardware = [{"match": {"partition": "cpu"}, "gpu_model": "A100 SXM4 80 GB"}] if rule else []
-    return parse_config({**CONFIG, "clusters": {"c1": {"site": "s", "hardware": hardware}}})
+    return parse_config(merged(CONFIG, {"clusters": {"c1": {"hardware": hardware}}}))
 
 
 def test_an_ingest_problem_counts_once_and_stops_when_the_config_is_fixed(
@@ -237,7 +241,7 @@ def test_an_invalid_config_is_refused_on_reload_and_the_old_one_kept(
     before = collector.config
 
     def broken() -> Any:
-        return parse_config({**CONFIG, "slurm": {"poll_interval_s": -1}})
+        return parse_config(merged(CONFIG, {"slurm": {"poll_interval_s": -1}}))
 
     reloader = Reloader(broken).install()
     try:
@@ -272,7 +276,14 @@ def test_an_array_task_waits_for_its_own_record_then_counts_once(tmp_path: Path)
     (spool.new / "153").write_text("job_id=153\narray_job_id=1\narray_task_id=32\n")
     now = [(spool.new / "153").stat().st_mtime]
     a100 = {"match": {"gpu_type": "a100"}, "gpu_model": "A100 SXM4 80 GB"}
-    config = parse_config({**CONFIG, "clusters": {"testcl": {"site": "s", "hardware": [a100]}}})
+    config = parse_config(
+        make_config(
+            cluster="testcl",
+            sites=CONFIG["sites"],
+            slurm=CONFIG["slurm"],
+            clusters={"testcl": {"hardware": [a100]}},
+        )
+    )
     with Ledger(tmp_path / "ledger.db") as ledger:
         collector = Collector(config, ledger, Sacct(run=sacct), spool, clock=lambda: now[0])
         report = collector.collect_once()  # neither the spool's ask nor the sweep takes it

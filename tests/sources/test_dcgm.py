@@ -1,5 +1,5 @@
 """Measured GPU energy from dcgm-exporter's counter in a real Prometheus (Debian's 2.42),
-filled with the pods' history by promtool (tests/prometheus_server.py).
+filled with the pods' history by promtool (tests/support/prometheus_server.py).
 
 Hand-worked: a GPU drawing 250 W for an hour adds 250 × 3600 = 900,000 J to its
 counter (900,000,000 mJ); one at 300 W, 1,080,000 J. A pod holding both used
@@ -15,10 +15,10 @@ import pytest
 
 from jobcarbon.records import Component
 from jobcarbon.sources.dcgm import DcgmEnergy, Measurement
-from tests.kube_api import BASE_TIME
-from tests.prometheus_server import PrometheusWithHistory, Series, dcgm_energy_series
-from tests.prometheus_versions import VERSIONS
-from tests.slurm_cluster import free_port
+from tests.support.kube_api import BASE_TIME
+from tests.support.net import free_port
+from tests.support.prometheus_server import PrometheusWithHistory, Series, dcgm_energy_series
+from tests.support.prometheus_versions import VERSIONS
 
 START = BASE_TIME + timedelta(seconds=5)
 END = START + timedelta(hours=1)

@@ -1,4 +1,4 @@
-"""The grid-intensity clients against fake providers on loopback (tests/grid_fakes.py).
+"""The grid-intensity clients against fake providers on loopback (tests/support/grid_fakes.py).
 
 Hour values are worked by hand from the fakes' generators: ``g_per_kwh(t)`` is
 100 + 24 × (UTC hour of day) + (5-minute step within the hour), and the fuel mixes are
@@ -19,7 +19,7 @@ import pytest
 from jobcarbon.errors import PermanentError, TemporaryError
 from jobcarbon.site import HOUR_S
 from jobcarbon.sources.grid import FetchResult, Http, ProviderSettings, Unauthorized, client
-from tests.grid_fakes import FakeProvider, serving
+from tests.support.grid_fakes import FakeProvider, serving
 
 
 def utc(*args: int) -> datetime:

@@ -1,7 +1,7 @@
 """The pod watcher with the real ``kubernetes`` client against a fake API server.
 
 No Kubernetes API server can be had on this machine (no kube-apiserver, kind, k3s or
-envtest in the reachable registries), so ``tests/kube_api.py`` plays one over real
+envtest in the reachable registries), so ``tests/support/kube_api.py`` plays one over real
 HTTP on loopback: paged lists, chunked watch streams, bookmarks, 410 Gone, cut
 connections, error statuses and restarts. The watcher reads a kubeconfig with a
 bearer token, as it would outside a cluster, and writes a real SQLite ledger.
@@ -34,9 +34,10 @@ from jobcarbon.config import Config, load_config
 from jobcarbon.exporter import probe_app, serve_in_thread
 from jobcarbon.ledger import Filters, Ledger
 from jobcarbon.sources.kubernetes import KubeApi, Watcher
-from tests.kube_api import BASE_TIME, Container, FakeApiServer, Request, gpu_node, gpu_pod
-from tests.prometheus_server import PrometheusWithHistory, Series, dcgm_energy_series
-from tests.slurm_cluster import free_port, wait_for
+from tests.support.config import make_config
+from tests.support.kube_api import BASE_TIME, Container, FakeApiServer, Request, gpu_node, gpu_pod
+from tests.support.net import free_port, wait_for
+from tests.support.prometheus_server import PrometheusWithHistory, Series, dcgm_energy_series
 
 TOKEN = "watcher-token"
 HOUR = timedelta(hours=1)
@@ -74,19 +75,20 @@ def site(tmp_path: Path, api: FakeApiServer) -> Path:
     config = tmp_path / "config.yaml"
     config.write_text(
         yaml.safe_dump(
-            {
-                "sites": {"dc": {"pue": 1.5, "grid": {"intensity_g_per_kwh": 400}}},
-                "clusters": {
+            make_config(
+                site="dc",
+                cluster="k8s",
+                sites={"dc": {"pue": 1.5, "grid": {"intensity_g_per_kwh": 400}}},
+                clusters={
                     "k8s": {
-                        "site": "dc",
                         "attribution": {
                             "user_label": "jobcarbon/user",
                             "namespace_projects": {"ml": "vision"},
                         },
                     }
                 },
-                "ledger": {"url": "sqlite:///ledger.db"},
-                "kubernetes": {
+                ledger={"url": "sqlite:///ledger.db"},
+                kubernetes={
                     "retry_first_s": 0.05,
                     "retry_max_s": 0.2,
                     "running_interval_s": 0.2,
@@ -94,7 +96,7 @@ def site(tmp_path: Path, api: FakeApiServer) -> Path:
                     "watch_timeout_s": 60,
                     "health_listen": None,
                 },
-            }
+            )
         )
     )
     return config

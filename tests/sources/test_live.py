@@ -10,22 +10,21 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import yaml
 from click.testing import CliRunner
 
 from jobcarbon.cli import main
 from jobcarbon.config import parse_config
 from jobcarbon.ledger import Ledger
 from jobcarbon.sources import live
+from tests.support.config import make_config
 
-CONFIG = {
-    "sites": {"s": {"pue": 1.0, "grid": {"intensity_g_per_kwh": 100}}},
-    "clusters": {
-        "ci": {
-            "site": "s",
-            "hardware": [{"match": {"partition": "gpu-a*"}, "gpu_model": "A100 SXM4 80 GB"}],
-        }
+CONFIG = make_config(
+    cluster="ci",
+    clusters={
+        "ci": {"hardware": [{"match": {"partition": "gpu-a*"}, "gpu_model": "A100 SXM4 80 GB"}]}
     },
-}
+)
 
 
 def printing(outputs: dict[str, str]) -> Any:
@@ -69,8 +68,7 @@ def test_config_check_warns_about_a_ledger_everyone_can_read(tmp_path: Path) -> 
     Ledger(ledger_file).close()
     config = tmp_path / "config.yaml"
     config.write_text(
-        "sites: {s: {pue: 1.0, grid: {intensity_g_per_kwh: 100}}}\n"
-        "clusters: {ci: {site: s}}\nledger: {url: 'sqlite:///ledger.db'}\n"
+        yaml.safe_dump(make_config(cluster="ci", ledger={"url": "sqlite:///ledger.db"}))
     )
     runner = CliRunner()
     quiet = runner.invoke(main, ["--config", str(config), "config", "check"])

@@ -1,5 +1,5 @@
 """Pods → JobRecords: GPUs requested, run time, state and attribution, on pod objects
-shaped like the API server's (tests/kube_api.py's builders, checked against the
+shaped like the API server's (tests/support/kube_api.py's builders, checked against the
 Kubernetes 1.32 schemas in tests/test_kube_api.py). Every figure is worked by hand."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from jobcarbon.config import AttributionConfig, KubernetesConfig
 from jobcarbon.errors import InputError
 from jobcarbon.records import JobRecord, JobState
 from jobcarbon.sources.pods import facts, gpu_model, parse_quantity, pod_record
-from tests.kube_api import BASE_TIME, Container, Obj, gpu_node, gpu_pod
+from tests.support.kube_api import BASE_TIME, Container, Obj, gpu_node, gpu_pod
 
 SETTINGS = KubernetesConfig()
 NODE = gpu_node("gpu-node-1")["metadata"]["labels"]  # GFD: NVIDIA-A100-SXM4-80GB

@@ -30,12 +30,23 @@ from jobcarbon.sources.sacct import (
     read_rows,
 )
 from tests.conftest import load_tool, utc
-from tests.sacct_dumps import demo_month, demo_with_odd_names
+from tests.support.sacct_dumps import demo_month, demo_with_odd_names
 
 T = TypeVar("T")
 EXAMPLE_CONFIG = resources.files("jobcarbon").joinpath("data", "config.example.yaml")
 
 HEADER = "JobID|JobIDRaw|User|Account|WCKey|Partition|State|Submit|Start|End|AllocTRES|JobName"
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def captured_usage(version: str, job_id: str) -> str:
+    """TRESUsageInTot of one step in the sweep captured on a real Slurm (its NOTE)."""
+    header, *rows = (DATA / "slurm" / version / "sacct-sweep.txt").read_text().splitlines()
+    names = header.split("^|^")
+    cells = next(
+        dict(zip(names, r.split("^|^"), strict=True)) for r in rows if f"^|^{job_id}^|^" in r
+    )
+    return cells["TRESUsageInTot"]
 
 
 @pytest.mark.parametrize(
@@ -200,16 +211,17 @@ def test_each_row_uses_the_attribution_of_the_cluster_it_names() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        # this machine's Slurm 22.05, a batch step (no GPU gathering)
+        # the test cluster's Slurm 22.05.8, job 1's batch step (no GPU gathering):
+        # "cpu=00:00:00,energy=0,fs/disk=11083,mem=3188K,pages=0,vmem=78780K"
         (
-            "cpu=00:00:00,energy=0,fs/disk=56089,mem=10824K,pages=0,vmem=219576K",
+            captured_usage("22.05.8", "1.batch"),
             {
                 "cpu": 0,
                 "energy": 0,
-                "fs/disk": 56089,
-                "mem": 10824 * 1024,
+                "fs/disk": 11083,
+                "mem": 3188 * 1024,
                 "pages": 0,
-                "vmem": 219576 * 1024,
+                "vmem": 78780 * 1024,
             },
         ),
         # Aalto scicomp-docs, triton/examples/monitoring/gpu.rst (TRESUsageInAve)
@@ -518,9 +530,6 @@ def test_a_line_that_does_not_complete_the_row_above_is_a_problem_of_its_own() -
         "d line 3: 1 fields where the header has 18, and they are not the rest of line 2"
     ]
     assert [r.job_id for r in of_type(items, JobRecord)] == ["9", "10"]
-
-
-DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def test_slurmdbds_placeholder_for_an_array_task_is_not_final() -> None:

@@ -2,7 +2,7 @@
 
 ``tests/data/slurm/<version>/`` holds the output of the collector's own sweep call on
 Slurm 22.05 (bookworm), 24.11 (trixie) and 26.05 (sid), for the same jobs, captured
-by ``python -m tests.slurm_capture`` (each directory's NOTE names the commands and
+by ``python -m tests.support.slurm_capture`` (each directory's NOTE names the commands and
 the job ids). Expected values come from the jobs' sbatch arguments in the NOTE.
 """
 
@@ -24,6 +24,27 @@ VERSIONS = sorted(p.name for p in DATA.iterdir() if p.is_dir())
 
 def test_three_versions_are_captured() -> None:
     assert [v.split(".")[0] for v in VERSIONS] == ["22", "24", "26"]
+
+
+def test_every_captured_file_has_its_note() -> None:
+    # tests/data/README.md names the files at the top, each version's NOTE its own:
+    # the Slurm it came from and the command that printed it
+    readme = (DATA.parent / "README.md").read_text().splitlines()
+    for path in DATA.parent.iterdir():
+        if path.is_file() and path.name != "README.md":
+            (row,) = [line for line in readme if line.startswith(f"| `{path.name}` |")]
+            _, origin, command = row.split(" | ")
+            assert origin.startswith("Slurm 22.05") and "sacct" in command, row
+    for version in VERSIONS:
+        note = (DATA / version / "NOTE").read_text()
+        assert note.startswith(f"Slurm {version} ")
+        commands = dict(
+            line.strip().split(": ", 1) for line in note.splitlines() if line.startswith("  sacct-")
+        )
+        assert set(commands) == {p.name for p in (DATA / version).iterdir()} - {"NOTE"}
+        assert all(
+            c.startswith("TZ=UTC SLURM_TIME_FORMAT=standard sacct ") for c in commands.values()
+        )
 
 
 def job_ids(version: str) -> dict[str, str]:

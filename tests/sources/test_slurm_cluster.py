@@ -1,4 +1,4 @@
-"""Every job accounted, on a real Slurm cluster (tests/slurm_cluster.py).
+"""Every job accounted, on a real Slurm cluster (tests/support/slurm_cluster.py).
 
 The cluster runs the repository's own ``slurm/epilog`` as EpilogSlurmctld; the
 collector runs as the ``jobcarbon`` command would. Checks are against what sacct
@@ -25,7 +25,9 @@ from jobcarbon.ledger import Ledger
 from jobcarbon.records import RecordRepair
 from jobcarbon.sources.sacct import SACCT_FIELDS, SacctRow, parse_usage, read_rows, to_record
 from tests.conftest import ROOT
-from tests.slurm_cluster import CLUSTER, USERS, SlurmCluster, missing_components, wait_for
+from tests.support.config import make_config
+from tests.support.net import wait_for
+from tests.support.slurm_cluster import CLUSTER, USERS, SlurmCluster, missing_components
 
 JOBCARBON = [sys.executable, "-m", "jobcarbon"]
 #: Fake GPUs on the node: a burst of one-GPU jobs runs this many at a time.
@@ -66,30 +68,25 @@ def config_file(cluster: SlurmCluster) -> Path:
     path = cluster.root.parent / "config.yaml"
     path.write_text(
         yaml.safe_dump(
-            {
-                "sites": {
-                    "lab": {
-                        "pue": 1.0,
-                        "pue_uncertainty": 0.0,
-                        "grid": {"intensity_g_per_kwh": 100},
-                    }
-                },
-                "clusters": {
+            make_config(
+                site="lab",
+                cluster=CLUSTER,
+                sites={"lab": {"pue": 1.0, "pue_uncertainty": 0.0}},
+                clusters={
                     CLUSTER: {
-                        "site": "lab",
                         "hardware": [
                             {"match": {"gpu_type": "a100"}, "gpu_model": "A100 SXM4 80 GB"}
                         ],
                     }
                 },
-                "ledger": {"url": "sqlite:///ledger.db"},
-                "slurm": {
+                ledger={"url": "sqlite:///ledger.db"},
+                slurm={
                     "spool_dir": str(cluster.root.parent / "jobcarbon-spool"),
                     "sacct": cluster.suite.sacct_wrapper(cluster.root / "slurm.conf"),
                     "give_up_after_s": 600,
                     "sweep_first_lookback_s": 3600,
                 },
-            }
+            )
         )
     )
     return path

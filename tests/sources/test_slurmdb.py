@@ -27,6 +27,7 @@ from jobcarbon.records import JobRecord
 from jobcarbon.sources.sacct import SACCT_FIELDS, read_parsable, to_record
 from jobcarbon.sources.slurm import Collector, Sacct, Spool, open_accounting
 from jobcarbon.sources.slurmdb import PySlurm, job_row
+from tests.support.config import make_config
 
 # 2026-10-01T10:00:00Z and two hours later
 START, END = 1_790_848_800, 1_790_856_000
@@ -201,16 +202,9 @@ def test_backend_choice() -> None:
 
 
 def test_the_collector_accounts_a_spool_entry_through_pyslurm(tmp_path: Path) -> None:
+    a100 = {"match": {"gpu_type": "a100"}, "gpu_model": "A100 SXM4 80 GB"}
     config = parse_config(
-        {
-            "sites": {"s": {"pue": 1.0, "grid": {"intensity_g_per_kwh": 100}}},
-            "clusters": {
-                "c1": {
-                    "site": "s",
-                    "hardware": [{"match": {"gpu_type": "a100"}, "gpu_model": "A100 SXM4 80 GB"}],
-                }
-            },
-        }
+        make_config(sites={"s1": {"pue": 1.0}}, clusters={"c1": {"hardware": [a100]}})
     )
     module = fake_pyslurm([Job(41), Job(42, user_name="bob")])
     spool = Spool(tmp_path / "spool")

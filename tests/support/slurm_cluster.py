@@ -1,13 +1,13 @@
 """A real single-host Slurm cluster on loopback, for the integration tests.
 
 Debian's slurm-wlm, slurmdbd, munge and mariadb-server (12's Slurm 22.05 on the host,
-or trixie's 24.11 or sid's 26.05 in a root file system: ``tests/slurm_suite.py``,
+or trixie's 24.11 or sid's 26.05 in a root file system: ``tests/support/slurm_suite.py``,
 chosen by ``JOBCARBON_SLURM_SUITE``), started as plain background processes (no
 systemd) in a temporary directory and stopped by the PIDs recorded here. Four fake
 A100 GPUs are character devices (``mknod c 1 3``), which slurmd accepts as GRES
 files. Jobs run as real Unix users in real Slurm accounts.
 
-Run on its own to try it: ``python -m tests.slurm_cluster`` (as root).
+Run on its own to try it: ``python -m tests.support.slurm_cluster`` (as root).
 """
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.slurm_suite import Suite, suite
+from tests.support.net import free_port, wait_for
+from tests.support.slurm_suite import Suite, suite
 
 PACKAGES = ("slurm-wlm", "slurmdbd", "munge", "mariadb-server")
 CLUSTER = "testcl"
@@ -35,23 +35,6 @@ GPUS = 4
 def missing_components() -> list[str]:
     """What this machine lacks to run the selected suite's cluster; empty when it can."""
     return suite().missing()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(
-    what: str, check: Callable[[], bool], timeout: float = 60.0, interval: float = 0.2
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 @dataclass

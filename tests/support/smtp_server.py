@@ -8,7 +8,6 @@ the server "go away".
 
 from __future__ import annotations
 
-import socket
 import ssl
 import subprocess
 from dataclasses import dataclass, field
@@ -19,17 +18,13 @@ from typing import Any
 
 import pytest
 
+from tests.support.net import free_port
+
 try:
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult, LoginPassword
 except ImportError:  # pragma: no cover - a laptop without the dev extras
     Controller = None
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

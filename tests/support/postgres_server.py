@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.smtp_server import free_port
+from tests.support.net import free_port
 
 ROLE = "jobcarbon"
 PASSWORD_ROLE, PASSWORD = "carbon", "s3cret-pg"

@@ -85,8 +85,8 @@ from typing import Any
 
 import yaml
 
-from tests.prometheus_versions import PROMETHEUS_2, Prometheus
-from tests.slurm_cluster import free_port
+from tests.support.net import free_port
+from tests.support.prometheus_versions import PROMETHEUS_2, Prometheus
 
 ENERGY_METRIC = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"
 MODEL_NAME = "NVIDIA A100-SXM4-80GB"
@@ -274,7 +274,7 @@ def dcgm_energy_series(
 
 
 class PrometheusWithHistory:
-    """Prometheus (2.42 unless ``version`` says otherwise: tests/prometheus_versions.py)
+    """Prometheus (2.42 unless ``version`` says otherwise: tests/support/prometheus_versions.py)
     on 127.0.0.1 whose TSDB holds ``series`` (backfilled by promtool).
 
     ``with PrometheusWithHistory(series) as prometheus:`` then ``prometheus.url``;

@@ -22,7 +22,7 @@ Kubernetes API reference v1.32 (Pod, PodSpec, PodStatus, ContainerStatus, Node) 
 node running the NVIDIA GPU operator (GPU feature discovery labels). The tests check
 them against the v1.32 OpenAPI schemas with kubernetes_validate.
 
-Run on its own to try it with curl: ``python -m tests.kube_api``.
+Run on its own to try it with curl: ``python -m tests.support.kube_api``.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from tests.slurm_cluster import free_port, wait_for
+from tests.support.net import free_port, wait_for
 
 if TYPE_CHECKING:
     from kubernetes import client

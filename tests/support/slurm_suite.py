@@ -16,7 +16,7 @@ chroot cluster never meets the host's munged. The collector under test runs on t
 host and reads accounting through ``sacct_wrapper``: a script that runs the root's
 own sacct with the cluster's slurm.conf.
 
-Run on its own to build the roots: ``python -m tests.slurm_suite build trixie sid``.
+Run on its own to build the roots: ``python -m tests.support.slurm_suite build trixie sid``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ SUITES = ("bookworm", "trixie", "sid")
 HOST_SUITE = "bookworm"
 #: What a root holds: the daemons, the clients (sacct, sbatch, scontrol are in
 #: slurm-client, which slurm-wlm brings), useradd (passwd). Not MariaDB: every suite's
-#: slurmdbd keeps its accounting in the host's (tests/slurm_cluster.py says why).
+#: slurmdbd keeps its accounting in the host's (tests/support/slurm_cluster.py says why).
 PACKAGES = ("slurm-wlm", "slurmdbd", "munge", "passwd")
 MIRROR = "http://deb.debian.org/debian"
 DEFAULT_SUITES_DIR = Path("/var/cache/jobcarbon-suites")
@@ -168,7 +168,7 @@ def suite(name: str | None = None) -> Suite:
 
 def main(argv: Sequence[str]) -> int:
     if len(argv) < 2 or argv[0] != "build" or not set(argv[1:]) <= set(SUITES):
-        print(f"usage: python -m tests.slurm_suite build {{{'|'.join(SUITES)}}}...")
+        print(f"usage: python -m tests.support.slurm_suite build {{{'|'.join(SUITES)}}}...")
         return 2
     for name in argv[1:]:
         chosen = suite(name)

@@ -1,12 +1,12 @@
 """Capture what a Slurm version's sacct prints, for ``tests/sources/test_sacct_versions.py``.
 
-Starts the selected suite's cluster (``JOBCARBON_SLURM_SUITE``, tests/slurm_suite.py),
+Starts the selected suite's cluster (``JOBCARBON_SLURM_SUITE``, tests/support/slurm_suite.py),
 runs a small mix of jobs, and writes ``tests/data/slurm/<version>/``: the output of
 the exact sacct call the collector's sweep makes, ``sacct --version``, ``sacct
 --helpformat``, the jobs' SLUIDs where sacct has them (24.11 on), and a NOTE naming
 the Slurm version and each command. As root:
 
-    JOBCARBON_SLURM_SUITE=sid python -m tests.slurm_capture
+    JOBCARBON_SLURM_SUITE=sid python -m tests.support.slurm_capture
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from jobcarbon.sources.sacct import DELIMITER, SACCT_FIELDS
 from jobcarbon.sources.slurm import FINAL_STATES
-from tests.slurm_cluster import SlurmCluster
+from tests.support.slurm_cluster import SlurmCluster
 
 DATA = Path(__file__).resolve().parent / "data" / "slurm"
 #: The jobs captured: name → sbatch arguments (as alice unless the name says bob).
@@ -64,7 +64,7 @@ def capture(cluster: SlurmCluster) -> Path:
     }
     note = [
         f"Slurm {version} (Debian {cluster.suite.name}'s slurm-wlm), single-node test cluster",
-        "of tests/slurm_cluster.py, captured by `python -m tests.slurm_capture`.",
+        "of tests/support/slurm_cluster.py, captured by `python -m tests.support.slurm_capture`.",
         "Jobs (sbatch as the user named, else alice), in this order:",
         *(f"  {name}: {shlex.join(args)}" for name, args in WORKLOAD.items()),
         "  (pending-cancelled was scancel-ed while held)",

@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
-from tests.smtp_server import free_port
+from tests.support.net import free_port
 
 HOUR_S = 3600
 LBS_PER_MWH_PER_G_PER_KWH = 1 / 0.453592
