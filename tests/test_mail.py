@@ -238,8 +238,8 @@ def test_every_count_in_an_email_agrees_with_the_others(tmp_path: Path) -> None:
 
 
 def test_one_pue_shows_as_one_value(tmp_path: Path) -> None:
-    # a PUE by month makes each job's energy a sum over its hours; the effective PUE,
-    # facility over IT energy, then differs from 1.3 in the last bits for some jobs
+    # a PUE by month makes each job's energy a sum over pieces of its run; the effective
+    # PUE and intensity, ratios of those sums, then differ in the last bits between jobs
     config = parse_config(
         make_config(
             sites={
@@ -263,7 +263,8 @@ def test_one_pue_shows_as_one_value(tmp_path: Path) -> None:
         ledger.write([accountant.account(job) for job in jobs])
         (erin,) = monthly_reports(ledger, config, OCTOBER, "user")
     (factors,) = erin.factors
-    assert factors.pue_min != factors.pue_max  # 1.3 and 1.3000000000000003
+    stored = (factors.pue_min, factors.intensity_min_g_per_kwh)
+    assert stored != (factors.pue_max, factors.intensity_max_g_per_kwh)  # 399.99999999999994
     text, html = _bodies(parsed(Composer(config).compose(erin, [], _now())))
     assert "site s1: PUE 1.30, grid 400 g CO2e/kWh, estimated energy, 2 jobs" in text
     assert "site s1: PUE 1.30, grid 400 g CO2e/kWh, estimated energy, 2 jobs" in html
