@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from jobcarbon.cli import main
 from jobcarbon.config import parse_config
 from jobcarbon.ledger import Ledger
-from jobcarbon.sources import live
+from jobcarbon.sources.slurm import live
 
 CONFIG = {
     "sites": {"s": {"pue": 1.0, "grid": {"intensity_g_per_kwh": 100}}},

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..config import AttributionConfig, KubernetesConfig
-from ..errors import InputError
-from ..records import JobRecord, JobState
+from ...config import AttributionConfig, KubernetesConfig
+from ...errors import InputError
+from ...records import JobRecord, JobState
 
 Pod = Mapping[str, Any]
 

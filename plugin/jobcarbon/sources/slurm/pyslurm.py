@@ -20,9 +20,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from ..errors import SourceError
-from ..records import RecordProblem
-from .sacct import SACCT_FIELDS, Rows, SacctRow
+from ...errors import SourceError
+from ...records import RecordProblem
+from .fields import SACCT_FIELDS
+from .sacct import Rows, SacctRow
 
 
 def _time(epoch: int | None) -> str:
