@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from ..accounting import Accountant, IngestReport, ingest
 from ..backoff import backoff_s
 from ..config import Config
-from ..errors import SourceError
+from ..errors import TemporaryError
 from ..ledger import Ledger
 from ..records import JobRecord, JobState, RecordProblem, RecordRepair
 from ..sources.slurm.runner import Accounting, open_accounting
@@ -117,7 +117,7 @@ class Collector:
     def _backoff_s(self, attempt: int) -> float:
         return backoff_s(attempt, self.settings.retry_first_s, self.settings.retry_max_s, self.rng)
 
-    def _accounting_failed(self, report: CollectReport, err: SourceError) -> None:
+    def _accounting_failed(self, report: CollectReport, err: TemporaryError) -> None:
         self._accounting_failures += 1
         self.ledger.add_ingest_errors({"sacct": 1})
         report.errors.append(str(err))
@@ -189,7 +189,7 @@ class Collector:
             wanted = {e.job_id for e in batch}
             try:
                 answer = self.accounting.jobs(sorted(wanted))
-            except SourceError as err:
+            except TemporaryError as err:
                 self._accounting_failed(report, err)
                 report.pending += len(batch)
                 continue
@@ -241,7 +241,7 @@ class Collector:
             rows = self._final_rows(
                 datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(now, UTC)
             )
-        except SourceError as err:
+        except TemporaryError as err:
             self._accounting_failed(report, err)
             return
         self._accounting_failures = 0

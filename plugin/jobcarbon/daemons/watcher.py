@@ -31,23 +31,30 @@ import json
 import logging
 import queue
 import random
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from ..accounting import Accountant, IngestReport, ingest
 from ..backoff import backoff_s
 from ..config import Config
-from ..errors import FactorError, InputError, LedgerError
+from ..errors import FactorError, InputError, LedgerError, TemporaryError
 from ..ledger import Ledger, Running
 from ..records import JobRecord, RecordProblem
 from ..sources.dcgm import DcgmEnergy
-from ..sources.kubernetes.api import ApiError, Disconnected, Expired, PodApi
-from ..sources.kubernetes.pods import Pod, PodFacts, facts, first_start, is_finished, pod_record
+from ..sources.kubernetes.api import END, ApiError, Disconnected, Expired, PodApi, read_in_thread
+from ..sources.kubernetes.pods import (
+    Pod,
+    PodFacts,
+    facts,
+    first_start,
+    is_finished,
+    measured_record,
+    pod_record,
+)
 from .reload import Reloader
 
 log = logging.getLogger("jobcarbon.kubernetes")
@@ -85,9 +92,6 @@ class Health:
     heartbeat: float = 0.0  # the loop last went round
     ledger_error: str | None = None  # why the last write to the ledger failed, if it did
     restarts: Counter[str] = field(default_factory=Counter)
-
-
-_END = object()
 
 
 class Watcher:
@@ -282,28 +286,7 @@ class Watcher:
             )
         except InputError as err:
             return RecordProblem(f"pod {pod_facts.namespace}/{pod_facts.name}", str(err))
-        if self.energy is None or not record.gpu_count or record.run_seconds <= 0:
-            return record
-        assert record.start_time is not None and record.end_time is not None
-        measurement = self.energy.measure(
-            pod_facts.namespace,
-            pod_facts.name,
-            record.start_time,
-            record.end_time,
-            record.gpu_count,
-            pod_facts.mig,
-        )
-        if measurement.energy is None:
-            log.info(
-                "pod %s/%s: GPU energy estimated, not measured: %s",
-                pod_facts.namespace,
-                pod_facts.name,
-                measurement.reason,
-            )
-            return record
-        return replace(
-            record, measured=measurement.energy, gpu_utilization=measurement.gpu_utilization
-        )
+        return measured_record(record, pod_facts, self.energy)
 
     def flush(self) -> None:
         """Account the pods that ended, in one batch; kept for the next try if the
@@ -405,17 +388,7 @@ class Watcher:
         assert self.resource_version is not None
         lines = self.api.watch_pods(self.resource_version)
         self._heard()
-        events: queue.Queue[object] = queue.Queue(maxsize=10_000)
-
-        def read() -> None:
-            try:
-                for line in lines:
-                    events.put(line)
-                events.put(_END)
-            except BaseException as err:  # handed to the accounting thread
-                events.put(err)
-
-        threading.Thread(target=read, name="jobcarbon-watch", daemon=True).start()
+        events = read_in_thread(lines)
         while not should_stop():
             wait = self.settings.running_interval_s - (self.monotonic() - self._running_written)
             try:
@@ -423,7 +396,7 @@ class Watcher:
             except queue.Empty:
                 self._tick()
                 continue
-            if item is _END:
+            if item is END:
                 break
             if isinstance(item, BaseException):
                 raise item
@@ -466,12 +439,12 @@ class Watcher:
                 self.health.restarts["disconnected"] += 1
                 attempt += 1
                 wait = 0.0
-            except ApiError as err:
+            except TemporaryError as err:  # the API server's other failures
                 log.warning("%s; will retry", err)
                 self.health.restarts["api_error"] += 1
                 self._count_api_error()
                 attempt += 1
-                wait = err.retry_after_s
+                wait = err.delay_s
             except LedgerError as err:  # the ledger could not even be read
                 log.error("%s; will retry", err)
                 attempt += 1

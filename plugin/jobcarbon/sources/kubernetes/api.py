@@ -10,20 +10,22 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ...errors import ConfigError, SourceError
+from ...errors import ConfigError, SourceError, TemporaryError
 
 
-class ApiError(SourceError):
-    """A call to the API server failed; ``retry_after_s`` when the server said when."""
+class ApiError(SourceError, TemporaryError):
+    """A call to the API server failed, retried (every status: RBAC may be applied
+    meanwhile); ``delay_s`` when the server said when (Retry-After)."""
 
-    def __init__(self, message: str, status: int | None = None, retry_after_s: float = 0.0):
-        super().__init__(message)
+    def __init__(self, message: str, status: int | None = None, delay_s: float = 0.0):
+        super().__init__(message, delay_s)
         self.status = status
-        self.retry_after_s = retry_after_s
 
 
 class Expired(ApiError):
@@ -199,3 +201,25 @@ class KubeApi:
             raise
         labels = (json.loads(response.data).get("metadata") or {}).get("labels") or {}
         return {str(k): str(v) for k, v in labels.items()}
+
+
+#: What ``read_in_thread``'s queue ends with when the server ended the watch.
+END = object()
+
+
+def read_in_thread(lines: Iterator[str]) -> queue.Queue[object]:
+    """The watch's lines, read in a thread and handed over a queue (so that the reader
+    never waits for the ledger): each line, then ``END`` or the exception that stopped
+    the reading."""
+    events: queue.Queue[object] = queue.Queue(maxsize=10_000)
+
+    def read() -> None:
+        try:
+            for line in lines:
+                events.put(line)
+            events.put(END)
+        except BaseException as err:  # handed to the accounting thread
+            events.put(err)
+
+    threading.Thread(target=read, name="jobcarbon-watch", daemon=True).start()
+    return events

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from ...errors import SourceError
 from ...records import RecordProblem
+from . import AccountingUnavailable
 from .fields import SACCT_FIELDS
 from .sacct import Rows, SacctRow
 
@@ -106,7 +106,7 @@ class PySlurm:
         try:
             jobs = db.Jobs.load(db.JobFilter(**conditions))
         except self.pyslurm.RPCError as err:
-            raise SourceError(f"pyslurm cannot read slurmdbd: {err}") from err
+            raise AccountingUnavailable(f"pyslurm cannot read slurmdbd: {err}") from err
         rows: Rows = []
         for job in jobs.values():
             try:

@@ -2,7 +2,8 @@
 
 ``Accounting`` is what the collector asks of either backend; ``open_accounting`` picks
 the one ``slurm.backend`` names. Failing to reach accounting (slurmdbd down, sacct
-missing or timing out) is a ``SourceError``: the caller retries with backoff.
+missing or timing out) is ``AccountingUnavailable``, a ``TemporaryError``: the caller
+retries with its backoff.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Protocol
 
 from ...config import SlurmConfig
 from ...errors import ConfigError, SourceError
+from . import AccountingUnavailable
 from .fields import DELIMITER, FINAL_STATES, SACCT_FIELDS
 from .pyslurm import PySlurm, matches
 from .sacct import Rows, read_rows
@@ -29,7 +31,8 @@ Runner = Callable[..., "subprocess.CompletedProcess[str]"]
 class Accounting(Protocol):
     """Where Slurm accounting is read: job rows (with their steps) in sacct's terms.
 
-    ``SourceError`` when accounting cannot be reached; the caller retries.
+    ``AccountingUnavailable`` (a ``TemporaryError``) when accounting cannot be read;
+    the caller retries.
     """
 
     def jobs(self, job_ids: Sequence[str]) -> Rows:
@@ -58,7 +61,7 @@ class Sacct:
         self.cluster = cluster  # another cluster of the same slurmdbd (sacct --clusters)
 
     def _run(self, args: list[str]) -> str:
-        """Run the sacct command with ``args``; its output, or ``SourceError``."""
+        """Run the sacct command with ``args``; its output, or ``AccountingUnavailable``."""
         env = {**os.environ, "TZ": "UTC", "SLURM_TIME_FORMAT": "standard"}
         try:
             result = self.run(
@@ -70,10 +73,10 @@ class Sacct:
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as err:
-            raise SourceError(f"cannot run {self.command}: {err}") from err
+            raise AccountingUnavailable(f"cannot run {self.command}: {err}") from err
         if result.returncode != 0 or "error:" in result.stderr:
             message = (result.stderr or result.stdout).strip().splitlines()
-            raise SourceError(
+            raise AccountingUnavailable(
                 f"{self.command} failed (exit {result.returncode}): "
                 f"{message[-1] if message else 'no output'}"
             )
