@@ -33,8 +33,9 @@ from tests.support.kube_api import BASE_TIME, FakeApiServer, gpu_node, gpu_pod  
 from tests.support.net import free_port, wait_for  # noqa: E402
 
 from jobcarbon.config import Config, parse_config  # noqa: E402
+from jobcarbon.daemons.watcher import Watcher  # noqa: E402
 from jobcarbon.ledger import Ledger  # noqa: E402
-from jobcarbon.sources.kubernetes import Disconnected, KubeApi, Watcher  # noqa: E402
+from jobcarbon.sources.kubernetes.api import Disconnected, KubeApi  # noqa: E402
 
 
 def config(ledger: Path) -> Config:

@@ -27,7 +27,8 @@ from jobcarbon.footprint import PowerProfile, compute_footprint
 from jobcarbon.ledger import JOB_COLUMNS, Filters, Ledger, ledger_row
 from jobcarbon.records import JobRecord, JobState
 from jobcarbon.site import Constant, HourlySeries, SiteFactors
-from jobcarbon.sources.sacct import SACCT_FIELDS, read_parsable
+from jobcarbon.sources.slurm.fields import SACCT_FIELDS
+from jobcarbon.sources.slurm.sacct import read_parsable
 
 CONFIG = {
     "sites": {"s": {"pue": 1.3, "grid": {"region": "DE"}}},

@@ -15,8 +15,8 @@ import pytest
 from jobcarbon.config import parse_config
 from jobcarbon.errors import InputError
 from jobcarbon.jobreport import read_job, render_text, to_json
-from jobcarbon.sources.sacct import DELIMITER, SACCT_FIELDS
-from jobcarbon.sources.slurm import Sacct
+from jobcarbon.sources.slurm.fields import DELIMITER, SACCT_FIELDS
+from jobcarbon.sources.slurm.runner import Sacct
 from tests.support.config import make_config
 
 CONFIG = parse_config(

@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from jobcarbon.config import load_config
+from jobcarbon.daemons.reload import Reloader
+from jobcarbon.daemons.watcher import Watcher
 from jobcarbon.ledger import Ledger
-from jobcarbon.reload import Reloader
-from jobcarbon.sources.kubernetes import Watcher
 from tests.support.config import make_config
 
 

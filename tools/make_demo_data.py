@@ -19,7 +19,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from jobcarbon.sources.sacct import SACCT_FIELDS
+from jobcarbon.sources.slurm.fields import SACCT_FIELDS
 
 MONTH_START = datetime(2026, 10, 1, tzinfo=UTC)
 MONTH_END = datetime(2026, 11, 1, tzinfo=UTC)

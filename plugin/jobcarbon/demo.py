@@ -20,7 +20,7 @@ from .accounting import Accountant, IngestReport, ingest
 from .config import load_config
 from .ledger import Filters, SummaryRow, open_ledger
 from .quantity import co2e, co2e_range, energy, percent, significant
-from .sources.sacct import read_parsable
+from .sources.slurm.sacct import read_parsable
 
 DEMO_MONTH = "2026-10"
 DEMO_FILE = f"sacct-{DEMO_MONTH}.txt"

@@ -1,7 +1,7 @@
 """One job's footprint as its owner sees it, in the manner of ``seff`` and jobstats.
 
 It runs on a login node as the job's owner: accounting comes from ``sacct`` (the
-collector's runner and parser, ``sources.slurm.Sacct`` and ``sources.sacct``), so
+collector's runner and parser, ``sources.slurm.runner.Sacct`` and ``sources.slurm.sacct``), so
 Slurm's own ``PrivateData`` rules decide who may see which job; the footprint comes
 from the site config (which holds no secrets) through the ledger's own model
 (``accounting.Accountant``). No ledger is needed; where it is reachable, its figure is
@@ -24,8 +24,8 @@ from .footprint import AccountedJob
 from .ledger import Filters, open_ledger
 from .records import RecordProblem
 from .report import BUSY_SHARE
-from .sources.sacct import SacctRow, parse_time, to_record
-from .sources.slurm import Sacct
+from .sources.slurm.runner import Sacct
+from .sources.slurm.sacct import SacctRow, parse_time, to_record
 from .statement import figure
 
 #: Ledger and this report agree when their emissions differ by less than this share.

@@ -17,11 +17,13 @@ import pytest
 
 from jobcarbon.backoff import backoff_s
 from jobcarbon.config import parse_config
+from jobcarbon.daemons.collector import SWEEP_FOUND_GRACE_S, Collector
+from jobcarbon.daemons.reload import Reloader
 from jobcarbon.errors import ConfigError
 from jobcarbon.ledger import Ledger
-from jobcarbon.reload import Reloader
-from jobcarbon.sources.sacct import DELIMITER, SACCT_FIELDS
-from jobcarbon.sources.slurm import SWEEP_FOUND_GRACE_S, Collector, Sacct, Spool
+from jobcarbon.sources.slurm.fields import DELIMITER, SACCT_FIELDS
+from jobcarbon.sources.slurm.runner import Sacct
+from jobcarbon.sources.slurm.spool import Spool
 from tests.support.config import make_config, merged
 
 #: PUE 1.0: a job's facility energy is its IT energy

@@ -31,9 +31,10 @@ import pytest
 import yaml
 
 from jobcarbon.config import Config, load_config
+from jobcarbon.daemons.watcher import Watcher
 from jobcarbon.exporter import probe_app, serve_in_thread
 from jobcarbon.ledger import Filters, Ledger
-from jobcarbon.sources.kubernetes import KubeApi, Watcher
+from jobcarbon.sources.kubernetes.api import KubeApi
 from tests.support.config import make_config
 from tests.support.kube_api import BASE_TIME, Container, FakeApiServer, Request, gpu_node, gpu_pod
 from tests.support.net import free_port, wait_for

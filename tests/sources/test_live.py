@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from jobcarbon.cli import main
 from jobcarbon.config import parse_config
 from jobcarbon.ledger import Ledger
-from jobcarbon.sources import live
+from jobcarbon.sources.slurm import live
 from tests.support.config import make_config
 
 CONFIG = make_config(

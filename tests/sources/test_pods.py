@@ -11,7 +11,7 @@ import pytest
 from jobcarbon.config import AttributionConfig, KubernetesConfig
 from jobcarbon.errors import InputError
 from jobcarbon.records import JobRecord, JobState
-from jobcarbon.sources.pods import facts, gpu_model, parse_quantity, pod_record
+from jobcarbon.sources.kubernetes.pods import facts, gpu_model, parse_quantity, pod_record
 from tests.support.kube_api import BASE_TIME, Container, Obj, gpu_node, gpu_pod
 
 SETTINGS = KubernetesConfig()

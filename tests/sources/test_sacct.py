@@ -18,9 +18,9 @@ from jobcarbon.accounting import Accountant, ingest, ingest_on_two_cores
 from jobcarbon.config import AttributionConfig, parse_config
 from jobcarbon.ledger import Ledger
 from jobcarbon.records import Component, JobRecord, JobState, RecordProblem, RecordRepair
-from jobcarbon.sources.parsable import open_dump
-from jobcarbon.sources.sacct import (
-    SACCT_FIELDS,
+from jobcarbon.sources.slurm.fields import SACCT_FIELDS
+from jobcarbon.sources.slurm.parsable import open_dump
+from jobcarbon.sources.slurm.sacct import (
     SacctRow,
     parse_alloc_tres,
     parse_state,

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from jobcarbon.records import JobRecord, JobState
-from jobcarbon.sources.sacct import SACCT_FIELDS, SacctRow, read_parsable, read_rows
-from jobcarbon.sources.slurm import Sacct
+from jobcarbon.sources.slurm.fields import SACCT_FIELDS
+from jobcarbon.sources.slurm.runner import Sacct
+from jobcarbon.sources.slurm.sacct import SacctRow, read_parsable, read_rows
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "slurm"
 VERSIONS = sorted(p.name for p in DATA.iterdir() if p.is_dir())

@@ -23,7 +23,8 @@ import yaml
 
 from jobcarbon.ledger import Ledger
 from jobcarbon.records import RecordRepair
-from jobcarbon.sources.sacct import SACCT_FIELDS, SacctRow, parse_usage, read_rows, to_record
+from jobcarbon.sources.slurm.fields import SACCT_FIELDS
+from jobcarbon.sources.slurm.sacct import SacctRow, parse_usage, read_rows, to_record
 from tests.conftest import ROOT
 from tests.support.config import make_config
 from tests.support.net import wait_for

@@ -21,12 +21,15 @@ from typing import Any
 import pytest
 
 from jobcarbon.config import SlurmConfig, parse_config
+from jobcarbon.daemons.collector import Collector
 from jobcarbon.errors import ConfigError, SourceError
 from jobcarbon.ledger import Ledger
 from jobcarbon.records import JobRecord
-from jobcarbon.sources.sacct import SACCT_FIELDS, read_parsable, to_record
-from jobcarbon.sources.slurm import Collector, Sacct, Spool, open_accounting
-from jobcarbon.sources.slurmdb import PySlurm, job_row
+from jobcarbon.sources.slurm.fields import SACCT_FIELDS
+from jobcarbon.sources.slurm.pyslurm import PySlurm, job_row
+from jobcarbon.sources.slurm.runner import Sacct, open_accounting
+from jobcarbon.sources.slurm.sacct import read_parsable, to_record
+from jobcarbon.sources.slurm.spool import Spool
 from tests.support.config import make_config
 
 # 2026-10-01T10:00:00Z and two hours later

@@ -18,8 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from jobcarbon.sources.sacct import DELIMITER, SACCT_FIELDS
-from jobcarbon.sources.slurm import FINAL_STATES
+from jobcarbon.sources.slurm.fields import DELIMITER, FINAL_STATES, SACCT_FIELDS
 from tests.support.slurm_cluster import SlurmCluster
 
 DATA = Path(__file__).resolve().parent / "data" / "slurm"
@@ -32,7 +31,7 @@ WORKLOAD = {
     "bob-odd-name": ["-c", "1", "--mem=10", "--job-name=a|b 'c' $(d)", "--wrap", "true"],
     "pending-cancelled": ["--hold", "-c", "1", "--mem=10", "--wrap", "true"],
 }
-#: The sweep's call (jobcarbon.sources.slurm.Sacct), over all time.
+#: The sweep's call (jobcarbon.sources.slurm.runner.Sacct), over all time.
 SWEEP = [
     "sacct",
     "--parsable2",

@@ -33,7 +33,7 @@ def config_check(ctx: click.Context, path: str | None) -> None:
     """
     from ..access import readable_by_others
     from ..config import config_path, load_config
-    from ..sources import live
+    from ..sources.slurm import live
 
     config = load_config(path or ctx.obj["config_path"])
     where = config_path(path or ctx.obj["config_path"])

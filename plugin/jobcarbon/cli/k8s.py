@@ -41,16 +41,15 @@ def k8s_watch(
     through the ledger. SIGHUP reads the config again (an invalid one is
     refused with the reason in the log, and the old one kept).
     """
-    import logging
-    import signal
-
+    from ..daemons.service import Service, start_logging
+    from ..daemons.watcher import Watcher
+    from ..errors import ExitCode
     from ..exporter import probe_app, serve_in_thread
     from ..ledger import open_ledger
-    from ..reload import Reloader
     from ..sources.dcgm import DcgmEnergy
-    from ..sources.kubernetes import KubeApi, Watcher
+    from ..sources.kubernetes.api import KubeApi
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    start_logging()
     config = _config(ctx)
     settings = config.kubernetes
     scope = namespace or (settings.namespaces[0] if len(settings.namespaces) == 1 else None)
@@ -83,13 +82,11 @@ def k8s_watch(
                 f"{watcher.running_pods} running, {watcher.problems} problem(s)"
             )
             _report_problems(report, total=watcher.problems)
-            sys.exit(1 if watcher.problems else 0)
+            sys.exit(ExitCode.PROBLEMS if watcher.problems else ExitCode.OK)
         if settings.health_listen:
             host, port = _listen_address(settings.health_listen, "kubernetes.health_listen")
             serve_in_thread(
                 probe_app({"/healthz": watcher.alive, "/readyz": watcher.ready}), host, port
             )
-        stopping: list[int] = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda number, frame: stopping.append(number))
-        watcher.run(lambda: bool(stopping), Reloader(lambda: _config(ctx)).install())
+        service = Service(lambda: _config(ctx))
+        watcher.run(service.should_stop, service.reloader)

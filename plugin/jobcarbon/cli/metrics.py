@@ -37,11 +37,10 @@ def _exporter(ctx: click.Context) -> Exporter:
 def serve(ctx: click.Context, listen: str | None, web_config_file: Path | None) -> None:
     """Serve Prometheus metrics from the ledger (GET /metrics; GET /healthz fails while
     scrapes cannot read the ledger)."""
-    import logging
-
+    from ..daemons.service import start_logging
     from ..exporter import WebConfig, load_web_config, serve_metrics
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    start_logging()
     web = load_web_config(web_config_file) if web_config_file else WebConfig()
     exporter = _exporter(ctx)
     host, port = _listen_address(listen or _config(ctx).exporter.listen, "--listen")

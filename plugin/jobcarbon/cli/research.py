@@ -140,7 +140,7 @@ def job(
     from datetime import UTC
 
     from ..jobreport import read_job, read_mine, render_text, to_json
-    from ..sources.slurm import Sacct
+    from ..sources.slurm.runner import Sacct
 
     if mine == (job_id is not None):
         raise click.UsageError("give a JOB_ID, or --mine for your own recent jobs")

@@ -13,8 +13,8 @@ from ..errors import ExitCode
 from .common import _config, _report_problems, date_option
 
 if TYPE_CHECKING:
+    from ..daemons.collector import Collector
     from ..ledger import Ledger
-    from ..sources.slurm import Collector
 
 
 @click.group("slurm")
@@ -23,7 +23,9 @@ def slurm_group() -> None:
 
 
 def _collector(ctx: click.Context, ledger: Ledger) -> Collector:
-    from ..sources.slurm import Collector, Spool, open_accounting
+    from ..daemons.collector import Collector
+    from ..sources.slurm.runner import open_accounting
+    from ..sources.slurm.spool import Spool
 
     config = _config(ctx)
     spool = Spool(config.slurm.spool_dir)
@@ -41,20 +43,15 @@ def slurm_collect(ctx: click.Context, once: bool) -> None:
     SIGHUP (systemctl reload) reads the config again; one that is not valid
     is refused with the reason in the log, and the old one is kept.
     """
-    import logging
-    import signal
-
+    from ..daemons.service import Service, start_logging
     from ..ledger import open_ledger
-    from ..reload import Reloader
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    start_logging()
     with open_ledger(_config(ctx)) as ledger:
         collector = _collector(ctx, ledger)
         if not once:
-            stopping: list[int] = []
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda number, frame: stopping.append(number))
-            collector.run_forever(lambda: bool(stopping), Reloader(lambda: _config(ctx)).install())
+            service = Service(lambda: _config(ctx))
+            collector.run_forever(service.should_stop, service.reloader)
             return
         report = collector.collect_once()
     click.echo(
@@ -66,9 +63,9 @@ def slurm_collect(ctx: click.Context, once: bool) -> None:
     for line in [*report.given_up, *report.errors]:
         click.secho(f"  {line}", fg="red", err=True)
     if report.errors:
-        sys.exit(3)
+        sys.exit(ExitCode.SOURCE)
     if report.accounted.failed or report.given_up:
-        sys.exit(1)
+        sys.exit(ExitCode.PROBLEMS)
 
 
 @slurm_group.command("backfill")
@@ -89,36 +86,37 @@ def slurm_backfill(
     """Account every job that ended in a range, window by window; resumes where it stopped."""
     from rich.progress import Progress
 
-    from ..accounting import IngestReport
+    from ..daemons.backfill import Backfill
     from ..ledger import open_ledger
-    from ..sources.slurm import backfill_windows
 
-    until = until or datetime.now(UTC)
-    mark_name = f"slurm.backfill.{int(since.timestamp())}"
     with open_ledger(_config(ctx)) as ledger:
-        collector = _collector(ctx, ledger)
-        mark = None if restart else ledger.watermark(mark_name)
-        start = since
-        if mark is not None and since.timestamp() < mark < until.timestamp():
-            start = datetime.fromtimestamp(mark, UTC)
-            click.echo(f"resuming at {start.isoformat()} (use --restart to read it all again)")
-        windows = list(backfill_windows(start, until, window_hours * 3600))
-        total = IngestReport()
+        backfill = Backfill(
+            _collector(ctx, ledger),
+            ledger,
+            since,
+            until or datetime.now(UTC),
+            window_hours * 3600,
+            restart,
+        )
+        if backfill.resumed_at is not None:
+            click.echo(
+                f"resuming at {backfill.resumed_at.isoformat()} "
+                "(use --restart to read it all again)"
+            )
         with Progress(transient=True) as progress:
-            task = progress.add_task("backfill", total=len(windows))
-            for window_start, window_end in windows:
-                total.add(collector.account_window(window_start, window_end))
-                ledger.set_watermark(mark_name, int(window_end.timestamp()))
-                progress.update(
-                    task, advance=1, description=f"backfill {window_end:%Y-%m-%d %H:%M}"
+            task = progress.add_task("backfill", total=len(backfill.windows))
+            total = backfill.run(
+                lambda end: progress.update(
+                    task, advance=1, description=f"backfill {end:%Y-%m-%d %H:%M}"
                 )
+            )
     click.echo(
         f"accounted {total.written} job(s), {total.unchanged} unchanged, "
-        f"{total.failed} problem(s) in {len(windows)} window(s)"
+        f"{total.failed} problem(s) in {len(backfill.windows)} window(s)"
     )
     _report_problems(total)
     if total.failed:
-        sys.exit(1)
+        sys.exit(ExitCode.PROBLEMS)
 
 
 @slurm_group.command("import")
@@ -141,8 +139,8 @@ def slurm_import(ctx: click.Context, source: BinaryIO, cluster: str | None) -> N
 
     from ..accounting import Accountant, IngestReport, ingest_on_two_cores
     from ..ledger import open_ledger
-    from ..sources.parsable import open_dump
-    from ..sources.sacct import read_parsable
+    from ..sources.slurm.parsable import open_dump
+    from ..sources.slurm.sacct import read_parsable
 
     config = _config(ctx)
     cluster = cluster or next(iter(config.clusters))
@@ -185,7 +183,7 @@ def slurm_import(ctx: click.Context, source: BinaryIO, cluster: str | None) -> N
 @slurm_group.command("sacct-format")
 def slurm_sacct_format() -> None:
     """Print the sacct command whose output `jobcarbon slurm import` reads."""
-    from ..sources.sacct import DELIMITER, SACCT_FIELDS
+    from ..sources.slurm.fields import DELIMITER, SACCT_FIELDS
 
     click.echo(
         f"TZ=UTC sacct --parsable2 --delimiter='{DELIMITER}' --allusers --duplicates "

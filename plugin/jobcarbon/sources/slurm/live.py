@@ -13,9 +13,9 @@ import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from ..config import Config
-from ..errors import FactorError
-from ..records import JobRecord, JobState
+from ...config import Config
+from ...errors import FactorError
+from ...records import JobRecord, JobState
 
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
 

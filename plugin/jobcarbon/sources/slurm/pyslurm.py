@@ -20,9 +20,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from ..errors import SourceError
-from ..records import RecordProblem
-from .sacct import SACCT_FIELDS, Rows, SacctRow
+from ...records import RecordProblem
+from . import AccountingUnavailable
+from .fields import SACCT_FIELDS
+from .sacct import Rows, SacctRow
 
 
 def _time(epoch: int | None) -> str:
@@ -105,7 +106,7 @@ class PySlurm:
         try:
             jobs = db.Jobs.load(db.JobFilter(**conditions))
         except self.pyslurm.RPCError as err:
-            raise SourceError(f"pyslurm cannot read slurmdbd: {err}") from err
+            raise AccountingUnavailable(f"pyslurm cannot read slurmdbd: {err}") from err
         rows: Rows = []
         for job in jobs.values():
             try:

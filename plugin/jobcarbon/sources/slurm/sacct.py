@@ -18,8 +18,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from ..config import AttributionConfig
-from ..records import (
+from ...config import AttributionConfig
+from ...records import (
     PLACEHOLDER_JOB_NAME,
     Component,
     JobRecord,
@@ -28,41 +28,8 @@ from ..records import (
     RecordProblem,
     RecordRepair,
 )
+from .fields import DELIMITER, REQUIRED_FIELDS, SACCT_FIELDS
 from .parsable import split_lines
-
-#: Columns to ask sacct for (``--format``); the reader needs those marked required.
-SACCT_FIELDS = (
-    "JobIDRaw",
-    "JobID",
-    "Cluster",
-    "User",
-    "Account",
-    "WCKey",
-    "Partition",
-    "State",
-    "Submit",
-    "Start",
-    "End",
-    "ElapsedRaw",
-    "AllocTRES",
-    "NNodes",
-    "NodeList",
-    "JobName",
-    "ConsumedEnergyRaw",
-    "TRESUsageInTot",
-)
-REQUIRED_FIELDS = (
-    "JobIDRaw",
-    "JobID",
-    "User",
-    "Account",
-    "Partition",
-    "State",
-    "Submit",
-    "Start",
-    "End",
-    "AllocTRES",
-)
 
 _STATES = {
     "COMPLETED": JobState.COMPLETED,
@@ -78,7 +45,6 @@ _STATES = {
 }
 _PROJECT_FIELDS = {"account": "Account", "wckey": "WCKey", "partition": "Partition"}
 #: What jobcarbon asks sacct to separate fields with: a job name may hold a "|".
-DELIMITER = "^|^"
 _MEMORY_UNITS = {"K": 1 / 1024**2, "M": 1 / 1024, "G": 1.0, "T": 1024.0, "P": 1024.0**2}
 _MEMORY = re.compile(r"([0-9.]+)([KMGTP]?)")
 #: sacct prints usage with binary unit suffixes unless --noconvert (1687.50K = 1,728,000)

@@ -21,16 +21,20 @@ ContainerStatus, Node). No I/O: the watcher (``kubernetes.py``) feeds them.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from ..config import AttributionConfig, KubernetesConfig
-from ..errors import InputError
-from ..records import JobRecord, JobState
+from ...config import AttributionConfig, KubernetesConfig
+from ...errors import InputError
+from ...records import JobRecord, JobState
+from ..dcgm import DcgmEnergy
+
+log = logging.getLogger("jobcarbon.kubernetes")
 
 Pod = Mapping[str, Any]
 
@@ -287,3 +291,28 @@ def pod_record(
         name=str(metadata.get("name") or ""),
         labels=dict(node_labels),
     )
+
+
+def measured_record(record: JobRecord, pod_facts: PodFacts, energy: DcgmEnergy | None) -> JobRecord:
+    """``record`` with its GPUs' energy as DCGM measured it over the pod's run; as it was
+    (its energy estimated) when there is no ``energy`` source or it cannot tell."""
+    if energy is None or not record.gpu_count or record.run_seconds <= 0:
+        return record
+    assert record.start_time is not None and record.end_time is not None
+    measurement = energy.measure(
+        pod_facts.namespace,
+        pod_facts.name,
+        record.start_time,
+        record.end_time,
+        record.gpu_count,
+        pod_facts.mig,
+    )
+    if measurement.energy is None:
+        log.info(
+            "pod %s/%s: GPU energy estimated, not measured: %s",
+            pod_facts.namespace,
+            pod_facts.name,
+            measurement.reason,
+        )
+        return record
+    return replace(record, measured=measurement.energy, gpu_utilization=measurement.gpu_utilization)

@@ -27,219 +27,41 @@ Job's ``ttlSecondsAfterFinished``).
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
-import os
 import queue
 import random
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from ..accounting import Accountant, IngestReport, ingest
 from ..backoff import backoff_s
 from ..config import Config
-from ..errors import ConfigError, FactorError, InputError, LedgerError, SourceError
+from ..errors import FactorError, InputError, LedgerError, TemporaryError
 from ..ledger import Ledger, Running
 from ..records import JobRecord, RecordProblem
-from ..reload import Reloader
-from .dcgm import DcgmEnergy
-from .pods import Pod, PodFacts, facts, first_start, is_finished, pod_record
+from ..sources.dcgm import DcgmEnergy
+from ..sources.kubernetes.api import END, ApiError, Disconnected, Expired, PodApi, read_in_thread
+from ..sources.kubernetes.pods import (
+    Pod,
+    PodFacts,
+    facts,
+    first_start,
+    is_finished,
+    measured_record,
+    pod_record,
+)
+from .reload import Reloader
 
 log = logging.getLogger("jobcarbon.kubernetes")
 
 SOURCE = "kubernetes"
 #: Problems a long-running watcher keeps in memory (all are logged and counted).
 KEPT_PROBLEMS = 1000
-
-
-class ApiError(SourceError):
-    """A call to the API server failed; ``retry_after_s`` when the server said when."""
-
-    def __init__(self, message: str, status: int | None = None, retry_after_s: float = 0.0):
-        super().__init__(message)
-        self.status = status
-        self.retry_after_s = retry_after_s
-
-
-class Expired(ApiError):
-    """410 Gone: the resourceVersion (or list continue token) is too old; re-list."""
-
-
-class Disconnected(ApiError):
-    """The watch connection was cut, or stayed silent past ``read_timeout_s``."""
-
-
-@dataclass(frozen=True, slots=True)
-class PodPage:
-    items: list[dict[str, Any]]
-    resource_version: str
-    continue_token: str | None
-
-
-class PodApi(Protocol):
-    """What the watcher asks of the API server (``KubeApi``, or a test's)."""
-
-    def list_pods(self, continue_token: str | None) -> PodPage: ...
-
-    def watch_pods(self, resource_version: str) -> Iterator[str]:
-        """The watch's lines, one JSON event each, until the server ends it."""
-        ...
-
-    def node_labels(self, name: str) -> dict[str, str]:
-        """A node's labels; {} for a node that no longer exists."""
-        ...
-
-
-def _client() -> Any:
-    try:
-        return importlib.import_module("kubernetes")
-    except ImportError as err:
-        raise ConfigError(
-            [
-                f"the Kubernetes watcher needs the kubernetes client: pip install "
-                f"'jobcarbon[kubernetes]' ({err})"
-            ]
-        ) from err
-
-
-class KubeApi:
-    """The official ``kubernetes`` client, in-cluster or from a kubeconfig; pods as dicts.
-
-    Objects are not turned into the client's model classes: the watcher reads a
-    handful of fields, and skipping the models makes an event ~20 times cheaper.
-    """
-
-    def __init__(
-        self,
-        kubeconfig: str | None,
-        namespace: str | None,
-        page_size: int,
-        watch_timeout_s: int,
-        read_timeout_s: float,
-    ) -> None:
-        kubernetes = _client()
-        configuration = kubernetes.client.Configuration()
-        try:
-            if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-                kubernetes.config.load_incluster_config(client_configuration=configuration)
-            else:
-                kubernetes.config.load_kube_config(
-                    config_file=kubeconfig, client_configuration=configuration
-                )
-        except (kubernetes.config.ConfigException, OSError) as err:
-            where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
-            raise ConfigError(
-                [f"cannot load the Kubernetes client config ({where}, or in-cluster): {err}"]
-            ) from err
-        self.host = configuration.host
-        self.core = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(configuration))
-        self.api_exception = kubernetes.client.exceptions.ApiException
-        self.namespace = namespace
-        self.page_size = page_size
-        self.watch_timeout_s = watch_timeout_s
-        self.read_timeout_s = read_timeout_s
-        self.iter_lines = importlib.import_module("kubernetes.watch.watch").iter_resp_lines
-
-    def _call(self, what: str, call: Callable[[], Any]) -> Any:
-        try:
-            return call()
-        except self.api_exception as err:
-            raise self._error(what, err) from err
-        except Exception as err:  # urllib3's and the socket's: the server is unreachable
-            raise ApiError(f"{what} on {self.host}: {err.__class__.__name__}: {err}") from err
-
-    def _error(self, what: str, err: Any) -> ApiError:
-        status = int(err.status or 0)
-        try:
-            message = json.loads(err.body).get("message") or err.reason
-        except (TypeError, ValueError, AttributeError):
-            message = err.reason
-        text = f"{what} on {self.host}: {status} {message}"
-        if status in (401, 403):  # retried all the same: RBAC may be applied meanwhile
-            text += (
-                " (the watcher needs get, list and watch on pods and nodes: "
-                "k8s_manifests/rbac.yaml; outside the cluster, check the kubeconfig's user)"
-            )
-        if status == 410:
-            return Expired(text, status)
-        retry_after = (err.headers or {}).get("Retry-After") if err.headers else None
-        try:
-            wait = float(retry_after) if retry_after else 0.0
-        except ValueError:
-            wait = 0.0
-        return ApiError(text, status, wait)
-
-    def _pods_call(self) -> Callable[..., Any]:
-        if self.namespace:
-            namespace = self.namespace
-            return lambda **kw: self.core.list_namespaced_pod(namespace, **kw)
-        return lambda **kw: self.core.list_pod_for_all_namespaces(**kw)
-
-    def list_pods(self, continue_token: str | None) -> PodPage:
-        call = self._pods_call()
-        extra = {"_continue": continue_token} if continue_token else {}
-        response = self._call(
-            "listing pods",
-            lambda: call(
-                limit=self.page_size,
-                _preload_content=False,
-                _request_timeout=(10, self.read_timeout_s),
-                **extra,
-            ),
-        )
-        body = json.loads(response.data)
-        metadata = body.get("metadata") or {}
-        return PodPage(
-            body.get("items") or [],
-            str(metadata.get("resourceVersion") or ""),
-            metadata.get("continue") or None,
-        )
-
-    def watch_pods(self, resource_version: str) -> Iterator[str]:
-        call = self._pods_call()
-        response = self._call(
-            "watching pods",
-            lambda: call(
-                watch=True,
-                resource_version=resource_version,
-                allow_watch_bookmarks=True,
-                timeout_seconds=self.watch_timeout_s,
-                _preload_content=False,
-                _request_timeout=(10, self.read_timeout_s),
-            ),
-        )
-        return self._lines(response)
-
-    def _lines(self, response: Any) -> Iterator[str]:
-        try:
-            yield from self.iter_lines(response)
-        except Exception as err:
-            raise Disconnected(
-                f"the watch on {self.host} was cut: {err.__class__.__name__}: {err}"
-            ) from err
-        finally:
-            response.release_conn()
-
-    def node_labels(self, name: str) -> dict[str, str]:
-        try:
-            response = self._call(
-                f"reading node {name}",
-                lambda: self.core.read_node(
-                    name, _preload_content=False, _request_timeout=(10, self.read_timeout_s)
-                ),
-            )
-        except ApiError as err:
-            if err.status == 404:
-                return {}
-            raise
-        labels = (json.loads(response.data).get("metadata") or {}).get("labels") or {}
-        return {str(k): str(v) for k, v in labels.items()}
 
 
 @dataclass(slots=True)
@@ -270,9 +92,6 @@ class Health:
     heartbeat: float = 0.0  # the loop last went round
     ledger_error: str | None = None  # why the last write to the ledger failed, if it did
     restarts: Counter[str] = field(default_factory=Counter)
-
-
-_END = object()
 
 
 class Watcher:
@@ -467,28 +286,7 @@ class Watcher:
             )
         except InputError as err:
             return RecordProblem(f"pod {pod_facts.namespace}/{pod_facts.name}", str(err))
-        if self.energy is None or not record.gpu_count or record.run_seconds <= 0:
-            return record
-        assert record.start_time is not None and record.end_time is not None
-        measurement = self.energy.measure(
-            pod_facts.namespace,
-            pod_facts.name,
-            record.start_time,
-            record.end_time,
-            record.gpu_count,
-            pod_facts.mig,
-        )
-        if measurement.energy is None:
-            log.info(
-                "pod %s/%s: GPU energy estimated, not measured: %s",
-                pod_facts.namespace,
-                pod_facts.name,
-                measurement.reason,
-            )
-            return record
-        return replace(
-            record, measured=measurement.energy, gpu_utilization=measurement.gpu_utilization
-        )
+        return measured_record(record, pod_facts, self.energy)
 
     def flush(self) -> None:
         """Account the pods that ended, in one batch; kept for the next try if the
@@ -590,17 +388,7 @@ class Watcher:
         assert self.resource_version is not None
         lines = self.api.watch_pods(self.resource_version)
         self._heard()
-        events: queue.Queue[object] = queue.Queue(maxsize=10_000)
-
-        def read() -> None:
-            try:
-                for line in lines:
-                    events.put(line)
-                events.put(_END)
-            except BaseException as err:  # handed to the accounting thread
-                events.put(err)
-
-        threading.Thread(target=read, name="jobcarbon-watch", daemon=True).start()
+        events = read_in_thread(lines)
         while not should_stop():
             wait = self.settings.running_interval_s - (self.monotonic() - self._running_written)
             try:
@@ -608,7 +396,7 @@ class Watcher:
             except queue.Empty:
                 self._tick()
                 continue
-            if item is _END:
+            if item is END:
                 break
             if isinstance(item, BaseException):
                 raise item
@@ -651,12 +439,12 @@ class Watcher:
                 self.health.restarts["disconnected"] += 1
                 attempt += 1
                 wait = 0.0
-            except ApiError as err:
+            except TemporaryError as err:  # the API server's other failures
                 log.warning("%s; will retry", err)
                 self.health.restarts["api_error"] += 1
                 self._count_api_error()
                 attempt += 1
-                wait = err.retry_after_s
+                wait = err.delay_s
             except LedgerError as err:  # the ledger could not even be read
                 log.error("%s; will retry", err)
                 attempt += 1

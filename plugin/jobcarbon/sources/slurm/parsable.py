@@ -28,7 +28,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import BinaryIO, TextIO
 
-from ..records import RecordProblem, RecordRepair
+from ...records import RecordProblem, RecordRepair
 
 #: Columns whose text a user chooses, which sacct prints as it is: a "|" or a line
 #: break in them splits a line. The others hold names Slurm checks, numbers and times.

@@ -17,34 +17,26 @@ The chain is built so that nothing is lost when one link fails:
 
 from __future__ import annotations
 
-import importlib
 import logging
-import os
 import random
-import re
-import subprocess
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Protocol
 
-from .. import access
 from ..accounting import Accountant, IngestReport, ingest
 from ..backoff import backoff_s
-from ..config import Config, SlurmConfig
-from ..errors import ConfigError, SourceError
+from ..config import Config
+from ..errors import TemporaryError
 from ..ledger import Ledger
 from ..records import JobRecord, JobState, RecordProblem, RecordRepair
-from ..reload import Reloader
-from .sacct import DELIMITER, SACCT_FIELDS, Rows, SacctRow, read_rows, to_records
-from .slurmdb import PySlurm, matches
+from ..sources.slurm.runner import Accounting, open_accounting
+from ..sources.slurm.sacct import SacctRow, to_records
+from ..sources.slurm.spool import Spool, SpoolEntry
+from .reload import Reloader
 
 log = logging.getLogger("jobcarbon.slurm")
 
-#: States sacct is asked for when sweeping by end time (jobs that have ended).
-FINAL_STATES = "CA,CD,DL,F,NF,OOM,PR,RQ,TO,BF"
 SWEEP_WATERMARK = "slurm.sweep"
 PENDING_GAUGE = "slurm.pending_jobs"
 #: Jobs only the sweep found (no spool entry), by whether they started: a started job's
@@ -54,212 +46,7 @@ SWEEP_FOUND_GAUGE = "slurm.sweep_found_jobs.{started}"
 #: the sweep alone: the epilog (and a site epilog it runs first) may still be running.
 SWEEP_FOUND_GRACE_S = 300.0
 
-Runner = Callable[..., "subprocess.CompletedProcess[str]"]
 Record = JobRecord | RecordProblem | RecordRepair
-#: The epilog's line for an array task (empty for other jobs)
-_ARRAY_TASK = re.compile(rb"^array_task_id=\d", re.MULTILINE)
-
-
-class Accounting(Protocol):
-    """Where Slurm accounting is read: job rows (with their steps) in sacct's terms.
-
-    ``SourceError`` when accounting cannot be reached; the caller retries.
-    """
-
-    def jobs(self, job_ids: Sequence[str]) -> Rows:
-        """Every run of these jobs (and, for an array job's id, of all its tasks)."""
-        ...
-
-    def ended_between(self, start: datetime, end: datetime) -> Rows:
-        """Jobs that ended between ``start`` and ``end`` (and possibly others: callers
-        keep the final ones)."""
-        ...
-
-
-class Sacct:
-    """Runs ``sacct`` with the options jobcarbon needs; returns its rows."""
-
-    def __init__(
-        self,
-        command: str = "sacct",
-        run: Runner = subprocess.run,
-        timeout_s: float = 120.0,
-        cluster: str | None = None,
-    ) -> None:
-        self.command = command
-        self.run = run
-        self.timeout_s = timeout_s
-        self.cluster = cluster  # another cluster of the same slurmdbd (sacct --clusters)
-
-    def _run(self, args: list[str]) -> str:
-        """Run the sacct command with ``args``; its output, or ``SourceError``."""
-        env = {**os.environ, "TZ": "UTC", "SLURM_TIME_FORMAT": "standard"}
-        try:
-            result = self.run(
-                [self.command, *args],
-                capture_output=True,
-                text=True,
-                env=env,
-                timeout=self.timeout_s,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as err:
-            raise SourceError(f"cannot run {self.command}: {err}") from err
-        if result.returncode != 0 or "error:" in result.stderr:
-            message = (result.stderr or result.stdout).strip().splitlines()
-            raise SourceError(
-                f"{self.command} failed (exit {result.returncode}): "
-                f"{message[-1] if message else 'no output'}"
-            )
-        return str(result.stdout)
-
-    def _call(self, *selection: str) -> list[str]:
-        return self._run(
-            [
-                "--parsable2",
-                f"--delimiter={DELIMITER}",
-                "--allusers",
-                "--duplicates",
-                f"--format={','.join(SACCT_FIELDS)}",
-                *([f"--clusters={self.cluster}"] if self.cluster else []),
-                *selection,
-            ]
-        ).splitlines()
-
-    def jobs(self, job_ids: Sequence[str]) -> Rows:
-        return list(read_rows(self._call(f"--jobs={','.join(job_ids)}"), source="sacct"))
-
-    def ended_between(self, start: datetime, end: datetime) -> Rows:
-        stamp = "%Y-%m-%dT%H:%M:%S"
-        lines = self._call(
-            f"--starttime={start.strftime(stamp)}",
-            f"--endtime={end.strftime(stamp)}",
-            f"--state={FINAL_STATES}",
-        )
-        return list(read_rows(lines, source=f"sacct {start:%Y-%m-%d %H:%M}"))
-
-    def jobs_of(self, user: str, since: datetime) -> Rows:
-        """``user``'s jobs that ran, or were pending, at or after ``since``, in any state."""
-        lines = self._call(f"--user={user}", f"--starttime={since:%Y-%m-%dT%H:%M:%S}")
-        return list(read_rows(lines, source=f"sacct --user={user}"))
-
-    def version(self) -> str:
-        """The running Slurm's version, as ``sacct --version`` prints it (``22.05.8``)."""
-        printed = self._run(["--version"])
-        words = printed.split()
-        if len(words) != 2:
-            raise SourceError(f"{self.command} --version printed {printed.strip()!r}")
-        return words[1]
-
-
-def _import_pyslurm() -> Any:
-    return importlib.import_module("pyslurm")
-
-
-def open_accounting(
-    settings: SlurmConfig,
-    import_pyslurm: Callable[[], Any] = _import_pyslurm,
-    run: Runner = subprocess.run,
-) -> Accounting:
-    """The backend ``slurm.backend`` asks for: ``sacct``; ``pyslurm`` (an error when it
-    does not import or was built for another Slurm); ``auto``, pyslurm when it imports
-    and matches the running Slurm (``sacct --version``), else sacct."""
-    sacct = Sacct(settings.sacct, run, settings.sacct_timeout_s)
-    if settings.backend == "sacct":
-        return sacct
-    try:
-        pyslurm = import_pyslurm()
-        built_for = str(pyslurm.__version__)
-    except (ImportError, AttributeError) as err:
-        if settings.backend == "pyslurm":
-            raise ConfigError(
-                [
-                    f"slurm.backend: pyslurm, but pyslurm does not import ({err}); install "
-                    "the pyslurm release built for this Slurm, or use backend: sacct"
-                ]
-            ) from err
-        log.info("reading accounting with sacct (pyslurm does not import: %s)", err)
-        return sacct
-    try:
-        running = sacct.version()
-    except SourceError as err:
-        if settings.backend == "pyslurm":
-            log.warning("cannot tell the running Slurm's version (%s); using pyslurm", err)
-            return PySlurm(pyslurm)
-        log.info("reading accounting with sacct (%s)", err)
-        return sacct
-    if matches(built_for, running):
-        log.info("reading accounting with pyslurm %s (Slurm %s)", built_for, running)
-        return PySlurm(pyslurm)
-    if settings.backend == "pyslurm":
-        raise ConfigError(
-            [
-                f"slurm.backend: pyslurm {built_for} is built for another Slurm than the "
-                f"running {running}; install the matching pyslurm, or use backend: sacct"
-            ]
-        )
-    log.info("reading accounting with sacct (pyslurm %s, Slurm %s)", built_for, running)
-    return sacct
-
-
-@dataclass(frozen=True, slots=True)
-class SpoolEntry:
-    path: Path
-    job_id: str
-    written_at: float
-    array_task: bool = False  # the epilog saw SLURM_ARRAY_TASK_ID
-
-
-class Spool:
-    """The epilog's spool: ``new/`` holds one file per ended job, named by its job id."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.new, self.tmp, self.failed = root / "new", root / "tmp", root / "failed"
-
-    def create(self) -> None:
-        for directory in (self.new, self.tmp, self.failed):
-            try:
-                directory.mkdir(parents=True, exist_ok=True)
-            except OSError as err:
-                raise SourceError(
-                    access.describe(directory, "create the spool directory", err)
-                ) from err
-
-    def entries(self) -> list[SpoolEntry]:
-        try:
-            paths = sorted(self.new.iterdir())
-        except FileNotFoundError:
-            raise SourceError(
-                f"spool {self.new} does not exist: create it with "
-                "`jobcarbon slurm collect` run once as SlurmUser, or mkdir "
-                "-p new tmp failed"
-            ) from None
-        except OSError as err:
-            raise SourceError(access.describe(self.new, "read the spool", err)) from err
-        entries = []
-        for path in paths:
-            try:
-                written_at = path.stat().st_mtime
-                array_task = _ARRAY_TASK.search(path.read_bytes()) is not None
-            except FileNotFoundError:
-                continue  # taken by another collector meanwhile
-            entries.append(SpoolEntry(path, path.name, written_at, array_task))
-        return entries
-
-    def done(self, entry: SpoolEntry) -> None:
-        try:
-            entry.path.unlink(missing_ok=True)
-        except OSError as err:
-            raise SourceError(access.describe(entry.path, "remove the spool entry", err)) from err
-
-    def give_up(self, entry: SpoolEntry, reason: str) -> None:
-        target = self.failed / entry.job_id
-        try:
-            entry.path.replace(target)
-            target.with_suffix(".reason").write_text(reason + "\n")
-        except OSError as err:
-            raise SourceError(access.describe(target, "move the spool entry to", err)) from err
 
 
 @dataclass(slots=True)
@@ -330,7 +117,7 @@ class Collector:
     def _backoff_s(self, attempt: int) -> float:
         return backoff_s(attempt, self.settings.retry_first_s, self.settings.retry_max_s, self.rng)
 
-    def _accounting_failed(self, report: CollectReport, err: SourceError) -> None:
+    def _accounting_failed(self, report: CollectReport, err: TemporaryError) -> None:
         self._accounting_failures += 1
         self.ledger.add_ingest_errors({"sacct": 1})
         report.errors.append(str(err))
@@ -402,7 +189,7 @@ class Collector:
             wanted = {e.job_id for e in batch}
             try:
                 answer = self.accounting.jobs(sorted(wanted))
-            except SourceError as err:
+            except TemporaryError as err:
                 self._accounting_failed(report, err)
                 report.pending += len(batch)
                 continue
@@ -454,7 +241,7 @@ class Collector:
             rows = self._final_rows(
                 datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(now, UTC)
             )
-        except SourceError as err:
+        except TemporaryError as err:
             self._accounting_failed(report, err)
             return
         self._accounting_failures = 0
@@ -562,14 +349,3 @@ def _log(report: CollectReport) -> None:
         log.error("%s", reason)
     for error in report.errors:
         log.warning("will retry: %s", error)
-
-
-def backfill_windows(
-    since: datetime, until: datetime, window_s: int = 86400
-) -> Iterator[tuple[datetime, datetime]]:
-    """``[since, until)`` cut into windows of ``window_s`` seconds."""
-    start = since
-    while start < until:
-        end = min(until, datetime.fromtimestamp(start.timestamp() + window_s, UTC))
-        yield start, end
-        start = end

@@ -12,8 +12,8 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from .config import Config
-from .errors import JobcarbonError
+from ..config import Config
+from ..errors import JobcarbonError
 
 log = logging.getLogger("jobcarbon.reload")
 

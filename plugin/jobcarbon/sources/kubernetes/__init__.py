@@ -1,0 +1,1 @@
+"""Kubernetes: the API server's pods and nodes, and pods as job records."""
