@@ -204,6 +204,14 @@ class SlurmConfig(_Strict):
         86400.0, ge=0, description="how far back the very first sweep reads"
     )
     sacct_timeout_s: float = Field(120.0, gt=0, description="one sacct call at most")
+    prometheus_url: str | None = Field(None, description="Prometheus with a GPU exporter's series")
+    prometheus_timeout_s: float = Field(10.0, gt=0, le=300, description="one query at most")
+    gpu_exporter: Literal["dcgm", "jobstats"] = Field("dcgm", description="which GPU exporter")
+    gpu_energy_metric: str | None = Field(None, description="null: the exporter's own")
+    gpu_utilization_metric: str | None = Field(None, description="null: the exporter's own")
+    gpu_uuid_label: str | None = Field(None, description="null: the exporter's own")
+    gpu_job_label: str | None = Field(None, description="null: the exporter's own")
+    gpu_min_coverage: float = Field(0.8, gt=0, le=1, description="share of the run to span")
 
 
 class KubernetesConfig(_Strict):
