@@ -7,6 +7,7 @@ Hand-worked (1 h runs, a sample every 30 s from start to end):
   1,980,000 J; busy 80 % and 40 % → 0.6.
 - job 102, its scrapes starting 10 min late (50 of 60 min, ≥ 80 %): 200 W over the
   samples' 3000 s, scaled to the 3600 s run → 720,000 J.
+- job 7, through the collector: one GPU at 250 W → 900,000 J = 0.25 kWh.
 - job 201 (jobstats): power rising linearly from 100,000 to 300,000 mW: trapezoids are
   exact for a line, 200 W on average → 720,000 J; duty cycle 50 % → 0.5.
 """
@@ -16,10 +17,13 @@ from __future__ import annotations
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from jobcarbon.config import parse_config
+from jobcarbon.daemons.collector import Collector
+from jobcarbon.ledger import Ledger
 from jobcarbon.records import Component, JobRecord, JobState, MeasuredEnergy
 from jobcarbon.sources.dcgm import (
     DcgmEnergy,
@@ -28,7 +32,10 @@ from jobcarbon.sources.dcgm import (
     slurm_gpu_energy,
     with_measurement,
 )
-from tests.support.config import make_config
+from jobcarbon.sources.slurm.runner import Sacct
+from jobcarbon.sources.slurm.spool import Spool
+from tests.sources.test_collector import CONFIG, ScriptedSacct
+from tests.support.config import make_config, merged
 from tests.support.net import free_port
 from tests.support.prometheus_server import PrometheusWithHistory, Series
 
@@ -89,6 +96,7 @@ def prometheus() -> Iterator[PrometheusWithHistory]:
         ramp,
         busy(ramp, 50, "nvidia_gpu_duty_cycle"),
         jobstats("GPU-k", "202", [3_000_000] * 121),  # 3 kW
+        dcgm("GPU-h", "7", 250),  # the collector's job 7 (tests/sources/test_collector.py)
     ]
     with PrometheusWithHistory(history) as server:
         yield server
@@ -193,3 +201,41 @@ def test_the_gpus_energy_is_counted_once_next_to_slurms() -> None:
     both = with_measurement(_record(rapl), gpu).measured
     assert both is not None and both.covers == frozenset(Component)
     assert both.energy_j == pytest.approx(3_180_000)
+
+
+def _collect(tmp_path: Path, url: str) -> tuple[dict[str, object], dict[str, int]]:
+    """Job 7 (one A100, 10:00 to 11:00 UTC, no Slurm energy) swept by the collector."""
+    spool = Spool(tmp_path / "spool")
+    spool.create()
+    sacct = ScriptedSacct(AllocTRES="cpu=1,mem=1G,node=1,gres/gpu=1")
+    sacct.state = "COMPLETED"
+    hardware = [{"match": {"partition": "cpu"}, "gpu_model": "A100 SXM4 80 GB"}]
+    config = merged(
+        CONFIG,
+        {"clusters": {"c1": {"hardware": hardware}}, "slurm": {"prometheus_url": url}},
+    )
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        collector = Collector(parse_config(config), ledger, Sacct(run=sacct), spool)
+        report = collector.collect_once()
+        assert report.accounted.written == 1
+        (row,) = ledger.jobs()
+        return row, ledger.ingest_errors()
+
+
+def test_the_collector_accounts_a_job_with_its_measured_gpus(
+    prometheus: PrometheusWithHistory, tmp_path: Path
+) -> None:
+    row, errors = _collect(tmp_path, prometheus.url)
+    assert row["job_id"] == "7" and row["method"] == "mixed"  # CPU and memory estimated
+    assert row["energy_gpu_kwh"] == pytest.approx(0.25)
+    assert "prometheus" not in errors
+
+
+def test_prometheus_unreachable_the_job_is_estimated_and_the_error_counted(
+    tmp_path: Path,
+) -> None:
+    row, errors = _collect(tmp_path, f"http://127.0.0.1:{free_port()}")
+    assert row["job_id"] == "7" and row["method"] == "estimated"
+    # the estimate: the A100's 400 W TDP (no busy share known) × 1 h = 0.4 kWh
+    assert row["energy_gpu_kwh"] == pytest.approx(0.4)
+    assert errors["prometheus"] == 1
