@@ -126,6 +126,7 @@ class ClusterConfig(_Strict):
         0.3, ge=0, lt=1, description="CPU idle power as a share of TDP (low bound)"
     )
     memory_power_w_per_gb: float = Field(factors.MEMORY_POWER_W_PER_GB, ge=0, le=10)
+    cpu_energy_from: Literal["allocation", "usage"] = Field("allocation", description="or CPU time")
     attribution: AttributionConfig = Field(default_factory=AttributionConfig)
 
     @cached_property
