@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from jobcarbon.config import parse_config
 from jobcarbon.errors import FactorError, InputError
 from jobcarbon.footprint import Method, PowerProfile, Uncertainty, compute_footprint
 from jobcarbon.records import Component, JobState, MeasuredEnergy
 from jobcarbon.site import Constant, HourlySeries, MonthlyPue, SiteFactors
 from tests.conftest import make_job, utc
+from tests.support.config import make_config
 
 A_1KW_GPU = PowerProfile(gpu_model="X", gpu_tdp_w=1000.0, gpu_idle_w=100.0)
 
@@ -175,3 +177,25 @@ def test_impossible_records_are_refused_with_the_field(
 def test_uncertainty_is_configurable() -> None:
     fp = compute_footprint(make_job(gpu_utilization=1.0), A_1KW_GPU, site(), Uncertainty(tdp=0.2))
     assert (fp.co2e_g_low, fp.co2e_g_high) == pytest.approx((80.0, 120.0))
+
+
+@pytest.mark.parametrize(("cpu_energy_from", "cpu_kwh"), [("allocation", 0.096), ("usage", 0.0456)])
+def test_cpu_energy_from_allocation_or_usage(cpu_energy_from: str, cpu_kwh: float) -> None:
+    # 8 allocated cores for 1 h, TotalCPU 2 core-hours; 12 W/core, idle 0.3 × 12 = 3.6 W.
+    # allocation: 8 × 12 W × 1 h = 96 Wh. usage: 2 busy cores × 12 W = 24 W and the
+    # 6 idle ones × 3.6 W = 21.6 W: 45.6 W × 1 h = 45.6 Wh
+    config = parse_config(
+        make_config(clusters={"c1": {"site": "s1", "cpu_energy_from": cpu_energy_from}})
+    )
+    job = make_job(gpu_count=0, cpu_count=8, cpu_used_seconds=2 * 3600.0)
+    fp = compute_footprint(job, config.clusters["c1"].power_profile(job), site())
+    assert fp.energy_cpu_kwh == pytest.approx(cpu_kwh)
+    assert fp.cpu_seconds == 8 * 3600  # the allocation's core-seconds, either way
+
+
+def test_cpu_energy_from_usage_without_cpu_time_charges_the_allocation() -> None:
+    # pyslurm, or a job with no steps: no CPU time known, so 8 × 12 W × 1 h
+    config = parse_config(make_config(clusters={"c1": {"site": "s1", "cpu_energy_from": "usage"}}))
+    job = make_job(gpu_count=0, cpu_count=8)
+    fp = compute_footprint(job, config.clusters["c1"].power_profile(job), site())
+    assert fp.energy_cpu_kwh == pytest.approx(0.096)

@@ -126,6 +126,7 @@ class ClusterConfig(_Strict):
         0.3, ge=0, lt=1, description="CPU idle power as a share of TDP (low bound)"
     )
     memory_power_w_per_gb: float = Field(factors.MEMORY_POWER_W_PER_GB, ge=0, le=10)
+    cpu_energy_from: Literal["allocation", "usage"] = Field("allocation", description="or CPU time")
     attribution: AttributionConfig = Field(default_factory=AttributionConfig)
 
     @cached_property
@@ -204,6 +205,14 @@ class SlurmConfig(_Strict):
         86400.0, ge=0, description="how far back the very first sweep reads"
     )
     sacct_timeout_s: float = Field(120.0, gt=0, description="one sacct call at most")
+    prometheus_url: str | None = Field(None, description="Prometheus with a GPU exporter's series")
+    prometheus_timeout_s: float = Field(10.0, gt=0, le=300, description="one query at most")
+    gpu_exporter: Literal["dcgm", "jobstats"] = Field("dcgm", description="which GPU exporter")
+    gpu_energy_metric: str | None = Field(None, description="null: the exporter's own")
+    gpu_utilization_metric: str | None = Field(None, description="null: the exporter's own")
+    gpu_uuid_label: str | None = Field(None, description="null: the exporter's own")
+    gpu_job_label: str | None = Field(None, description="null: the exporter's own")
+    gpu_min_coverage: float = Field(0.8, gt=0, le=1, description="share of the run to span")
 
 
 class KubernetesConfig(_Strict):

@@ -46,6 +46,9 @@ class PowerProfile:
     cpu_power_w_per_core: float = 0.0
     cpu_idle_w_per_core: float = 0.0
     memory_power_w_per_gb: float = 0.0
+    # CPU energy from the CPU time used (idle allocated cores at idle power), not the
+    # allocation: ``cpu_energy_from: usage``
+    cpu_from_usage: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +113,12 @@ def _component_power_w(
             central = idle + job.gpu_utilization * (tdp - idle)
             gpu = (central * n, central * (1 - u.tdp) * n, central * (1 + u.tdp) * n)
     cpu_central = job.cpu_count * power.cpu_power_w_per_core
+    if power.cpu_from_usage and job.cpu_used_seconds is not None and job.run_seconds > 0:
+        busy_cores = min(job.cpu_used_seconds / job.run_seconds, float(job.cpu_count))
+        cpu_central = (
+            busy_cores * power.cpu_power_w_per_core
+            + (job.cpu_count - busy_cores) * power.cpu_idle_w_per_core
+        )
     cpu = (cpu_central, job.cpu_count * power.cpu_idle_w_per_core, cpu_central * (1 + u.tdp))
     memory_central = job.memory_gb * power.memory_power_w_per_gb
     memory = (memory_central, memory_central * (1 - u.tdp), memory_central * (1 + u.tdp))

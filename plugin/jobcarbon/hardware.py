@@ -73,6 +73,8 @@ class PowerDefaults(Protocol):
     def cpu_idle_fraction(self) -> float: ...
     @property
     def memory_power_w_per_gb(self) -> float: ...
+    @property
+    def cpu_energy_from(self) -> str: ...
 
 
 class PowerProfiles:
@@ -113,6 +115,7 @@ class PowerProfiles:
             gpu_idle_w=tdp_w * defaults.gpu_idle_fraction,
             cpu_power_w_per_core=cpu_w,
             cpu_idle_w_per_core=cpu_w * defaults.cpu_idle_fraction,
+            cpu_from_usage=defaults.cpu_energy_from == "usage",
             memory_power_w_per_gb=(
                 rule.memory_power_w_per_gb
                 if rule.memory_power_w_per_gb is not None

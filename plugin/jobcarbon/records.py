@@ -91,6 +91,8 @@ class JobRecord:
     # the scheduler's own id where the key is another (Slurm's JobIDRaw of an array
     # task keyed <array>_<task>): a record written under it before is the same job
     job_id_raw: str | None = None
+    # CPU time the job's tasks used (Slurm's steps' TRESUsageInTot cpu, as TotalCPU)
+    cpu_used_seconds: float | None = None
     labels: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @property

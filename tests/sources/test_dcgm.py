@@ -87,11 +87,11 @@ def test_no_utilisation_series_leaves_it_unknown(prometheus: PrometheusWithHisto
     ("pod", "gpus", "mig", "reason"),
     [
         ("reloaded", 1, False, "the counter of GPU GPU-c was reset during the run"),
-        ("shared-1", 1, False, "GPU GPU-d served other pods during the run (time-slicing)"),
+        ("shared-1", 1, False, "GPU GPU-d served other jobs during the run (shared, time-slicing)"),
         # 30 s fewer in Prometheus 3, whose range leaves out the sample at its start
         ("short-lived", 1, False, "the samples of GPU GPU-e cover {span} s of the 3600 s run"),
-        ("train", 3, False, "has 2 GPU(s) for the pod, which holds 3"),
-        ("absent", 1, False, "has 0 GPU(s) for the pod, which holds 1"),
+        ("train", 3, False, "has 2 GPU(s) for the job, which holds 3"),
+        ("absent", 1, False, "has 0 GPU(s) for the job, which holds 1"),
         ("train", 3 / 7, True, "a MIG slice: the device counter covers the whole GPU"),
     ],
 )
@@ -117,7 +117,7 @@ def test_renamed_pod_labels() -> None:
     with PrometheusWithHistory([renamed]) as server:
         plain = DcgmEnergy(server.url).measure("ml", "train", START, END, 1, False)
         assert plain.energy is None
-        energy = DcgmEnergy(server.url, pod_labels=("exported_namespace", "exported_pod"))
+        energy = DcgmEnergy(server.url, job_labels=("exported_namespace", "exported_pod"))
         measured = energy.measure("ml", "train", START, END, 1, False)
     assert measured.energy is not None and measured.energy.energy_j == pytest.approx(900_000)
 

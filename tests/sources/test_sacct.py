@@ -280,6 +280,20 @@ def test_gpu_utilization_is_busy_gpu_seconds_of_the_steps_over_the_allocation() 
     assert record.gpu_utilization == pytest.approx(10_800 / 28_800)
 
 
+def test_the_cpu_time_used_is_the_steps_cpu_summed() -> None:
+    # what sacct's TotalCPU sums: the batch script's 1 min and step 0's 10 h (the
+    # extern step runs no work)
+    lines = job_with_steps(
+        step("batch", 7200, "cpu=00:01:00,gres/gpuutil=0,mem=1G"),
+        step("extern", 7200, "cpu=00:00:00,gres/gpuutil=0"),
+        step("0", 3600, "cpu=10:00:00,mem=30G"),
+    )
+    (record,) = list(read_parsable(lines, cluster="c1"))
+    assert isinstance(record, JobRecord) and record.cpu_used_seconds == 60 + 36_000
+    (no_steps,) = list(read_parsable(job_with_steps(), cluster="c1"))
+    assert isinstance(no_steps, JobRecord) and no_steps.cpu_used_seconds is None
+
+
 def test_without_gpu_gathering_utilization_stays_unknown() -> None:
     lines = job_with_steps(
         step("batch", 7200, "cpu=00:01:00,energy=0,mem=1G"),

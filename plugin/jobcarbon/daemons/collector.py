@@ -17,6 +17,7 @@ The chain is built so that nothing is lost when one link fails:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import time
@@ -30,6 +31,7 @@ from ..config import Config
 from ..errors import TemporaryError
 from ..ledger import Ledger
 from ..records import JobRecord, JobState, RecordProblem, RecordRepair
+from ..sources.dcgm import GpuJob, slurm_gpu_energy, with_measurement
 from ..sources.slurm.runner import Accounting, open_accounting
 from ..sources.slurm.sacct import SacctRow, to_records
 from ..sources.slurm.spool import Spool, SpoolEntry
@@ -99,6 +101,7 @@ class Collector:
         self.spool = spool
         self.accountant = Accountant(config)
         self.default_cluster = next(iter(config.clusters))
+        self.gpu_energy = slurm_gpu_energy(config.slurm)
 
     def reload(self, config: Config) -> None:
         """Go on with ``config`` (hardware rules, clusters, timing, spool, backend);
@@ -154,9 +157,50 @@ class Collector:
                 return True
             return False
 
-        report = ingest(records, self.accountant, self.ledger, counted=counted)
+        report = ingest(self._gpu_measured(records), self.accountant, self.ledger, counted=counted)
         report.problems = first
         return report
+
+    def _gpu_measured(self, records: Iterable[Record]) -> Iterator[Record]:
+        """``records`` with their GPUs' energy from the GPU exporter (``slurm.prometheus_url``),
+        asked once per ``slurm.batch_size`` records; a job it cannot tell for is estimated."""
+        if self.gpu_energy is None:
+            yield from records
+            return
+        it = iter(records)
+        while batch := list(itertools.islice(it, self.settings.batch_size)):
+            gpu_jobs = [
+                r
+                for r in batch
+                if isinstance(r, JobRecord) and r.gpu_count and r.start_time and r.end_time
+            ]
+            measurements = self.gpu_energy.measure_batch(
+                [
+                    GpuJob(
+                        (r.job_id_raw or r.job_id.partition("+")[0],),
+                        r.start_time,
+                        r.end_time,
+                        r.gpu_count,
+                    )
+                    for r in gpu_jobs
+                    if r.start_time and r.end_time
+                ]
+            )
+            measured = {}
+            refused = 0
+            for record, measurement in zip(gpu_jobs, measurements, strict=True):
+                if measurement.energy is None and not measurement.unreachable:
+                    refused += 1
+                    log.info("job %s: GPU energy estimated: %s", record.job_id, measurement.reason)
+                measured[id(record)] = with_measurement(record, measurement)
+            if unreachable := [m for m in measurements if m.unreachable]:
+                log.warning(
+                    "GPU energy of %d jobs estimated: %s", len(unreachable), unreachable[0].reason
+                )
+                self.ledger.add_ingest_errors({"prometheus": 1})
+            if refused:
+                self.ledger.add_ingest_errors({"gpu_energy_refused": refused})
+            yield from (measured.get(id(r), r) for r in batch)
 
     def account_rows(self, rows: Iterable[SacctRow | RecordProblem | RecordRepair]) -> IngestReport:
         """Account sacct rows into the ledger, each with its cluster's attribution."""

@@ -25,14 +25,14 @@ import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from ...config import AttributionConfig, KubernetesConfig
 from ...errors import InputError
 from ...records import JobRecord, JobState
-from ..dcgm import DcgmEnergy
+from ..dcgm import DcgmEnergy, with_measurement
 
 log = logging.getLogger("jobcarbon.kubernetes")
 
@@ -314,5 +314,4 @@ def measured_record(record: JobRecord, pod_facts: PodFacts, energy: DcgmEnergy |
             pod_facts.name,
             measurement.reason,
         )
-        return record
-    return replace(record, measured=measurement.energy, gpu_utilization=measurement.gpu_utilization)
+    return with_measurement(record, measurement)

@@ -143,6 +143,7 @@ class StepUsage:
 
     gpu_utilization: float | None  # busy fraction of the allocated GPU-seconds
     energy_j: float | None  # the extern step's energy: the whole allocation, every node
+    cpu_s: float | None = None  # CPU time the steps used (TRESUsageInTot cpu, summed)
 
 
 def step_usage(steps: Iterable[Mapping[str, str]], gpu_seconds: float) -> StepUsage:
@@ -159,13 +160,17 @@ def step_usage(steps: Iterable[Mapping[str, str]], gpu_seconds: float) -> StepUs
     busy_gpu_s = 0.0
     seen_gpu_use = False
     extern_energy_j: float | None = None
+    cpu_s: float | None = None
     for step in steps:
         if step.get("JobID", "").endswith(".extern"):
             energy = _float(step.get("ConsumedEnergyRaw", ""))
             if energy is not None and energy > 0:
                 extern_energy_j = energy
             continue
-        util_percent = parse_usage(step.get("TRESUsageInTot", "")).get("gres/gpuutil")
+        usage = parse_usage(step.get("TRESUsageInTot", ""))
+        if "cpu" in usage:
+            cpu_s = (cpu_s or 0.0) + usage["cpu"]
+        util_percent = usage.get("gres/gpuutil")
         if util_percent is None:
             continue
         try:
@@ -178,7 +183,7 @@ def step_usage(steps: Iterable[Mapping[str, str]], gpu_seconds: float) -> StepUs
         seen_gpu_use = True
         busy_gpu_s += util_percent / 100 * elapsed
     utilization = min(1.0, busy_gpu_s / gpu_seconds) if seen_gpu_use and gpu_seconds > 0 else None
-    return StepUsage(utilization, extern_energy_j)
+    return StepUsage(utilization, extern_energy_j, cpu_s)
 
 
 def _float(text: str) -> float | None:
@@ -382,6 +387,7 @@ def to_record(
         nodes=row.get("NodeList", ""),
         name=row.get("JobName", ""),
         gpu_utilization=usage.gpu_utilization,
+        cpu_used_seconds=usage.cpu_s,
         measured=measured,
         job_id_raw=row["JobIDRaw"],
     )
