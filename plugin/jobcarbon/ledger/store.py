@@ -20,6 +20,7 @@ from typing import Any
 from ..config import Config
 from ..errors import LedgerError
 from ..footprint import AccountedJob
+from . import grid
 from .connect import connect
 from .dialect import POSTGRES, quoted
 from .rows import (
@@ -171,6 +172,33 @@ class Ledger:
             self._run(self.dialect.write_statements["watermark"], [name, value])
         except self._errors as err:
             raise LedgerError(f"cannot write watermark {name!r} to {self.where}: {err}") from err
+
+    def write_grid_hours(
+        self, site: str, hours: Sequence[grid.HourIn], fetched_at: int, through_s: int
+    ) -> None:
+        """Upsert a site's hours (a corrected hour replaces the older row) and move its
+        sync's watermark to ``through_s``, in one transaction."""
+        try:
+            self._begin_write()
+            try:
+                self._run_many(grid.UPSERT, grid.rows(site, list(hours), fetched_at))
+                self._run(
+                    self.dialect.write_statements["watermark"],
+                    [grid.watermark_name(site), through_s],
+                )
+                self._run("COMMIT")
+            except BaseException:
+                self._run("ROLLBACK")
+                raise
+        except self._errors as err:
+            raise LedgerError(
+                f"cannot write {len(hours)} grid hour(s) of site {site!r} to {self.where}: {err}"
+            ) from err
+
+    def grid_hours(self, site: str, first_hour: int, stop_hour: int) -> list[grid.GridHour]:
+        """A site's stored hours in ``[first_hour, stop_hour)`` (epoch hours), oldest first."""
+        found = self._query(grid.SELECT, [site, first_hour, stop_hour]).fetchall()
+        return [grid.GridHour(h, float(g), p, s, bool(m), int(f)) for h, g, p, s, m, f in found]
 
     def aggregates(self) -> list[Aggregate]:
         """The running totals per label combination, kept by ``write`` batch by batch.
