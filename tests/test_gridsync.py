@@ -1,0 +1,145 @@
+"""`jobcarbon grid sync` and `grid show` against the fake providers over real HTTP, into
+real SQLite and PostgreSQL ledgers: hours as the fake serves them (worked by hand from
+``grid_fakes.g_per_kwh``), the watermark resumed from, a 401 part-way keeping what came
+before it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from jobcarbon.cli import main
+from jobcarbon.config import parse_config
+from jobcarbon.daemons.gridsync import site_client, sync_site
+from jobcarbon.errors import ConfigError, ExitCode
+from jobcarbon.ledger import Ledger
+from jobcarbon.ledger.grid import watermark_name
+from tests.support.config import make_config
+from tests.support.grid_fakes import FakeProvider, _json, serving
+
+HOUR_S = 3600
+# 2026-03-29 00:00 UTC: 20 541 days after the epoch, so epoch hour 492 984.
+SINCE = datetime(2026, 3, 29, tzinfo=UTC)
+H0 = 20_541 * 24
+
+
+class FailingFrom(FakeProvider):
+    """Electricity Maps refusing the credential for windows starting at ``from_s`` or later."""
+
+    from_s: int = 0
+
+    def answer(self, path: str, query: dict[str, list[str]], headers: dict[str, str]) -> Any:
+        start = datetime.fromisoformat(query["start"][0]).timestamp()
+        if start >= self.from_s:
+            return _json(401, {"error": "Invalid auth-token"})
+        return super().answer(path, query, headers)
+
+
+def _site_config(fake: FakeProvider, tmp_path: Path, **provider: Any) -> dict[str, Any]:
+    grid = {"provider": {"name": fake.kind, "zone": "DE", "url": fake.url, **provider}}
+    return make_config(
+        sites={"s1": {"pue": 1.2, "grid": grid}}, ledger={"url": f"sqlite:///{tmp_path}/l.db"}
+    )
+
+
+@pytest.fixture
+def token(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv("EM_TOKEN", "s3cret")
+    yield "EM_TOKEN"
+
+
+def test_sync_stores_the_hours_served_and_resumes_from_the_watermark(
+    ledger_location: str | Path, tmp_path: Path, token: str
+) -> None:
+    with serving(FakeProvider("electricitymaps", gap_hours={H0 + 3})) as fake:
+        config = parse_config(_site_config(fake, tmp_path, token_env=token))
+        client = site_client(config, "s1")
+        with Ledger(ledger_location) as ledger:
+            # up to 2026-04-02 05:00: 4 days and 5 hours = 101 hours, one 240-hour window
+            first = sync_site(ledger, "s1", client, SINCE, SINCE + timedelta(days=4, hours=5.5))
+            assert (first.hours_written, first.error) == (100, None)  # the gap hour lacks
+            hours = {h.hour: h for h in ledger.grid_hours("s1", H0, H0 + 200)}
+            assert len(hours) == 100 and H0 + 3 not in hours
+            # the fake's hour values: 100 + 24 per hour of the day; 10:00 is 100 + 240
+            assert hours[H0 + 10].intensity_g_per_kwh == 340.0
+            assert hours[H0 + 24 + 23].intensity_g_per_kwh == 100 + 23 * 24
+            # Electricity Maps estimates each epoch hour divisible by 5: 492 985 is one
+            assert not hours[H0 + 1].measured and hours[H0 + 2].measured
+            assert {h.provider for h in hours.values()} == {"electricitymaps"}
+            assert {h.signal for h in hours.values()} == {"lifecycle"}
+            until_s = (H0 + 101) * HOUR_S
+            assert ledger.watermark(watermark_name("s1")) == until_s
+
+            # the next sync asks from the watermark on
+            asked = len(fake.requests)
+            second = sync_site(ledger, "s1", client, None, SINCE + timedelta(days=4, hours=8))
+            assert (second.since.timestamp(), second.hours_written) == (until_s, 3)
+            (request,) = fake.requests[asked:]
+            assert request.query["start"] == ["2026-04-02T05:00:00.000Z"]
+
+
+def test_a_401_part_way_keeps_the_windows_before_it(
+    ledger_location: str | Path, tmp_path: Path, token: str
+) -> None:
+    # 15 days are two windows (240 hours, then 120); the second is refused
+    fake_kind = FailingFrom("electricitymaps")
+    fake_kind.from_s = int(SINCE.timestamp()) + 240 * HOUR_S
+    with serving(fake_kind) as fake:
+        client = site_client(parse_config(_site_config(fake, tmp_path, token_env=token)), "s1")
+        with Ledger(ledger_location) as ledger:
+            result = sync_site(ledger, "s1", client, SINCE, SINCE + timedelta(days=15))
+            assert result.hours_written == 240
+            assert "electricitymaps refused the credential (HTTP 401" in str(result.error)
+            assert len(ledger.grid_hours("s1", H0, H0 + 400)) == 240
+            assert ledger.watermark(watermark_name("s1")) == (H0 + 240) * HOUR_S
+
+
+def test_a_signal_the_provider_lacks_is_a_config_error_at_its_key(tmp_path: Path) -> None:
+    fake = FakeProvider("electricitymaps")
+    config = parse_config(_site_config(fake, tmp_path, signal="marginal", token_env="X"))
+    with pytest.raises(
+        ConfigError,
+        match=r"sites\.s1\.grid\.provider: electricitymaps: grid\."
+        r"provider\.signal must be one of lifecycle, direct, got 'marginal'",
+    ):
+        site_client(config, "s1")
+
+
+def test_the_commands_sync_show_and_fail_with_the_source_exit_code(
+    tmp_path: Path, token: str
+) -> None:
+    since = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=30)
+    with serving(FakeProvider("electricitymaps")) as fake:
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(_site_config(fake, tmp_path, token_env=token)))
+        runner = CliRunner()
+        synced = runner.invoke(
+            main, ["--config", str(path), "grid", "sync", "--since", since.isoformat()]
+        )
+        assert synced.exit_code == 0, synced.output
+        assert "s1: 30 hour(s) written" in synced.output
+
+        day = f"{since:%Y-%m-%d}"
+        shown = runner.invoke(
+            main, ["--config", str(path), "grid", "show", "--site", "s1", "--since", day]
+        )
+        assert shown.exit_code == 0, shown.output
+        # the first day's hours from ``since`` on: the fake's 100 + 24 × hour of the day
+        first_hour = since.hour
+        assert f"{100 + 24 * first_hour}" in shown.output and "30 hour(s)" in shown.output
+
+        fake.credential = "another"  # the token no longer accepted
+        refused = runner.invoke(
+            main,
+            ["--config", str(path), "grid", "sync", "--site", "s1", "--since", since.isoformat()],
+        )
+        assert refused.exit_code == ExitCode.SOURCE
+        assert "s1: stopped after 0 hour(s): electricitymaps refused the credential" in (
+            refused.output
+        )
