@@ -14,12 +14,14 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from jobcarbon.accounting import Accountant
 from jobcarbon.cli import main
 from jobcarbon.config import parse_config
 from jobcarbon.daemons.gridsync import site_client, sync_site
 from jobcarbon.errors import ConfigError, ExitCode
 from jobcarbon.ledger import Ledger
 from jobcarbon.ledger.grid import watermark_name
+from tests.conftest import make_job
 from tests.support.config import make_config
 from tests.support.grid_fakes import FakeProvider, _json, serving
 
@@ -41,10 +43,18 @@ class FailingFrom(FakeProvider):
         return super().answer(path, query, headers)
 
 
+#: the jobs' GPU: a V100 (its TDP from the bundled table)
+CLUSTERS = {
+    "c1": {"hardware": [{"match": {"partition": "gpu"}, "gpu_model": "Tesla V100-PCIE-16GB"}]}
+}
+
+
 def _site_config(fake: FakeProvider, tmp_path: Path, **provider: Any) -> dict[str, Any]:
     grid = {"provider": {"name": fake.kind, "zone": "DE", "url": fake.url, **provider}}
     return make_config(
-        sites={"s1": {"pue": 1.2, "grid": grid}}, ledger={"url": f"sqlite:///{tmp_path}/l.db"}
+        sites={"s1": {"pue": 1.2, "grid": grid}},
+        clusters=CLUSTERS,
+        ledger={"url": f"sqlite:///{tmp_path}/l.db"},
     )
 
 
@@ -143,3 +153,28 @@ def test_the_commands_sync_show_and_fail_with_the_source_exit_code(
         assert "s1: stopped after 0 hour(s): electricitymaps refused the credential" in (
             refused.output
         )
+
+
+def test_a_job_is_accounted_with_the_synced_hours_and_the_fallback_for_a_gap(
+    ledger_location: str | Path, tmp_path: Path, token: str
+) -> None:
+    with serving(FakeProvider("electricitymaps", gap_hours={H0 + 12})) as fake:
+        data = _site_config(fake, tmp_path, token_env=token, fallback_g_per_kwh=200)
+        config = parse_config(data)
+        with Ledger(ledger_location) as ledger:
+            sync_site(ledger, "s1", site_client(config, "s1"), SINCE, SINCE + timedelta(days=1))
+            accountant = Accountant(config, ledger.synced_site_factors(config))
+    constant = Accountant(
+        parse_config(make_config(clusters=CLUSTERS))
+    )  # the same site at 100 g/kWh
+    # 2026-03-29 10:30 to 13:30 UTC: half of 10:00 (340 g/kWh), 11:00 (364), 12:00 (not
+    # served: the fallback 200), half of 13:00 (412): 170 + 364 + 200 + 206 = 940 g/kWh·h,
+    # against 300 g/kWh·h at a constant 100
+    job = make_job(
+        start_time=datetime(2026, 3, 29, 10, 30, tzinfo=UTC),
+        end_time=datetime(2026, 3, 29, 13, 30, tzinfo=UTC),
+    )
+    synced = accountant.account(job).footprint
+    at_100 = constant.account(job).footprint
+    assert synced.energy_facility_kwh == pytest.approx(at_100.energy_facility_kwh)
+    assert synced.co2e_g == pytest.approx(at_100.co2e_g * 940 / 300, rel=1e-9)

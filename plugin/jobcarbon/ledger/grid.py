@@ -21,6 +21,9 @@ SELECT = (
 )
 
 
+SELECT_ALL = "SELECT hour, intensity_g_per_kwh FROM grid_hours WHERE site = ?"
+
+
 class GridHour(NamedTuple):
     """A stored hour of a site's grid intensity."""
 

@@ -20,6 +20,7 @@ from typing import Any
 from ..config import Config
 from ..errors import LedgerError
 from ..footprint import AccountedJob
+from ..site import HourlySeries, SiteFactors
 from . import grid
 from .connect import connect
 from .dialect import POSTGRES, quoted
@@ -199,6 +200,22 @@ class Ledger:
         """A site's stored hours in ``[first_hour, stop_hour)`` (epoch hours), oldest first."""
         found = self._query(grid.SELECT, [site, first_hour, stop_hour]).fetchall()
         return [grid.GridHour(h, float(g), p, s, bool(m), int(f)) for h, g, p, s, m, f in found]
+
+    def synced_site_factors(self, config: Config) -> dict[str, SiteFactors]:
+        """``config.site_factors`` with each provider site's intensity its synced hours,
+        the provider's fallback for the hours not synced."""
+        sites = dict(config.site_factors)
+        for name, site in config.sites.items():
+            provider = site.grid.provider
+            if provider is not None:
+                found = self._query(grid.SELECT_ALL, [name]).fetchall()
+                series = HourlySeries(
+                    {int(h): float(g) for h, g in found},
+                    provider.fallback(),
+                    f"sites.{name}.grid.provider ({provider.name})",
+                )
+                sites[name] = replace(sites[name], intensity_g_per_kwh=series)
+        return sites
 
     def aggregates(self) -> list[Aggregate]:
         """The running totals per label combination, kept by ``write`` batch by batch.
