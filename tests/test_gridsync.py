@@ -178,3 +178,37 @@ def test_a_job_is_accounted_with_the_synced_hours_and_the_fallback_for_a_gap(
     at_100 = constant.account(job).footprint
     assert synced.energy_facility_kwh == pytest.approx(at_100.energy_facility_kwh)
     assert synced.co2e_g == pytest.approx(at_100.co2e_g * 940 / 300, rel=1e-9)
+
+
+def test_slurm_import_accounts_a_provider_site_with_its_synced_hours(
+    tmp_path: Path, token: str
+) -> None:
+    """The same job as above, imported from a sacct dump by `slurm import` after `grid sync`."""
+    header = (
+        "JobIDRaw|JobID|Cluster|User|Account|WCKey|Partition|State|Submit|Start|End|ElapsedRaw|"
+        "AllocTRES|NNodes|NodeList|JobName|ConsumedEnergyRaw|TRESUsageInTot"
+    )
+    line = (
+        "7|7|c1|ada|proj||gpu|COMPLETED|2026-03-29T10:00:00|2026-03-29T10:30:00|"
+        "2026-03-29T13:30:00|10800|cpu=1,gres/gpu=1,mem=1G,node=1|1|n1|train|0|"
+    )
+    dump = tmp_path / "sacct.txt"
+    dump.write_text(f"{header}\n{line}\n")
+    runner = CliRunner()
+    co2e_kg: dict[str, float] = {}
+    with serving(FakeProvider("electricitymaps", gap_hours={H0 + 12})) as fake:
+        synced = _site_config(fake, tmp_path, token_env=token, fallback_g_per_kwh=200)
+        constant = make_config(clusters=CLUSTERS, ledger={"url": f"sqlite:///{tmp_path}/c.db"})
+        for name, data in (("synced", synced), ("constant", constant)):
+            path = tmp_path / f"{name}.yaml"
+            path.write_text(yaml.safe_dump(data))
+            if name == "synced":
+                since = ["--since", SINCE.isoformat()]
+                ran = runner.invoke(main, ["--config", str(path), "grid", "sync", *since])
+                assert ran.exit_code == 0, ran.output
+            imported = runner.invoke(main, ["--config", str(path), "slurm", "import", str(dump)])
+            assert imported.exit_code == 0, imported.output
+            with Ledger(tmp_path / ("l.db" if name == "synced" else "c.db")) as ledger:
+                co2e_kg[name] = ledger.totals().co2e_kg
+    # 940 g/kWh·h over the run against 300 at a constant 100 (worked out above)
+    assert co2e_kg["synced"] == pytest.approx(co2e_kg["constant"] * 940 / 300, rel=1e-9)
