@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jobcarbon.ledger import SCHEMA_VERSION, GridHour, Ledger
+from jobcarbon.ledger import SCHEMA_VERSION, GridHour, Ledger, copy_ledger
 from jobcarbon.ledger.grid import watermark_name
 from jobcarbon.sources.grid import GridPoint
 
@@ -49,3 +49,19 @@ def test_hours_are_upserted_and_the_watermark_moves_forward_only(ledger: Ledger)
     ]
     assert ledger.watermark(watermark_name("london")) == (H0 + 2) * 3600
     assert ledger.watermark(watermark_name("lyon")) == (H0 + 1) * 3600
+
+
+def test_ledger_copy_carries_the_grid_hours_with_their_fetch_times(
+    tmp_path: Path, ledger_location: str | Path
+) -> None:
+    hours = [
+        GridPoint(H0, 210.5, "uk-carbon-intensity", "", True),
+        GridPoint(H0 + 1, 190.0, "uk-carbon-intensity", "", False),
+    ]
+    with Ledger(tmp_path / "source.db") as source, Ledger(ledger_location) as target:
+        source.write_grid_hours("london", hours[:1], fetched_at=1_000, through_s=(H0 + 1) * 3600)
+        source.write_grid_hours("london", hours[1:], fetched_at=2_000, through_s=(H0 + 2) * 3600)
+        copy_ledger(source, target)
+        assert target.grid_hours("london", H0, H0 + 2) == source.grid_hours("london", H0, H0 + 2)
+        assert [h.fetched_at for h in target.grid_hours("london", H0, H0 + 2)] == [1_000, 2_000]
+        assert target.watermark(watermark_name("london")) == (H0 + 2) * 3600

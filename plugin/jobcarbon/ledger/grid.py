@@ -21,6 +21,7 @@ SELECT = (
 )
 
 
+SITES = "SELECT DISTINCT site FROM grid_hours ORDER BY site"
 SELECT_ALL = "SELECT hour, intensity_g_per_kwh FROM grid_hours WHERE site = ?"
 
 
@@ -38,6 +39,10 @@ class GridHour(NamedTuple):
 def watermark_name(site: str) -> str:
     """The watermark of a site's sync: the epoch second up to which its hours are fetched."""
     return f"grid:{site}"
+
+
+#: past every hour the ledger can hold (epoch hours), for "all of a site's hours"
+LAST_HOUR = 2**40
 
 
 def rows(site: str, hours: list[HourIn], fetched_at: int) -> list[tuple[object, ...]]:

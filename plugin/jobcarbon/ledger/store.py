@@ -201,6 +201,10 @@ class Ledger:
         found = self._query(grid.SELECT, [site, first_hour, stop_hour]).fetchall()
         return [grid.GridHour(h, float(g), p, s, bool(m), int(f)) for h, g, p, s, m, f in found]
 
+    def grid_sites(self) -> list[str]:
+        """The sites with hours in the grid table."""
+        return [row[0] for row in self._query(grid.SITES, []).fetchall()]
+
     def synced_site_factors(self, config: Config) -> dict[str, SiteFactors]:
         """``config.site_factors`` with each provider site's intensity its synced hours,
         the provider's fallback for the hours not synced."""
