@@ -212,3 +212,21 @@ def test_slurm_import_accounts_a_provider_site_with_its_synced_hours(
                 co2e_kg[name] = ledger.totals().co2e_kg
     # 940 g/kWh·h over the run against 300 at a constant 100 (worked out above)
     assert co2e_kg["synced"] == pytest.approx(co2e_kg["constant"] * 940 / 300, rel=1e-9)
+
+
+def test_sync_from_half_hours_without_a_credential(tmp_path: Path) -> None:
+    """NESO: half-hourly, no credential; an hour is the mean of its two half hours."""
+    with serving(FakeProvider("uk-carbon-intensity")) as fake:
+        data = _site_config(fake, tmp_path)
+        data["sites"]["s1"]["grid"]["provider"]["zone"] = "national"
+        config = parse_config(data)
+        with Ledger(tmp_path / "l.db") as ledger:
+            result = sync_site(
+                ledger, "s1", site_client(config, "s1"), SINCE, SINCE + timedelta(days=1)
+            )
+            assert (result.hours_written, result.error) == (24, None)
+            hours = {h.hour: h for h in ledger.grid_hours("s1", H0, H0 + 24)}
+    # 10:00 and 10:30 (half hours 985 988 and 985 989, both metered): 100 + 240 + 0 and
+    # 100 + 240 + 6, so 343
+    assert hours[H0 + 10].intensity_g_per_kwh == 343.0
+    assert hours[H0 + 10].provider == "uk-carbon-intensity"
