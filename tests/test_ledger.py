@@ -478,8 +478,9 @@ def placeholder(raw_id: str, **job_fields: object) -> AccountedJob:
 
 
 def back_to_v6(ledger: Ledger) -> None:
-    """The ledger as schema v6 had it: no job_id_raw column."""
+    """The ledger as schema v6 had it: no job_id_raw column, no grid table (v8)."""
     ledger._run("ALTER TABLE jobs DROP COLUMN job_id_raw")
+    ledger._run("DROP TABLE grid_hours")
     if ledger.dialect is POSTGRES:
         ledger._run("UPDATE schema_version SET version = 6")
     else:

@@ -16,7 +16,7 @@ import multiprocessing
 import os
 import signal
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, NoReturn
@@ -27,6 +27,7 @@ from .errors import FactorError, InputError, SourceError
 from .footprint import AccountedJob, PowerProfile, compute_footprint
 from .ledger import Ledger, ledger_row
 from .records import JobRecord, RecordProblem, RecordRepair
+from .site import SiteFactors
 
 
 @dataclass(slots=True)
@@ -51,16 +52,18 @@ class IngestReport:
 
 
 class Accountant:
-    """Turns a ``JobRecord`` into an ``AccountedJob`` with the site's config."""
+    """Turns a ``JobRecord`` into an ``AccountedJob`` with the site's config (``sites``:
+    the sites' factors to use instead of the config's, such as the synced grid hours)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, sites: Mapping[str, SiteFactors] | None = None) -> None:
         self.config = config
+        self.sites = config.site_factors if sites is None else sites
         self.uncertainty = config.uncertainty
         self.factors_version = factors.version()
 
     def account(self, job: JobRecord) -> AccountedJob:
         cluster = self.config.cluster(job.cluster)
-        site = self.config.site_factors[cluster.site]
+        site = self.sites[cluster.site]
         try:
             power = cluster.power_profile(job)
         except FactorError:

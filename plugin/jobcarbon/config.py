@@ -31,10 +31,11 @@ from pydantic import (
 from . import access, factors
 from .errors import ConfigError, FactorError
 from .footprint import PowerProfile, Uncertainty
+from .gridconfig import ProviderConfig
 from .hardware import HardwareRule, PowerProfiles
 from .records import JobRecord
 from .series import read_series
-from .site import Constant, MonthlyPue, Schedule, SiteFactors
+from .site import Constant, HourlySeries, MonthlyPue, Schedule, SiteFactors
 
 DEFAULT_PATH = Path("/etc/jobcarbon/config.yaml")
 ENV_VAR = "JOBCARBON_CONFIG"
@@ -58,21 +59,21 @@ class SeriesConfig(_Strict):
 
 
 class GridConfig(_Strict):
-    """Exactly one of ``intensity_g_per_kwh``, ``region`` or ``series``."""
+    """Exactly one of ``intensity_g_per_kwh``, ``region``, ``series`` or ``provider``."""
 
     intensity_g_per_kwh: float | None = Field(None, ge=0, le=2000)
     region: str | None = Field(None, description="key from `jobcarbon factors regions`")
     dataset: str = Field(factors.CURRENT_VINTAGE, description="region table vintage")
     series: SeriesConfig | None = None
+    provider: ProviderConfig | None = Field(None, description="hours synced from a live API")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> GridConfig:
-        given = [
-            k for k in ("intensity_g_per_kwh", "region", "series") if getattr(self, k) is not None
-        ]
+        keys = ("intensity_g_per_kwh", "region", "series", "provider")
+        given = [k for k in keys if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(
-                "give exactly one of intensity_g_per_kwh, region, series "
+                "give exactly one of intensity_g_per_kwh, region, series, provider "
                 f"(got {', '.join(given) or 'none'})"
             )
         if self.region is not None:
@@ -424,6 +425,8 @@ def _site_factors(name: str, site: SiteConfig, base_dir: Path) -> SiteFactors:
         region = factors.find_region(grid.region, grid.dataset)
         region_key = region.key
         intensity = Constant(region.intensity_g_per_kwh, f"{grid.dataset}:{region.key}")
+    elif grid.provider is not None:  # no hours synced yet: the fallback, if there is one
+        intensity = HourlySeries({}, grid.provider.fallback(), f"sites.{name}.grid.provider")
     else:
         assert grid.series is not None
         path = grid.series.path if grid.series.path.is_absolute() else base_dir / grid.series.path

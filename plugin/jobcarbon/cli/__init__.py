@@ -50,6 +50,7 @@ from .config import config_group  # noqa: E402  (the groups register once main e
 from .demo import demo  # noqa: E402
 from .estimate import estimate  # noqa: E402
 from .factors import factors_group  # noqa: E402
+from .grid import grid_group  # noqa: E402
 from .k8s import k8s_group  # noqa: E402
 from .ledger import ledger_group  # noqa: E402
 from .metrics import metrics, serve  # noqa: E402
@@ -62,6 +63,7 @@ for command in (
     config_group,
     factors_group,
     estimate,
+    grid_group,
     summary,
     export,
     report_group,

@@ -37,8 +37,8 @@ def ledger_copy(source_url: str, target_url: str) -> None:
     """Copy a ledger into another (SQLite to PostgreSQL, say), then check counts and totals.
 
     \b
-    Every job (its running totals follow), watermark, ingest error count, gauge
-    and e-mail log entry. Safe to run again: jobs already there are left as
+    Every job (its running totals follow), grid hour, watermark, ingest error
+    count, gauge and e-mail log entry. Safe to run again: jobs already there are left as
     they are. A PostgreSQL password comes from $JOBCARBON_LEDGER_PASSWORD.
     Stop the writers (collector, watcher) first, or run it again after.
     """

@@ -167,7 +167,7 @@ def slurm_import(ctx: click.Context, source: BinaryIO, cluster: str | None) -> N
             read_parsable(
                 open_dump(source), cluster=cluster, attributions=config.attributions, source=name
             ),
-            Accountant(config),
+            Accountant(config, ledger.synced_site_factors(config)),
             ledger,
             on_batch=advance,
         )

@@ -1,16 +1,18 @@
 """The ledger: one row per job with its footprint. The only package that speaks SQL.
 
 Its face: the names the rest of jobcarbon imports. Inside, from the bottom up: ``rows``
-(row types, ``Filters``, ``ledger_row``), ``dialect`` (SQLite's and PostgreSQL's
-spellings, statement splitting), ``connect`` (opening either backend), ``schema``
-(versions, the ``.sql`` migrations under ``migrations/``, ``migrate``), ``store`` (the
-``Ledger`` class, ``open_ledger``) and ``copy`` (``copy_ledger``).
+(row types, ``Filters``, ``ledger_row``), ``grid`` (the grid table's hours),
+``dialect`` (SQLite's and PostgreSQL's spellings, statement splitting), ``connect``
+(opening either backend), ``schema`` (versions, the ``.sql`` migrations under
+``migrations/``, ``migrate``), ``store`` (the ``Ledger`` class, ``open_ledger``) and
+``copy`` (``copy_ledger``).
 """
 
 from __future__ import annotations
 
 from .copy import CopyResult, copy_ledger
 from .dialect import POSTGRES, SQLITE
+from .grid import GridHour
 from .rows import (
     DIMENSIONS,
     EXPORT_COLUMNS,
@@ -45,6 +47,7 @@ __all__ = [
     "Dimension",
     "FactorsUsed",
     "Filters",
+    "GridHour",
     "Habits",
     "Ledger",
     "MailSent",

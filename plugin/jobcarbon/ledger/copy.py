@@ -1,4 +1,4 @@
-"""``copy_ledger``: every job, watermark, gauge, error count and e-mail log entry of one
+"""``copy_ledger``: every job, grid hour, watermark, gauge, error count and e-mail log entry of one
 ledger into another (SQLite to PostgreSQL, say), through the store's public readers and
 writers, so either backend can be either end."""
 
@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..site import HOUR_S
+from . import grid
 from .rows import SummaryRow
 from .store import Ledger
 
@@ -40,7 +42,7 @@ def copy_ledger(
     batch_size: int = 5000,
     on_batch: Callable[[int], None] = lambda jobs: None,
 ) -> CopyResult:
-    """Copy every job (its running totals follow), watermark, error count, gauge and
+    """Copy every job (its running totals follow), grid hour, watermark, error count, gauge and
     e-mail log entry from ``source`` into ``target``, in batches; safe to run again."""
     jobs = written = 0
     batch: list[tuple[Any, ...]] = []
@@ -55,6 +57,14 @@ def copy_ledger(
         written += target.write_job_rows(batch)
         jobs += len(batch)
         on_batch(len(batch))
+    for site in source.grid_sites():
+        hours = source.grid_hours(site, 0, grid.LAST_HOUR)
+        through_s = source.watermark(grid.watermark_name(site)) or (hours[-1].hour + 1) * HOUR_S
+        by_fetch: dict[int, list[grid.HourIn]] = {}
+        for h in hours:
+            by_fetch.setdefault(h.fetched_at, []).append(h[:5])
+        for fetched_at, kept in by_fetch.items():
+            target.write_grid_hours(site, kept, fetched_at, through_s)
     for name, position in source.watermarks().items():
         target.set_watermark(name, position)
     for name, value in source.gauges().items():

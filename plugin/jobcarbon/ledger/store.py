@@ -20,6 +20,8 @@ from typing import Any
 from ..config import Config
 from ..errors import LedgerError
 from ..footprint import AccountedJob
+from ..site import HourlySeries, SiteFactors
+from . import grid
 from .connect import connect
 from .dialect import POSTGRES, quoted
 from .rows import (
@@ -171,6 +173,53 @@ class Ledger:
             self._run(self.dialect.write_statements["watermark"], [name, value])
         except self._errors as err:
             raise LedgerError(f"cannot write watermark {name!r} to {self.where}: {err}") from err
+
+    def write_grid_hours(
+        self, site: str, hours: Sequence[grid.HourIn], fetched_at: int, through_s: int
+    ) -> None:
+        """Upsert a site's hours (a corrected hour replaces the older row) and move its
+        sync's watermark to ``through_s``, in one transaction."""
+        try:
+            self._begin_write()
+            try:
+                self._run_many(grid.UPSERT, grid.rows(site, list(hours), fetched_at))
+                self._run(
+                    self.dialect.write_statements["watermark"],
+                    [grid.watermark_name(site), through_s],
+                )
+                self._run("COMMIT")
+            except BaseException:
+                self._run("ROLLBACK")
+                raise
+        except self._errors as err:
+            raise LedgerError(
+                f"cannot write {len(hours)} grid hour(s) of site {site!r} to {self.where}: {err}"
+            ) from err
+
+    def grid_hours(self, site: str, first_hour: int, stop_hour: int) -> list[grid.GridHour]:
+        """A site's stored hours in ``[first_hour, stop_hour)`` (epoch hours), oldest first."""
+        found = self._query(grid.SELECT, [site, first_hour, stop_hour]).fetchall()
+        return [grid.GridHour(h, float(g), p, s, bool(m), int(f)) for h, g, p, s, m, f in found]
+
+    def grid_sites(self) -> list[str]:
+        """The sites with hours in the grid table."""
+        return [row[0] for row in self._query(grid.SITES, []).fetchall()]
+
+    def synced_site_factors(self, config: Config) -> dict[str, SiteFactors]:
+        """``config.site_factors`` with each provider site's intensity its synced hours,
+        the provider's fallback for the hours not synced."""
+        sites = dict(config.site_factors)
+        for name, site in config.sites.items():
+            provider = site.grid.provider
+            if provider is not None:
+                found = self._query(grid.SELECT_ALL, [name]).fetchall()
+                series = HourlySeries(
+                    {int(h): float(g) for h, g in found},
+                    provider.fallback(),
+                    f"sites.{name}.grid.provider ({provider.name})",
+                )
+                sites[name] = replace(sites[name], intensity_g_per_kwh=series)
+        return sites
 
     def aggregates(self) -> list[Aggregate]:
         """The running totals per label combination, kept by ``write`` batch by batch.
