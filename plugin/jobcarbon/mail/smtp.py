@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..config import MailConfig
 from ..errors import MailError, PermanentError, TemporaryError
+from ..mailconfig import MailConfig
 from .compose import Composed
 
 
