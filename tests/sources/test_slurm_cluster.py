@@ -188,6 +188,11 @@ def workload(cluster: SlurmCluster, config_file: Path) -> dict[str, str]:
             list(USERS)[i % 2], "-c", "1", "--mem=10", "--wrap", "true"
         )
     cluster.wait_idle(timeout=180)
+    # slurmctld ran the epilog for every job that ran (an array's tasks are entered under
+    # their own job ids): without these entries the sweep alone would account the jobs
+    spool_new = cluster.root.parent / "jobcarbon-spool" / "new"
+    ran = [job for name, job in ids.items() if name not in ("array", "pending-cancelled")]
+    wait_for("the epilog's spool entries", lambda: all((spool_new / j).exists() for j in ran), 30)
     collect_until_spool_empty(config_file, cluster)
     return ids
 

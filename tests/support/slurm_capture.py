@@ -21,7 +21,7 @@ from pathlib import Path
 from jobcarbon.sources.slurm.fields import DELIMITER, FINAL_STATES, SACCT_FIELDS
 from tests.support.slurm_cluster import SlurmCluster
 
-DATA = Path(__file__).resolve().parent / "data" / "slurm"
+DATA = Path(__file__).resolve().parents[1] / "data" / "slurm"  # tests/data/slurm
 #: The jobs captured: name → sbatch arguments (as alice unless the name says bob).
 WORKLOAD = {
     "gpu2": ["--gres=gpu:a100:2", "-c", "2", "--mem=100", "--wrap", "sleep 2"],

@@ -30,7 +30,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+#: The repository (tests/support/ is two levels down): a root sees it, so slurm.conf's
+#: EpilogSlurmctld can run the repository's own slurm/epilog.
+REPOSITORY = Path(__file__).resolve().parents[2]
 SUITES = ("bookworm", "trixie", "sid")
 HOST_SUITE = "bookworm"
 #: What a root holds: the daemons, the clients (sacct, sbatch, scontrol are in
@@ -40,7 +42,7 @@ PACKAGES = ("slurm-wlm", "slurmdbd", "munge", "passwd")
 MIRROR = "http://deb.debian.org/debian"
 DEFAULT_SUITES_DIR = Path("/var/cache/jobcarbon-suites")
 #: Host paths a root sees at the same place while a cluster runs in it.
-BIND_MOUNTS = ("/proc", "/sys", "/dev", "/tmp", str(ROOT))
+BIND_MOUNTS = ("/proc", "/sys", "/dev", "/tmp", str(REPOSITORY))
 
 
 def suites_dir() -> Path:
