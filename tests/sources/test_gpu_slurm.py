@@ -1,6 +1,7 @@
 """Measured GPU energy for Slurm jobs, from dcgm-exporter's counter (``hpc_job`` label)
-and jobstats' power gauge (``jobid`` label), in a real Prometheus (Debian's 2.42) filled
-by promtool (tests/support/prometheus_server.py). The reader is the pod path's.
+and jobstats' power gauge (``jobid`` label), in a real Prometheus filled by promtool
+(tests/support/prometheus_server.py), Debian's 2.42 and 3.x
+(tests/support/prometheus_versions.py). The reader is the pod path's.
 
 Hand-worked (1 h runs, a sample every 30 s from start to end):
 - job 101, on two nodes, one GPU each: 250 W and 300 W → 900,000 + 1,080,000 =
@@ -38,6 +39,7 @@ from tests.sources.test_collector import CONFIG, ScriptedSacct
 from tests.support.config import make_config, merged
 from tests.support.net import free_port
 from tests.support.prometheus_server import PrometheusWithHistory, Series
+from tests.support.prometheus_versions import VERSIONS
 
 START = datetime(2026, 10, 1, 10, 0, tzinfo=UTC)
 END = START + timedelta(hours=1)
@@ -79,8 +81,8 @@ def jobstats(uuid: str, job: str, milliwatts: list[float]) -> Series:
     return Series(labels, list(zip(grid(), milliwatts, strict=False)), JOBSTATS_POWER)
 
 
-@pytest.fixture(scope="module")
-def prometheus() -> Iterator[PrometheusWithHistory]:
+@pytest.fixture(scope="module", params=VERSIONS)
+def prometheus(request: pytest.FixtureRequest) -> Iterator[PrometheusWithHistory]:
     two_nodes = [dcgm("GPU-a", "101", 250, "gpu-1"), dcgm("GPU-b", "101", 300, "gpu-2")]
     ramp = jobstats("GPU-j", "201", [100_000 + 200_000 * k / 120 for k in range(121)])
     history = [
@@ -98,7 +100,7 @@ def prometheus() -> Iterator[PrometheusWithHistory]:
         jobstats("GPU-k", "202", [3_000_000] * 121),  # 3 kW
         dcgm("GPU-h", "7", 250),  # the collector's job 7 (tests/sources/test_collector.py)
     ]
-    with PrometheusWithHistory(history) as server:
+    with PrometheusWithHistory(history, version=request.param) as server:
         yield server
 
 

@@ -26,7 +26,8 @@ job's GPU utilisation, which the monthly e-mails' advice reads.
 
 A batch of jobs costs three queries, whatever its size: the jobs' energy series, every
 series of their GPUs (for sharing) and the jobs' busy share, each over the span from the
-batch's first start to its last end, cut to each job's run here.
+batch's first start (a second before it: Prometheus 3's ranges leave their start out)
+to its last end, cut to each job's run here.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import re
 import urllib.error
 import urllib.parse
@@ -164,7 +166,8 @@ class DcgmEnergy:
             return [answer for answer in answers if answer is not None]
         first = min(job.start for job in wanted)
         last = max(job.end for job in wanted)
-        window = f"[{max(int((last - first).total_seconds()), 1)}s]"
+        # one second more: a range leaves its start out in Prometheus 3 (not in 2.x)
+        window = f"[{math.ceil((last - first).total_seconds()) + 1}s]"
         try:
             energy = self._series(self._selector(self.metric, wanted) + window, last)
             uuids = {uuid for (_, uuid) in energy}
