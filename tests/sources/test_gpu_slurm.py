@@ -206,20 +206,25 @@ def test_the_gpus_energy_is_counted_once_next_to_slurms() -> None:
 
 
 def _collect(tmp_path: Path, url: str) -> tuple[dict[str, object], dict[str, int]]:
-    """Job 7 (one A100, 10:00 to 11:00 UTC, no Slurm energy) swept by the collector."""
+    """Job 7 (one A100, 10:00 to 11:00 UTC, no Slurm energy) from the spool and the sweep."""
     spool = Spool(tmp_path / "spool")
     spool.create()
+    (spool.new / "7").write_text("JOB_ID=7\n")
     sacct = ScriptedSacct(AllocTRES="cpu=1,mem=1G,node=1,gres/gpu=1")
     sacct.state = "COMPLETED"
     hardware = [{"match": {"partition": "cpu"}, "gpu_model": "A100 SXM4 80 GB"}]
     config = merged(
         CONFIG,
-        {"clusters": {"c1": {"hardware": hardware}}, "slurm": {"prometheus_url": url}},
+        {
+            "clusters": {"c1": {"hardware": hardware}},
+            "slurm": {"prometheus_url": url, "gpu_wait_s": 60},  # below give_up_after_s 100
+        },
     )
     with Ledger(tmp_path / "ledger.db") as ledger:
         collector = Collector(parse_config(config), ledger, Sacct(run=sacct), spool)
         report = collector.collect_once()
-        assert report.accounted.written == 1
+        assert report.accounted.written == 1 and report.pending == 0
+        assert not list(spool.new.iterdir())  # not lost, and done with
         (row,) = ledger.jobs()
         return row, ledger.ingest_errors()
 
@@ -240,4 +245,4 @@ def test_prometheus_unreachable_the_job_is_estimated_and_the_error_counted(
     assert row["job_id"] == "7" and row["method"] == "estimated"
     # the estimate: the A100's 400 W TDP (no busy share known) × 1 h = 0.4 kWh
     assert row["energy_gpu_kwh"] == pytest.approx(0.4)
-    assert errors["prometheus"] == 1
+    assert errors["prometheus"] == 2  # each failed call: the spool's batch, the sweep's
