@@ -215,6 +215,22 @@ class SlurmConfig(_Strict):
     gpu_uuid_label: str | None = Field(None, description="null: the exporter's own")
     gpu_job_label: str | None = Field(None, description="null: the exporter's own")
     gpu_min_coverage: float = Field(0.8, gt=0, le=1, description="share of the run to span")
+    gpu_scrape_lag_s: float = Field(
+        60.0, gt=0, le=3600, description="a job's last GPU sample may be this long before its end"
+    )
+    gpu_wait_s: float = Field(
+        600.0, ge=0, description="how long after a job's end to wait for its GPU samples"
+    )
+
+    @model_validator(mode="after")
+    def _wait_within_give_up(self) -> SlurmConfig:
+        if self.prometheus_url and self.gpu_wait_s >= self.give_up_after_s:
+            raise ValueError(
+                f"gpu_wait_s ({self.gpu_wait_s:g}) must be less than give_up_after_s "
+                f"({self.give_up_after_s:g}), or the spool gives a job up while it waits for its "
+                "GPU samples: lower gpu_wait_s or raise give_up_after_s"
+            )
+        return self
 
 
 class KubernetesConfig(_Strict):

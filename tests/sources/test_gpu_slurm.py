@@ -1,6 +1,7 @@
 """Measured GPU energy for Slurm jobs, from dcgm-exporter's counter (``hpc_job`` label)
-and jobstats' power gauge (``jobid`` label), in a real Prometheus (Debian's 2.42) filled
-by promtool (tests/support/prometheus_server.py). The reader is the pod path's.
+and jobstats' power gauge (``jobid`` label), in a real Prometheus filled by promtool
+(tests/support/prometheus_server.py), Debian's 2.42 and 3.x
+(tests/support/prometheus_versions.py). The reader is the pod path's.
 
 Hand-worked (1 h runs, a sample every 30 s from start to end):
 - job 101, on two nodes, one GPU each: 250 W and 300 W → 900,000 + 1,080,000 =
@@ -38,6 +39,7 @@ from tests.sources.test_collector import CONFIG, ScriptedSacct
 from tests.support.config import make_config, merged
 from tests.support.net import free_port
 from tests.support.prometheus_server import PrometheusWithHistory, Series
+from tests.support.prometheus_versions import VERSIONS
 
 START = datetime(2026, 10, 1, 10, 0, tzinfo=UTC)
 END = START + timedelta(hours=1)
@@ -79,8 +81,8 @@ def jobstats(uuid: str, job: str, milliwatts: list[float]) -> Series:
     return Series(labels, list(zip(grid(), milliwatts, strict=False)), JOBSTATS_POWER)
 
 
-@pytest.fixture(scope="module")
-def prometheus() -> Iterator[PrometheusWithHistory]:
+@pytest.fixture(scope="module", params=VERSIONS)
+def prometheus(request: pytest.FixtureRequest) -> Iterator[PrometheusWithHistory]:
     two_nodes = [dcgm("GPU-a", "101", 250, "gpu-1"), dcgm("GPU-b", "101", 300, "gpu-2")]
     ramp = jobstats("GPU-j", "201", [100_000 + 200_000 * k / 120 for k in range(121)])
     history = [
@@ -98,7 +100,7 @@ def prometheus() -> Iterator[PrometheusWithHistory]:
         jobstats("GPU-k", "202", [3_000_000] * 121),  # 3 kW
         dcgm("GPU-h", "7", 250),  # the collector's job 7 (tests/sources/test_collector.py)
     ]
-    with PrometheusWithHistory(history) as server:
+    with PrometheusWithHistory(history, version=request.param) as server:
         yield server
 
 
@@ -204,20 +206,25 @@ def test_the_gpus_energy_is_counted_once_next_to_slurms() -> None:
 
 
 def _collect(tmp_path: Path, url: str) -> tuple[dict[str, object], dict[str, int]]:
-    """Job 7 (one A100, 10:00 to 11:00 UTC, no Slurm energy) swept by the collector."""
+    """Job 7 (one A100, 10:00 to 11:00 UTC, no Slurm energy) from the spool and the sweep."""
     spool = Spool(tmp_path / "spool")
     spool.create()
+    (spool.new / "7").write_text("JOB_ID=7\n")
     sacct = ScriptedSacct(AllocTRES="cpu=1,mem=1G,node=1,gres/gpu=1")
     sacct.state = "COMPLETED"
     hardware = [{"match": {"partition": "cpu"}, "gpu_model": "A100 SXM4 80 GB"}]
     config = merged(
         CONFIG,
-        {"clusters": {"c1": {"hardware": hardware}}, "slurm": {"prometheus_url": url}},
+        {
+            "clusters": {"c1": {"hardware": hardware}},
+            "slurm": {"prometheus_url": url, "gpu_wait_s": 60},  # below give_up_after_s 100
+        },
     )
     with Ledger(tmp_path / "ledger.db") as ledger:
         collector = Collector(parse_config(config), ledger, Sacct(run=sacct), spool)
         report = collector.collect_once()
-        assert report.accounted.written == 1
+        assert report.accounted.written == 1 and report.pending == 0
+        assert not list(spool.new.iterdir())  # not lost, and done with
         (row,) = ledger.jobs()
         return row, ledger.ingest_errors()
 
@@ -238,4 +245,4 @@ def test_prometheus_unreachable_the_job_is_estimated_and_the_error_counted(
     assert row["job_id"] == "7" and row["method"] == "estimated"
     # the estimate: the A100's 400 W TDP (no busy share known) × 1 h = 0.4 kWh
     assert row["energy_gpu_kwh"] == pytest.approx(0.4)
-    assert errors["prometheus"] == 1
+    assert errors["prometheus"] == 2  # each failed call: the spool's batch, the sweep's

@@ -1,6 +1,7 @@
 """Measured GPU energy for jobs that really ran on the Slurm test cluster
 (tests/support/slurm_cluster.py): their ids in dcgm-exporter's ``hpc_job`` label and
-their start and end from sacct, in a real Prometheus; the collector reads both.
+their start and end from sacct, in a real Prometheus (2.42 and 3.x); the collector reads
+both. The jobs run once; each Prometheus version gets their history.
 
 Hand-worked from each job's run (sacct's Start to End, whole seconds, a sample every
 second): one GPU at 250 W uses 250 × run_s J; two at 300 W each, 600 × run_s J.
@@ -22,9 +23,11 @@ from jobcarbon.sources.slurm.sacct import SacctRow, parse_time
 from jobcarbon.sources.slurm.spool import Spool
 from tests.support.config import make_config
 from tests.support.prometheus_server import PrometheusWithHistory, Series
+from tests.support.prometheus_versions import VERSIONS, Prometheus
 from tests.support.slurm_cluster import CLUSTER, SlurmCluster, start_or_show_logs, temporary_cluster
 
 WATTS = {"one": 250.0, "two": 300.0}
+GPUS = {"one": 1, "two": 2}
 J_PER_KWH = 3.6e6
 
 
@@ -44,33 +47,47 @@ def counter(uuid: str, job_id: str, watts: float, start: datetime, end: datetime
     return Series(labels, samples, "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION")
 
 
+Runs = dict[str, tuple[str, datetime, datetime]]  # name → job id, start, end (sacct)
+
+
+@pytest.fixture(scope="module")
+def ran(cluster: SlurmCluster) -> Iterator[tuple[Runs, Sacct]]:
+    """Two jobs run on the cluster, one GPU and two; their runs as sacct has them."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("SLURM_CONF", str(cluster.root / "slurm.conf"))  # sacct on the host
+        ids = {
+            name: cluster.sbatch(
+                "alice", f"--gres=gpu:a100:{gpus}", "-c", "1", "--mem=100", "--wrap", "sleep 4"
+            )
+            for name, gpus in GPUS.items()
+        }
+        cluster.wait_idle(timeout=120)
+        sacct = Sacct(cluster.suite.sacct_wrapper(cluster.root / "slurm.conf"))
+        by_id = {}
+        for row in sacct.jobs(sorted(ids.values())):
+            assert isinstance(row, SacctRow)
+            start, end = parse_time(row.cells["Start"]), parse_time(row.cells["End"])
+            assert start is not None and end is not None
+            by_id[row.cells["JobIDRaw"]] = (start, end)
+        yield {name: (job_id, *by_id[job_id]) for name, job_id in ids.items()}, sacct
+
+
 @pytest.mark.integration
+@pytest.mark.parametrize("version", VERSIONS)
 def test_jobs_that_ran_on_slurm_get_their_measured_gpu_energy(
-    cluster: SlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ran: tuple[Runs, Sacct],
+    version: Prometheus,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cluster: SlurmCluster,
 ) -> None:
+    runs, sacct = ran
     monkeypatch.setenv("SLURM_CONF", str(cluster.root / "slurm.conf"))  # sacct on the host
-    ids = {
-        "one": cluster.sbatch(
-            "alice", "--gres=gpu:a100:1", "-c", "1", "--mem=100", "--wrap", "sleep 4"
-        ),
-        "two": cluster.sbatch(
-            "alice", "--gres=gpu:a100:2", "-c", "1", "--mem=100", "--wrap", "sleep 4"
-        ),
-    }
-    cluster.wait_idle(timeout=120)
-    sacct = Sacct(cluster.suite.sacct_wrapper(cluster.root / "slurm.conf"))
-    runs = {}
-    for row in sacct.jobs(sorted(ids.values())):
-        assert isinstance(row, SacctRow)
-        runs[row.cells["JobIDRaw"]] = (parse_time(row.cells["Start"]), parse_time(row.cells["End"]))
-    history = []
-    for name, job_id in ids.items():
-        start, end = runs[job_id]
-        assert start is not None and end is not None
-        gpus = 1 if name == "one" else 2
-        history += [
-            counter(f"GPU-{job_id}-{g}", job_id, WATTS[name], start, end) for g in range(gpus)
-        ]
+    history = [
+        counter(f"GPU-{job_id}-{g}", job_id, WATTS[name], start, end)
+        for name, (job_id, start, end) in runs.items()
+        for g in range(GPUS[name])
+    ]
     config = make_config(
         cluster=CLUSTER,
         sites={"s1": {"pue": 1.0}},
@@ -80,7 +97,7 @@ def test_jobs_that_ran_on_slurm_get_their_measured_gpu_energy(
     )
     spool = Spool(tmp_path / "spool")
     spool.create()
-    with PrometheusWithHistory(history) as prometheus:
+    with PrometheusWithHistory(history, version=version) as prometheus:
         config["slurm"] = {"prometheus_url": prometheus.url}
         with Ledger(tmp_path / "ledger.db") as ledger:
             collector = Collector(parse_config(config), ledger, sacct, spool)
@@ -88,13 +105,10 @@ def test_jobs_that_ran_on_slurm_get_their_measured_gpu_energy(
             collector.account_window(now - timedelta(hours=1), now + timedelta(minutes=1))
             rows = {str(r["job_id"]): r for r in ledger.jobs()}
             errors = ledger.ingest_errors()
-    for name, job_id in ids.items():
-        start, end = runs[job_id]
-        assert start is not None and end is not None
+    for name, (job_id, start, end) in runs.items():
         run_s = (end - start).total_seconds()
-        gpus = 1 if name == "one" else 2
         assert rows[job_id]["method"] == "mixed"
         assert rows[job_id]["energy_gpu_kwh"] == pytest.approx(
-            WATTS[name] * gpus * run_s / J_PER_KWH
+            WATTS[name] * GPUS[name] * run_s / J_PER_KWH
         )
     assert "prometheus" not in errors and "gpu_energy_refused" not in errors

@@ -327,12 +327,26 @@ class PrometheusWithHistory:
     def start(self) -> PrometheusWithHistory:
         if self.text is not None:
             self._backfill(self.text)
+        self._launch()
+        return self
+
+    def add(self, series: Sequence[Series]) -> None:
+        """More samples, as if they had come in late: backfilled into the same TSDB, then
+        Prometheus restarted on the same port to read them (a running one loads new
+        blocks only at its next compaction, up to a minute later). The blocks overlap
+        the earlier ones in time, which 2.39 and later merge by default."""
+        text = openmetrics(series)
+        self._halt()
+        self._backfill(text)
+        self._launch()
+
+    def _launch(self) -> None:
         config = self.base / "prometheus.yml"
         # no rules; targets only when scrape_configs are given
         config.write_text(
             yaml.safe_dump({"global": self.global_config, "scrape_configs": self.scrape_configs})
         )
-        with self.log.open("wb") as log:
+        with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [
                     self.prometheus,
@@ -351,7 +365,6 @@ class PrometheusWithHistory:
                 self.stop()
                 raise RuntimeError(f"prometheus did not become ready:\n{log_text}")
             time.sleep(0.05)
-        return self
 
     def _ready(self) -> bool:
         try:
@@ -361,6 +374,10 @@ class PrometheusWithHistory:
             return False
 
     def stop(self) -> None:
+        self._halt()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def _halt(self) -> None:
         if self.process is not None:
             self.process.terminate()
             try:
@@ -369,7 +386,6 @@ class PrometheusWithHistory:
                 self.process.kill()
                 self.process.wait()
             self.process = None
-        shutil.rmtree(self.base, ignore_errors=True)
 
     def __enter__(self) -> PrometheusWithHistory:
         return self.start()

@@ -12,12 +12,13 @@ The chain is built so that nothing is lost when one link fails:
   overlap, writes are idempotent), so a job whose epilog never ran, or a spool lost
   with its disk, is still accounted;
 - sacct failing (slurmdbd down) leaves spool and watermark as they were: the collector
-  retries with backoff and jitter, so that it does not hammer a slurmdbd coming back.
+  retries with backoff and jitter, so that it does not hammer a slurmdbd coming back;
+- a GPU job whose samples are not all in Prometheus yet waits the same way as a job not
+  yet final (``daemons/gpuenergy.py``), and the sweep keeps its watermark before it.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import random
 import time
@@ -31,10 +32,10 @@ from ..config import Config
 from ..errors import TemporaryError
 from ..ledger import Ledger
 from ..records import JobRecord, JobState, RecordProblem, RecordRepair
-from ..sources.dcgm import GpuJob, slurm_gpu_energy, with_measurement
 from ..sources.slurm.runner import Accounting, open_accounting
 from ..sources.slurm.sacct import SacctRow, to_records
 from ..sources.slurm.spool import Spool, SpoolEntry
+from .gpuenergy import GpuEnergyStep, Held
 from .reload import Reloader
 
 log = logging.getLogger("jobcarbon.slurm")
@@ -101,7 +102,7 @@ class Collector:
         self.spool = spool
         self.accountant = Accountant(config)
         self.default_cluster = next(iter(config.clusters))
-        self.gpu_energy = slurm_gpu_energy(config.slurm)
+        self.gpu_energy = GpuEnergyStep(config.slurm, self.ledger, self.clock, self._first_time)
 
     def reload(self, config: Config) -> None:
         """Go on with ``config`` (hardware rules, clusters, timing, spool, backend);
@@ -139,72 +140,40 @@ class Collector:
         """sacct rows as records (one each), each with its cluster's attribution."""
         return to_records(rows, cluster=self.default_cluster, attributions=self.config.attributions)
 
-    def _first_time(self, problem: RecordProblem) -> bool:
+    def _first_time(self, key: str) -> bool:
         """Whether this problem (its job and reason) was not counted already."""
-        key = str(problem)
         new = key not in self._problems_before and key not in self._problems_since
         self._problems_since.add(key)
         return new
 
-    def _ingest(self, records: Iterable[Record]) -> IngestReport:
-        """Account records into the ledger. A problem is counted and reported once, not
+    def _ingest(
+        self, records: Iterable[Record], held: dict[str, Held] | None = None
+    ) -> IngestReport:
+        """Account records into the ledger, but for the GPU jobs put in ``held`` (their
+        samples not all in Prometheus yet). A problem is counted and reported once, not
         again each time its job is read (every sweep overlaps the one before)."""
         first: list[RecordProblem] = []
 
         def counted(problem: RecordProblem) -> bool:
-            if self._first_time(problem):
+            if self._first_time(str(problem)):
                 first.append(problem)
                 return True
             return False
 
-        report = ingest(self._gpu_measured(records), self.accountant, self.ledger, counted=counted)
+        report = ingest(
+            self.gpu_energy.measured(records, held), self.accountant, self.ledger, counted=counted
+        )
         report.problems = first
         return report
 
-    def _gpu_measured(self, records: Iterable[Record]) -> Iterator[Record]:
-        """``records`` with their GPUs' energy from the GPU exporter (``slurm.prometheus_url``),
-        asked once per ``slurm.batch_size`` records; a job it cannot tell for is estimated."""
-        if self.gpu_energy is None:
-            yield from records
-            return
-        it = iter(records)
-        while batch := list(itertools.islice(it, self.settings.batch_size)):
-            gpu_jobs = [
-                r
-                for r in batch
-                if isinstance(r, JobRecord) and r.gpu_count and r.start_time and r.end_time
-            ]
-            measurements = self.gpu_energy.measure_batch(
-                [
-                    GpuJob(
-                        (r.job_id_raw or r.job_id.partition("+")[0],),
-                        r.start_time,
-                        r.end_time,
-                        r.gpu_count,
-                    )
-                    for r in gpu_jobs
-                    if r.start_time and r.end_time
-                ]
-            )
-            measured = {}
-            refused = 0
-            for record, measurement in zip(gpu_jobs, measurements, strict=True):
-                if measurement.energy is None and not measurement.unreachable:
-                    refused += 1
-                    log.info("job %s: GPU energy estimated: %s", record.job_id, measurement.reason)
-                measured[id(record)] = with_measurement(record, measurement)
-            if unreachable := [m for m in measurements if m.unreachable]:
-                log.warning(
-                    "GPU energy of %d jobs estimated: %s", len(unreachable), unreachable[0].reason
-                )
-                self.ledger.add_ingest_errors({"prometheus": 1})
-            if refused:
-                self.ledger.add_ingest_errors({"gpu_energy_refused": refused})
-            yield from (measured.get(id(r), r) for r in batch)
-
-    def account_rows(self, rows: Iterable[SacctRow | RecordProblem | RecordRepair]) -> IngestReport:
-        """Account sacct rows into the ledger, each with its cluster's attribution."""
-        return self._ingest(self._records(rows))
+    def account_rows(
+        self,
+        rows: Iterable[SacctRow | RecordProblem | RecordRepair],
+        held: dict[str, Held] | None = None,
+    ) -> IngestReport:
+        """Account sacct rows into the ledger, each with its cluster's attribution; with
+        ``held``, GPU jobs whose samples are not all in Prometheus yet go there instead."""
+        return self._ingest(self._records(rows), held)
 
     def _final_rows(
         self, start: datetime, end: datetime
@@ -249,7 +218,9 @@ class Collector:
                         not_final[row.job_id_raw] = because
                         continue
                 final.append(row)
-            report.accounted.add(self.account_rows(final))
+            held: dict[str, Held] = {}
+            report.accounted.add(self.account_rows(final, held))
+            not_final.update((job_id, wait.reason) for job_id, wait in held.items())
             complete = {r.job_id_raw for r in final if isinstance(r, SacctRow)} - set(not_final)
             now = self.clock()
             for entry in batch:
@@ -291,8 +262,12 @@ class Collector:
         self._accounting_failures = 0
         records = list(self._records(rows))
         self._count_found(rows, records)
-        report.accounted.add(self._ingest(records))
-        self.ledger.set_watermark(SWEEP_WATERMARK, now)
+        held: dict[str, Held] = {}
+        report.accounted.add(self._ingest(records, held))
+        # a job still waiting for its GPU samples is read again by the next sweep
+        self.ledger.set_watermark(
+            SWEEP_WATERMARK, min([now, *(int(wait.end_s) for wait in held.values())])
+        )
         self._problems_before, self._problems_since = self._problems_since, set()
 
     def _count_found(

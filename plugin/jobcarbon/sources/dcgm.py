@@ -20,13 +20,18 @@ GPUs in the series than the job holds, samples covering less than the minimum sh
 the run, or an average power no GPU draws. The job is then accounted with the estimate;
 nothing here raises for a bad answer.
 
+A GPU whose last sample in the run is more than ``scrape_lag_s`` before the run's end
+may not have all its samples in Prometheus yet (a scrape not taken or not received);
+the measurement says so (``incomplete``), and the caller decides whether to wait.
+
 Where the energy is the job's own, so is the busy-percent gauge (``DCGM_FI_DEV_GPU_UTIL``,
 ``nvidia_gpu_duty_cycle``): its average over the run and the job's GPUs becomes the
 job's GPU utilisation, which the monthly e-mails' advice reads.
 
 A batch of jobs costs three queries, whatever its size: the jobs' energy series, every
 series of their GPUs (for sharing) and the jobs' busy share, each over the span from the
-batch's first start to its last end, cut to each job's run here.
+batch's first start (a second before it: Prometheus 3's ranges leave their start out)
+to its last end, cut to each job's run here.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import re
 import urllib.error
 import urllib.parse
@@ -74,12 +80,14 @@ def _fetch(url: str, timeout_s: float) -> bytes:
 @dataclass(frozen=True, slots=True)
 class Measurement:
     """The job's GPU energy, or why the estimate is used instead; its GPUs' busy share.
-    ``unreachable``: Prometheus did not answer (an error to count, not a refusal)."""
+    ``unreachable``: Prometheus did not answer (an error to count, not a refusal).
+    ``incomplete``: why the samples may not all be in Prometheus yet ('' if they are)."""
 
     energy: MeasuredEnergy | None
     reason: str = ""
     gpu_utilization: float | None = None
     unreachable: bool = False
+    incomplete: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +121,7 @@ class DcgmEnergy:
         *,
         gpu_label: str = "UUID",
         power: bool = False,
+        scrape_lag_s: float = 60.0,
     ) -> None:
         self.utilization_metric = utilization_metric
         self.url = url.rstrip("/")
@@ -123,6 +132,7 @@ class DcgmEnergy:
         self.fetch = fetch
         self.gpu_label = gpu_label
         self.power = power
+        self.scrape_lag_s = scrape_lag_s
 
     def _query(self, promql: str, at: datetime) -> list[dict[str, Any]]:
         params = urllib.parse.urlencode({"query": promql, "time": f"{at.timestamp():.3f}"})
@@ -164,7 +174,8 @@ class DcgmEnergy:
             return [answer for answer in answers if answer is not None]
         first = min(job.start for job in wanted)
         last = max(job.end for job in wanted)
-        window = f"[{max(int((last - first).total_seconds()), 1)}s]"
+        # one second more: a range leaves its start out in Prometheus 3 (not in 2.x)
+        window = f"[{math.ceil((last - first).total_seconds()) + 1}s]"
         try:
             energy = self._series(self._selector(self.metric, wanted) + window, last)
             uuids = {uuid for (_, uuid) in energy}
@@ -192,14 +203,29 @@ class DcgmEnergy:
         ]
 
     def _one(self, job: GpuJob, energy: BySeries, others: BySeries, busy: BySeries) -> Measurement:
+        incomplete = self._incomplete(job, energy)
         try:
             joules = self._energy_j(job, energy, others)
         except _Refused as refused:
-            return Measurement(None, str(refused))
+            return Measurement(None, str(refused), incomplete=incomplete)
         return Measurement(
             MeasuredEnergy(joules, frozenset({Component.GPU})),
             gpu_utilization=_utilization(job, busy),
+            incomplete=incomplete,
         )
+
+    def _incomplete(self, job: GpuJob, energy: BySeries) -> str:
+        """Why the job's samples may not all be in Prometheus yet: a GPU's last sample in
+        the run more than ``scrape_lag_s`` before its end ('' if none is)."""
+        end_s = job.end.timestamp()
+        for (key, uuid), samples in sorted(energy.items()):
+            run = _within(samples, job) if key == job.key else []
+            if run and end_s - run[-1][0] > self.scrape_lag_s:
+                return (
+                    f"the samples of GPU {uuid} end {end_s - run[-1][0]:.0f} s before the "
+                    f"run's end (a scrape may lag {self.scrape_lag_s:g} s)"
+                )
+        return ""
 
     def _selector(self, metric: str, jobs: Sequence[GpuJob]) -> str:
         """``metric`` for the jobs' label values (a superset where there are several
@@ -315,6 +341,7 @@ def slurm_gpu_energy(settings: SlurmConfig) -> DcgmEnergy | None:
         settings.gpu_utilization_metric or busy,
         gpu_label=settings.gpu_uuid_label or uuid,
         power=settings.gpu_exporter == "jobstats",
+        scrape_lag_s=settings.gpu_scrape_lag_s,
     )
 
 
