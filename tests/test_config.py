@@ -96,6 +96,18 @@ def test_the_watched_cluster_must_be_configured() -> None:
     assert bad_listen.startswith("kubernetes.health_listen: String should match pattern")
 
 
+def test_what_slurms_energy_covers_is_one_of_three_named_by_its_key() -> None:
+    # a plugin's name is not a value: the error says which value each plugin takes
+    assert problems(make_config(clusters={"c1": {"slurm_energy_covers": "rapl"}})) == [
+        "clusters.c1.slurm_energy_covers: must be node (for AcctGatherEnergyType="
+        "acct_gather_energy/ipmi, pm_counters or xcc), cpu_memory (for rapl) or gpu "
+        "(for gpu) (got 'rapl')"
+    ]
+    (unhashable,) = problems(make_config(clusters={"c1": {"slurm_energy_covers": ["node"]}}))
+    assert unhashable.startswith("clusters.c1.slurm_energy_covers: must be node")
+    assert parse_config(make_config()).clusters["c1"].slurm_energy_covers == "node"
+
+
 def test_secrets_are_refused_in_the_yaml() -> None:
     found = problems(make_config(mail={"password": "hunter2"}))
     assert any("mail: secrets never go in the YAML" in p for p in found)

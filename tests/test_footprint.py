@@ -108,7 +108,7 @@ def test_monthly_pue_split_across_months() -> None:
 def test_measured_node_energy_replaces_the_estimate() -> None:
     # Estimate: GPU 1 kWh, CPU 4 × 50 W = 0.2 kWh, memory 0 → measured 3.6 MJ = 1 kWh is
     # split 5/6 : 1/6. × PUE 1.5 × 100 g/kWh = 150 g, ± 5 % measurement error.
-    job = make_job(cpu_count=4, measured=MeasuredEnergy(3.6e6, frozenset(Component)))
+    job = make_job(cpu_count=4, measured=(MeasuredEnergy(3.6e6, frozenset(Component)),))
     power = PowerProfile("X", 1000.0, 100.0, 50.0, 15.0, 0.0)
     fp = compute_footprint(job, power, site(1.5, 100.0))
     assert fp.method is Method.MEASURED
@@ -122,7 +122,7 @@ def test_measured_node_energy_replaces_the_estimate() -> None:
 def test_measurement_of_cpu_only_leaves_gpu_estimated() -> None:
     # RAPL-style: CPU and memory measured at 0.5 kWh, GPU estimated at 1 kWh → 1.5 kWh IT.
     covers = frozenset({Component.CPU, Component.MEMORY})
-    job = make_job(cpu_count=4, memory_gb=10, measured=MeasuredEnergy(1.8e6, covers))
+    job = make_job(cpu_count=4, memory_gb=10, measured=(MeasuredEnergy(1.8e6, covers),))
     power = PowerProfile("X", 1000.0, 100.0, 50.0, 15.0, 0.5)
     fp = compute_footprint(job, power, site())
     assert fp.method is Method.MIXED
@@ -130,6 +130,21 @@ def test_measurement_of_cpu_only_leaves_gpu_estimated() -> None:
     assert fp.energy_cpu_kwh + fp.energy_memory_kwh == pytest.approx(0.5)
     # estimate split: CPU 0.2 kWh, memory 0.005 kWh → CPU share 0.2 / 0.205
     assert fp.energy_cpu_kwh == pytest.approx(0.5 * 0.2 / 0.205)
+
+
+def test_rapls_cpu_and_memory_and_the_gpus_measured_apart_each_replace_their_own() -> None:
+    # RAPL's 0.5 kWh split between CPU (est. 0.2 kWh) and memory (est. 0.005 kWh) as
+    # above; the GPUs' 0.3 kWh (DCGM) is the GPU's whole, not a share of a 0.8 kWh sum
+    # (a share would give 0.8 × 1 / 1.205 = 0.664 kWh to the GPU)
+    rapl = MeasuredEnergy(1.8e6, frozenset({Component.CPU, Component.MEMORY}))
+    gpus = MeasuredEnergy(1.08e6, frozenset({Component.GPU}))
+    job = make_job(cpu_count=4, memory_gb=10, measured=(rapl, gpus))
+    power = PowerProfile("X", 1000.0, 100.0, 50.0, 15.0, 0.5)
+    fp = compute_footprint(job, power, site())
+    assert fp.method is Method.MEASURED
+    assert fp.energy_gpu_kwh == pytest.approx(0.3)
+    assert fp.energy_cpu_kwh == pytest.approx(0.5 * 0.2 / 0.205)
+    assert fp.energy_it_kwh == pytest.approx(0.8)
 
 
 @pytest.mark.parametrize(

@@ -17,21 +17,18 @@ from jobcarbon.errors import InputError
 from jobcarbon.jobreport import read_job, render_text, to_json
 from jobcarbon.sources.slurm.fields import DELIMITER, SACCT_FIELDS
 from jobcarbon.sources.slurm.runner import Sacct
-from tests.support.config import make_config
+from tests.support.config import make_config, merged
 
-CONFIG = parse_config(
-    make_config(
-        site="lab",
-        cluster="testcl",
-        sites={"lab": {"grid": {"region": "FR"}}},
-        clusters={
-            "testcl": {
-                "hardware": [{"match": {"gpu_type": "a100"}, "gpu_model": "A100 SXM4 80 GB"}]
-            }
-        },
-        ledger={"url": "sqlite:////nonexistent/ledger.db"},
-    )
+CONFIG_DATA = make_config(
+    site="lab",
+    cluster="testcl",
+    sites={"lab": {"grid": {"region": "FR"}}},
+    clusters={
+        "testcl": {"hardware": [{"match": {"gpu_type": "a100"}, "gpu_model": "A100 SXM4 80 GB"}]}
+    },
+    ledger={"url": "sqlite:////nonexistent/ledger.db"},
 )
+CONFIG = parse_config(CONFIG_DATA)
 ROW = {
     "JobIDRaw": "7",
     "JobID": "7",
@@ -92,6 +89,19 @@ def test_a_finished_job_worked_by_hand() -> None:
         "Ledger: not reachable (no ledger at /nonexistent/ledger.db)",
     ):
         assert words in text
+
+
+def test_slurms_energy_on_a_rapl_cluster_is_the_cpu_and_memorys() -> None:
+    rapl = parse_config(
+        merged(CONFIG_DATA, {"clusters": {"testcl": {"slurm_energy_covers": "cpu_memory"}}})
+    )
+    sacct, _ = sacct_printing({**ROW, "ConsumedEnergyRaw": "180000"})
+    (run,) = read_job(sacct, rapl, "7", "testcl", NOW).runs
+    fp = run.accounted.footprint
+    # RAPL's 180 kJ = 0.05 kWh are CPU and memory; the GPUs keep their 0.8 kWh estimate
+    assert fp.method.value == "mixed"
+    assert fp.energy_gpu_kwh == pytest.approx(0.8)
+    assert fp.energy_cpu_kwh + fp.energy_memory_kwh == pytest.approx(0.05)
 
 
 def test_a_running_job_is_counted_to_now_and_a_pending_one_is_nothing() -> None:

@@ -34,7 +34,7 @@ from .footprint import PowerProfile, Uncertainty
 from .gridconfig import ProviderConfig
 from .hardware import HardwareRule, PowerProfiles
 from .mailconfig import MailConfig
-from .records import JobRecord
+from .records import Component, JobRecord
 from .series import read_series
 from .site import Constant, HourlySeries, MonthlyPue, Schedule, SiteFactors
 
@@ -117,6 +117,16 @@ class AttributionConfig(_Strict):
     )
 
 
+#: What each ``slurm_energy_covers`` names, after slurm.conf(5)'s AcctGatherEnergyType:
+#: ``ipmi``, ``pm_counters`` (HPE Cray) and ``xcc`` (Lenovo XClarity) read the node's
+#: BMC, the whole node; ``rapl`` the CPU packages and their DRAM; ``gpu`` the GPUs.
+SLURM_ENERGY_COVERS = {
+    "node": frozenset(Component),
+    "cpu_memory": frozenset({Component.CPU, Component.MEMORY}),
+    "gpu": frozenset({Component.GPU}),
+}
+
+
 class ClusterConfig(_Strict):
     site: str = Field(description="a key of `sites`")
     hardware: list[HardwareRule] = Field(default_factory=list, description="first match wins")
@@ -129,7 +139,20 @@ class ClusterConfig(_Strict):
     )
     memory_power_w_per_gb: float = Field(factors.MEMORY_POWER_W_PER_GB, ge=0, le=10)
     cpu_energy_from: Literal["allocation", "usage"] = Field("allocation", description="or CPU time")
+    slurm_energy_covers: Literal["node", "cpu_memory", "gpu"] = Field(
+        "node", description="what Slurm's AcctGatherEnergyType measures"
+    )
     attribution: AttributionConfig = Field(default_factory=AttributionConfig)
+
+    @field_validator("slurm_energy_covers", mode="before")
+    @classmethod
+    def _energy_plugin(cls, value: object) -> object:
+        if not isinstance(value, str) or value not in SLURM_ENERGY_COVERS:  # "rapl", say
+            raise ValueError(
+                "must be node (for AcctGatherEnergyType=acct_gather_energy/ipmi, pm_counters "
+                "or xcc), cpu_memory (for rapl) or gpu (for gpu)"
+            )
+        return value
 
     @cached_property
     def profiles(self) -> PowerProfiles:
@@ -139,6 +162,11 @@ class ClusterConfig(_Strict):
     def power_profile(self, job: JobRecord) -> PowerProfile:
         """The power figures for ``job``: the first matching hardware rule, then defaults."""
         return self.profiles.for_job(job)
+
+    @property
+    def slurm_energy_components(self) -> frozenset[Component]:
+        """The components Slurm's energy counter (``ConsumedEnergyRaw``) covers here."""
+        return SLURM_ENERGY_COVERS[self.slurm_energy_covers]
 
 
 class LedgerConfig(_Strict):
@@ -322,11 +350,6 @@ class Config(_Strict):
             raise FactorError(
                 f"cluster {name!r} is not in the config (known: {', '.join(self.clusters)})"
             ) from None
-
-    @property
-    def attributions(self) -> dict[str, AttributionConfig]:
-        """Each cluster's attribution rules, by cluster name."""
-        return {name: cluster.attribution for name, cluster in self.clusters.items()}
 
     @cached_property
     def site_factors(self) -> dict[str, SiteFactors]:

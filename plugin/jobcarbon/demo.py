@@ -51,7 +51,7 @@ def run_demo(directory: Path, console: Console | None = None) -> IngestReport:
     records = read_parsable(
         sacct_lines,
         cluster=cluster,
-        attributions=config.attributions,
+        clusters=config.clusters,
         source=DEMO_FILE,
     )
     with open_ledger(config) as ledger:

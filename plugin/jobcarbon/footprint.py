@@ -128,24 +128,28 @@ def _component_power_w(
 def _apply_measurement(
     job: JobRecord, energy_kwh: dict[Component, Bounds], u: Uncertainty
 ) -> Method:
-    """Replace the estimate of the measured components by the measurement, in place.
+    """Replace the estimate of the measured components by the measurements, in place.
 
-    A measurement that covers several components (a node's IPMI counter) is split
-    between them in proportion to their estimates, so per-component totals stay
-    meaningful; the sum is the measurement.
+    A measurement that covers several components (a node's IPMI counter, RAPL's CPU
+    and memory) is split between them in proportion to their estimates, so
+    per-component totals stay meaningful; the sum is the measurement. Each
+    measurement covers components of its own (``JobRecord.validate``).
     """
-    if job.measured is None:
+    if not job.measured:
         return Method.ESTIMATED
-    covered = [c for c in Component if c in job.measured.covers]
-    measured_kwh = job.measured.energy_j / J_PER_KWH
-    estimated_kwh = sum(energy_kwh[c][0] for c in covered)
-    for component in covered:
-        if estimated_kwh > 0:
-            share = energy_kwh[component][0] / estimated_kwh
-        else:
-            share = 1.0 if component is covered[0] else 0.0
-        value = measured_kwh * share
-        energy_kwh[component] = (value, value * (1 - u.measured), value * (1 + u.measured))
+    covered: list[Component] = []
+    for measurement in job.measured:
+        parts = [c for c in Component if c in measurement.covers]
+        covered += parts
+        measured_kwh = measurement.energy_j / J_PER_KWH
+        estimated_kwh = sum(energy_kwh[c][0] for c in parts)
+        for component in parts:
+            if estimated_kwh > 0:
+                share = energy_kwh[component][0] / estimated_kwh
+            else:
+                share = 1.0 if component is parts[0] else 0.0
+            value = measured_kwh * share
+            energy_kwh[component] = (value, value * (1 - u.measured), value * (1 + u.measured))
     uncovered_cost = any(energy_kwh[c][0] > 0 for c in Component if c not in covered)
     return Method.MIXED if uncovered_cost else Method.MEASURED
 

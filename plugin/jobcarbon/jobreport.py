@@ -90,9 +90,9 @@ def _run(row: SacctRow, config: Config, cluster: str, now: datetime) -> RunRepor
         cells = {**cells, "State": "COMPLETED"}
         if parse_time(cells["Start"]) is not None:
             cells["End"] = f"{now:%Y-%m-%dT%H:%M:%S}"
-    project_from = config.cluster(cells.get("Cluster") or cluster).attribution.project_from
+    settings = config.cluster(cells.get("Cluster") or cluster)
     try:
-        record = to_record(cells, cluster, project_from, row.steps)
+        record = to_record(cells, cluster, settings, row.steps)
     except ValueError as err:
         raise InputError(f"{row.where}: {err}") from err
     return RunReport(Accountant(config).account(record), row.cells["State"], so_far, None)

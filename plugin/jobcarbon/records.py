@@ -47,8 +47,9 @@ class JobState(enum.StrEnum):
 class MeasuredEnergy:
     """Energy the scheduler measured for a job, and which components it covers.
 
-    Slurm's ``ConsumedEnergyRaw`` from IPMI covers the whole node (GPU, CPU and
-    memory); from RAPL it covers CPU and memory only; DCGM counters cover GPUs.
+    Slurm's ``ConsumedEnergyRaw`` covers what its energy plugin measures (a cluster's
+    ``slurm_energy_covers``: IPMI the whole node, GPU, CPU and memory; RAPL CPU and
+    memory only); DCGM counters cover GPUs.
     """
 
     energy_j: float
@@ -87,7 +88,9 @@ class JobRecord:
     nodes: str = ""
     name: str = ""
     gpu_utilization: float | None = None
-    measured: MeasuredEnergy | None = None
+    # the job's measured energies, each of components no other covers (Slurm's RAPL
+    # counter of CPU and memory next to the GPUs' from Prometheus): none counts twice
+    measured: tuple[MeasuredEnergy, ...] = ()
     # the scheduler's own id where the key is another (Slurm's JobIDRaw of an array
     # task keyed <array>_<task>): a record written under it before is the same job
     job_id_raw: str | None = None
@@ -141,6 +144,12 @@ class JobRecord:
                 return f"{name} must be >= 0, got {count!r}"
         if self.gpu_utilization is not None and not 0.0 <= self.gpu_utilization <= 1.0:
             return f"gpu_utilization must be between 0 and 1, got {self.gpu_utilization!r}"
+        covered: set[Component] = set()
+        for measurement in self.measured:
+            if covered & measurement.covers:
+                twice = ", ".join(sorted(covered & measurement.covers))
+                return f"measured energies overlap ({twice}): that energy would count twice"
+            covered |= measurement.covers
         return None
 
 

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import random
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from click.testing import CliRunner
 
 from jobcarbon.backoff import backoff_s
+from jobcarbon.cli import main
 from jobcarbon.config import parse_config
+from jobcarbon.daemons.backfill import Backfill
 from jobcarbon.daemons.collector import SWEEP_FOUND_GRACE_S, Collector
 from jobcarbon.daemons.reload import Reloader
 from jobcarbon.errors import ConfigError
@@ -299,3 +304,37 @@ def test_an_array_task_waits_for_its_own_record_then_counts_once(tmp_path: Path)
             ("1_32", "153", "gpu")
         ]
         assert not list(spool.new.iterdir())
+
+
+def test_backfill_and_import_read_slurms_energy_as_the_cluster_says(tmp_path: Path) -> None:
+    # job 7 on a RAPL cluster: one A100 for 1 h, Slurm's 180 kJ = 0.05 kWh its CPU and
+    # memory; the GPU estimated at its 400 W TDP (no Prometheus): 0.45 kWh, mixed. Read
+    # as a whole node (the default) the same 0.05 kWh would be all of it.
+    rapl = {
+        "hardware": [{"match": {"partition": "cpu"}, "gpu_model": "A100 SXM4 80 GB"}],
+        "slurm_energy_covers": "cpu_memory",
+    }
+    cells = {"AllocTRES": "cpu=1,mem=1G,node=1,gres/gpu=1", "ConsumedEnergyRaw": "180000"}
+    data = merged(CONFIG, {"clusters": {"c1": rapl}, "ledger": {"url": "sqlite:///import.db"}})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
+    dump = tmp_path / "sacct.txt"
+    line = sacct_line("7", "COMPLETED", "2026-10-01T11:00:00", **cells)
+    dump.write_text(f"{DELIMITER.join(SACCT_FIELDS)}\n{line}\n")
+    imported = CliRunner().invoke(
+        main, ["--config", str(tmp_path / "config.yaml"), "slurm", "import", str(dump)]
+    )
+    assert imported.exit_code == 0, imported.output
+    sacct = ScriptedSacct(**cells)
+    sacct.state = "COMPLETED"
+    spool = Spool(tmp_path / "spool")
+    spool.create()
+    with Ledger(tmp_path / "backfill.db") as backfilled:
+        collector = Collector(parse_config(data), backfilled, Sacct(run=sacct), spool)
+        since = datetime(2026, 10, 1, tzinfo=UTC)
+        Backfill(collector, backfilled, since, since + timedelta(days=1), 86400).run()
+        with Ledger(tmp_path / "import.db") as by_import:
+            for ledger in (backfilled, by_import):
+                (row,) = ledger.jobs()
+                assert row["method"] == "mixed"
+                assert row["energy_gpu_kwh"] == pytest.approx(0.4)
+                assert row["energy_cpu_kwh"] + row["energy_memory_kwh"] == pytest.approx(0.05)

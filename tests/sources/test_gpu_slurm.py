@@ -24,6 +24,7 @@ import pytest
 
 from jobcarbon.config import parse_config
 from jobcarbon.daemons.collector import Collector
+from jobcarbon.errors import InputError
 from jobcarbon.ledger import Ledger
 from jobcarbon.records import Component, JobRecord, JobState, MeasuredEnergy
 from jobcarbon.sources.dcgm import (
@@ -174,7 +175,7 @@ def test_prometheus_unreachable_every_job_of_the_batch_says_so() -> None:
     assert all(a.energy is None and a.reason.startswith(f"Prometheus at {url}") for a in answers)
 
 
-def _record(measured: MeasuredEnergy | None) -> JobRecord:
+def _record(*measured: MeasuredEnergy) -> JobRecord:
     return JobRecord(
         "c1",
         "101",
@@ -193,30 +194,38 @@ def _record(measured: MeasuredEnergy | None) -> JobRecord:
 def test_the_gpus_energy_is_counted_once_next_to_slurms() -> None:
     gpu = Measurement(MeasuredEnergy(1_980_000, frozenset({Component.GPU})), gpu_utilization=0.6)
     # no node counter: the GPUs measured, CPU and memory estimated (method mixed)
-    assert with_measurement(_record(None), gpu).measured == gpu.energy
+    assert with_measurement(_record(), gpu).measured == (gpu.energy,)
     # IPMI's node counter already holds the GPUs: its energy kept, the busy share taken
     ipmi = MeasuredEnergy(3_000_000, frozenset(Component))
     combined = with_measurement(_record(ipmi), gpu)
-    assert combined.measured == ipmi and combined.gpu_utilization == 0.6
-    # a counter of CPU and memory only (RAPL): the GPUs' energy added, 1.2 + 1.98 MJ
+    assert combined.measured == (ipmi,) and combined.gpu_utilization == 0.6
+    # so does a counter of the GPUs alone (acct_gather_energy/gpu): Slurm's kept
+    slurm_gpus = MeasuredEnergy(2_000_000, frozenset({Component.GPU}))
+    assert with_measurement(_record(slurm_gpus), gpu).measured == (slurm_gpus,)
+    # a counter of CPU and memory only (RAPL): the GPUs' energy next to it, each its own
     rapl = MeasuredEnergy(1_200_000, frozenset({Component.CPU, Component.MEMORY}))
-    both = with_measurement(_record(rapl), gpu).measured
-    assert both is not None and both.covers == frozenset(Component)
-    assert both.energy_j == pytest.approx(3_180_000)
+    both = with_measurement(_record(rapl), gpu)
+    assert both.measured == (rapl, gpu.energy)
+    both.validate()  # no component measured twice
+    with pytest.raises(InputError, match=r"measured energies overlap \(gpu\)"):
+        _record(ipmi, gpu.energy).validate()
 
 
-def _collect(tmp_path: Path, url: str) -> tuple[dict[str, object], dict[str, int]]:
-    """Job 7 (one A100, 10:00 to 11:00 UTC, no Slurm energy) from the spool and the sweep."""
+def _collect(
+    tmp_path: Path, url: str, energy_j: str = "", covers: str = "node"
+) -> tuple[dict[str, object], dict[str, int]]:
+    """Job 7 (one A100, 10:00 to 11:00 UTC; Slurm's ConsumedEnergyRaw ``energy_j``, read
+    as ``slurm_energy_covers: covers``) from the spool and the sweep."""
     spool = Spool(tmp_path / "spool")
     spool.create()
     (spool.new / "7").write_text("JOB_ID=7\n")
-    sacct = ScriptedSacct(AllocTRES="cpu=1,mem=1G,node=1,gres/gpu=1")
+    sacct = ScriptedSacct(AllocTRES="cpu=1,mem=1G,node=1,gres/gpu=1", ConsumedEnergyRaw=energy_j)
     sacct.state = "COMPLETED"
     hardware = [{"match": {"partition": "cpu"}, "gpu_model": "A100 SXM4 80 GB"}]
     config = merged(
         CONFIG,
         {
-            "clusters": {"c1": {"hardware": hardware}},
+            "clusters": {"c1": {"hardware": hardware, "slurm_energy_covers": covers}},
             "slurm": {"prometheus_url": url, "gpu_wait_s": 60},  # below give_up_after_s 100
         },
     )
@@ -246,3 +255,44 @@ def test_prometheus_unreachable_the_job_is_estimated_and_the_error_counted(
     # the estimate: the A100's 400 W TDP (no busy share known) × 1 h = 0.4 kWh
     assert row["energy_gpu_kwh"] == pytest.approx(0.4)
     assert errors["prometheus"] == 2  # each failed call: the spool's batch, the sweep's
+
+
+# Job 7's estimate (CONFIG: PUE 1.0, 100 g/kWh): the A100 at its 400 W TDP (no busy
+# share in its series), 1 core × 12 W, 1 GB × 0.3725 W: 0.4 + 0.012 + 0.0003725 kWh.
+CPU_SHARE = 12 / 12.3725  # of what CPU and memory use together, by their estimates
+
+
+def test_ipmis_node_energy_wins_over_the_gpus_from_prometheus(
+    prometheus: PrometheusWithHistory, tmp_path: Path
+) -> None:
+    # the node's 1.8 MJ = 0.5 kWh hold the GPUs: Prometheus's 0.25 kWh is not added
+    row, _ = _collect(tmp_path, prometheus.url, energy_j="1800000", covers="node")
+    assert row["method"] == "measured"
+    assert row["energy_it_kwh"] == pytest.approx(0.5)
+    assert row["energy_gpu_kwh"] == pytest.approx(0.5 * 0.4 / 0.4123725)  # split by estimate
+
+
+def test_rapls_cpu_and_memory_next_to_the_gpus_from_prometheus(
+    prometheus: PrometheusWithHistory, tmp_path: Path
+) -> None:
+    # RAPL's 180 kJ = 0.05 kWh are CPU and memory; the GPU's 250 W × 1 h = 0.25 kWh from
+    # Prometheus: 0.30 kWh, every component measured, none twice
+    row, _ = _collect(tmp_path, prometheus.url, energy_j="180000", covers="cpu_memory")
+    assert row["method"] == "measured"
+    assert row["energy_gpu_kwh"] == pytest.approx(0.25)
+    assert row["energy_cpu_kwh"] == pytest.approx(0.05 * CPU_SHARE)
+    assert row["energy_it_kwh"] == pytest.approx(0.30)
+    assert row["co2e_g"] == pytest.approx(30.0)  # × PUE 1.0 × 100 g/kWh
+
+
+def test_rapls_cpu_and_memory_next_to_the_gpus_estimate_without_prometheus(
+    tmp_path: Path,
+) -> None:
+    # RAPL's 0.05 kWh measured, the GPU estimated at its TDP: 0.4 + 0.05 = 0.45 kWh
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    row, errors = _collect(tmp_path, unreachable, energy_j="180000", covers="cpu_memory")
+    assert row["method"] == "mixed"
+    assert row["energy_gpu_kwh"] == pytest.approx(0.4)
+    assert row["energy_cpu_kwh"] == pytest.approx(0.05 * CPU_SHARE)
+    assert row["energy_it_kwh"] == pytest.approx(0.45)
+    assert errors["prometheus"] == 2

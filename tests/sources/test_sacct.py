@@ -15,9 +15,16 @@ import pytest
 import yaml
 
 from jobcarbon.accounting import Accountant, ingest, ingest_on_two_cores
-from jobcarbon.config import AttributionConfig, parse_config
+from jobcarbon.config import AttributionConfig, ClusterConfig, parse_config
 from jobcarbon.ledger import Ledger
-from jobcarbon.records import Component, JobRecord, JobState, RecordProblem, RecordRepair
+from jobcarbon.records import (
+    Component,
+    JobRecord,
+    JobState,
+    MeasuredEnergy,
+    RecordProblem,
+    RecordRepair,
+)
 from jobcarbon.sources.slurm.fields import SACCT_FIELDS
 from jobcarbon.sources.slurm.parsable import open_dump
 from jobcarbon.sources.slurm.sacct import (
@@ -30,6 +37,7 @@ from jobcarbon.sources.slurm.sacct import (
     read_rows,
 )
 from tests.conftest import load_tool, utc
+from tests.support.config import make_config
 from tests.support.sacct_dumps import demo_month, demo_with_odd_names
 
 T = TypeVar("T")
@@ -37,6 +45,11 @@ EXAMPLE_CONFIG = resources.files("jobcarbon").joinpath("data", "config.example.y
 
 HEADER = "JobID|JobIDRaw|User|Account|WCKey|Partition|State|Submit|Start|End|AllocTRES|JobName"
 DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def by(project_from: str) -> ClusterConfig:
+    """A cluster's settings with its projects named by ``project_from``."""
+    return ClusterConfig(site="s1", attribution=AttributionConfig(project_from=project_from))
 
 
 def captured_usage(version: str, job_id: str) -> str:
@@ -104,11 +117,7 @@ def test_rows_become_records_with_header_in_any_order() -> None:
     assert first.start_time == utc(2026, 10, 1, 10) and first.run_seconds == 2.5 * 3600
     assert first.cluster == "c1"
     assert (second.job_id, second.started, second.state) == ("80_3", False, JobState.CANCELLED)
-    (by_wckey,) = list(
-        read_parsable(
-            lines[:2], cluster="c1", attributions={"c1": AttributionConfig(project_from="wckey")}
-        )
-    )
+    (by_wckey,) = list(read_parsable(lines[:2], cluster="c1", clusters={"c1": by("wckey")}))
     assert isinstance(by_wckey, JobRecord) and by_wckey.project == "wk"
 
 
@@ -155,9 +164,30 @@ def test_consumed_energy_is_measured_for_the_whole_node() -> None:
     ]
     (record,) = list(read_parsable(lines, cluster="ignored"))
     assert isinstance(record, JobRecord)
-    assert record.measured is not None
-    assert record.measured.energy_j == 7.2e6
-    assert record.measured.covers == frozenset(Component)
+    assert record.measured == (MeasuredEnergy(7.2e6, frozenset(Component)),)
+
+
+@pytest.mark.parametrize(
+    ("covers", "components"),
+    [
+        ("node", {Component.GPU, Component.CPU, Component.MEMORY}),  # ipmi, pm_counters, xcc
+        ("cpu_memory", {Component.CPU, Component.MEMORY}),  # rapl
+        ("gpu", {Component.GPU}),  # acct_gather_energy/gpu
+    ],
+)
+def test_consumed_energy_covers_what_the_cluster_says(
+    covers: str, components: set[Component]
+) -> None:
+    # sacct cannot tell which plugin measured the job's 7.2 MJ: the cluster's config says
+    lines = [
+        "|".join(SACCT_FIELDS),
+        "5|5|c1|a|p||gpu|COMPLETED|2026-10-01T09:00:00|2026-10-01T10:00:00|"
+        "2026-10-01T11:00:00|3600|cpu=2,gres/gpu=1,node=1|1|n1|x|7200000|",
+    ]
+    config = parse_config(make_config(clusters={"c1": {"slurm_energy_covers": covers}}))
+    (record,) = list(read_parsable(lines, cluster="c1", clusters=config.clusters))
+    assert isinstance(record, JobRecord)
+    assert record.measured == (MeasuredEnergy(7.2e6, frozenset(components)),)
 
 
 def test_shipped_demo_month_is_what_the_generator_makes(tmp_path: Path) -> None:
@@ -201,11 +231,10 @@ def test_each_row_uses_the_attribution_of_the_cluster_it_names() -> None:
         "2026-10-01T11:00:00|cpu=1,node=1|x|{}"
     )
     lines = [header, row.format("west"), row.format("east").replace("1|1|", "2|2|")]
-    attributions = {"west": AttributionConfig(project_from="wckey")}
-    west, east = list(read_parsable(lines, cluster="west", attributions=attributions))
+    west, east = list(read_parsable(lines, cluster="west", clusters={"west": by("wckey")}))
     assert isinstance(west, JobRecord) and isinstance(east, JobRecord)
     assert (west.cluster, west.project) == ("west", "wk")
-    assert (east.cluster, east.project) == ("east", "acct")  # not in attributions: account
+    assert (east.cluster, east.project) == ("east", "acct")  # not in clusters: account
 
 
 @pytest.mark.parametrize(
@@ -315,14 +344,14 @@ def test_the_extern_step_energy_is_the_job_energy_without_overlaps() -> None:
         energy="10100000",
     )
     (record,) = list(read_parsable(lines, cluster="c1"))
-    assert isinstance(record, JobRecord) and record.measured is not None
-    assert record.measured.energy_j == 4_100_000
+    assert isinstance(record, JobRecord)
+    assert [m.energy_j for m in record.measured] == [4_100_000]
 
 
 def test_a_broken_energy_counter_is_not_a_measurement() -> None:
     # Slurm prints NO_VAL64 for energy it could not read
     (record,) = list(read_parsable(job_with_steps(energy="18446744073709551614"), cluster="c1"))
-    assert isinstance(record, JobRecord) and record.measured is None
+    assert isinstance(record, JobRecord) and record.measured == ()
 
 
 def test_steps_belong_to_the_job_row_above_them_only() -> None:

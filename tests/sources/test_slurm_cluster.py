@@ -263,7 +263,7 @@ def test_step_rows_of_a_real_job_fold_into_it(
     # no NVML here: no gres/gpuutil, so the utilisation stays unknown (TDP is used)
     assert "gres/gpuutil" not in usage
     record = to_record(row.cells, "unused", steps=row.steps)
-    assert record.gpu_utilization is None and record.measured is None
+    assert record.gpu_utilization is None and record.measured == ()
 
 
 @pytest.mark.integration

@@ -145,10 +145,10 @@ def test_a_job_reads_the_same_through_pyslurm_and_through_sacct() -> None:
     row = job_row(job, "pyslurm")
     (from_sacct,) = list(read_parsable(SACCT_TEXT, cluster="c1"))
     assert isinstance(from_sacct, JobRecord)
-    from_pyslurm = to_record(row.cells, "c1", "account", row.steps)
+    from_pyslurm = to_record(row.cells, "c1", steps=row.steps)
     assert from_pyslurm == from_sacct
     assert from_pyslurm.gpu_model == "a100" and from_pyslurm.gpu_count == 4
-    assert from_pyslurm.measured is not None and from_pyslurm.measured.energy_j == 5_000_000
+    assert [m.energy_j for m in from_pyslurm.measured] == [5_000_000]
 
 
 def test_array_task_zero_and_heterogeneous_components_keep_sacct_ids() -> None:

@@ -165,7 +165,7 @@ def slurm_import(ctx: click.Context, source: BinaryIO, cluster: str | None) -> N
 
         report = ingest_on_two_cores(
             read_parsable(
-                open_dump(source), cluster=cluster, attributions=config.attributions, source=name
+                open_dump(source), cluster=cluster, clusters=config.clusters, source=name
             ),
             Accountant(config, ledger.synced_site_factors(config)),
             ledger,

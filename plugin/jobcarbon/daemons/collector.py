@@ -137,8 +137,8 @@ class Collector:
         return max(wait, 0.0)
 
     def _records(self, rows: Iterable[SacctRow | RecordProblem | RecordRepair]) -> Iterator[Record]:
-        """sacct rows as records (one each), each with its cluster's attribution."""
-        return to_records(rows, cluster=self.default_cluster, attributions=self.config.attributions)
+        """sacct rows as records (one each), each read with its cluster's settings."""
+        return to_records(rows, cluster=self.default_cluster, clusters=self.config.clusters)
 
     def _first_time(self, key: str) -> bool:
         """Whether this problem (its job and reason) was not counted already."""
@@ -171,7 +171,7 @@ class Collector:
         rows: Iterable[SacctRow | RecordProblem | RecordRepair],
         held: dict[str, Held] | None = None,
     ) -> IngestReport:
-        """Account sacct rows into the ledger, each with its cluster's attribution; with
+        """Account sacct rows into the ledger, each read with its cluster's settings; with
         ``held``, GPU jobs whose samples are not all in Prometheus yet go there instead."""
         return self._ingest(self._records(rows), held)
 

@@ -346,17 +346,15 @@ def slurm_gpu_energy(settings: SlurmConfig) -> DcgmEnergy | None:
 
 
 def with_measurement(record: JobRecord, measurement: Measurement) -> JobRecord:
-    """``record`` with its GPUs' measured energy, counted once: a node-level measurement
-    that covers the GPUs already (Slurm's IPMI counter) keeps its energy and takes only
-    the busy share; one that does not (RAPL: CPU and memory) gains the GPUs' energy."""
+    """``record`` with its GPUs' measured energy, counted once: a measurement that
+    covers the GPUs already (Slurm's IPMI counter of the whole node) keeps its energy and
+    takes only the busy share; one that does not (RAPL: CPU and memory) is joined by
+    the GPUs' energy, each covering its own components."""
     gpu = measurement.energy
     if gpu is None:
         return record
     busy = measurement.gpu_utilization
     utilization = busy if busy is not None else record.gpu_utilization
-    node = record.measured
-    if node is not None and Component.GPU in node.covers:
+    if any(Component.GPU in m.covers for m in record.measured):
         return replace(record, gpu_utilization=utilization)
-    if node is not None:
-        gpu = MeasuredEnergy(node.energy_j + gpu.energy_j, node.covers | gpu.covers)
-    return replace(record, measured=gpu, gpu_utilization=utilization)
+    return replace(record, measured=(*record.measured, gpu), gpu_utilization=utilization)

@@ -5,7 +5,9 @@ prints the columns to ask for). Job-level rows carry the allocation; GPU counts
 come from ``AllocTRES`` (``gres/gpu=N`` and ``gres/gpu:<type>=N``), never from GRES
 strings. Step rows (``JobID`` with a dot) follow their job's row, as sacct prints
 them, and carry usage (``TRESUsageInTot``, ``ConsumedEnergyRaw``), which is folded
-into the job (``step_usage``). Times are read as UTC (run sacct with ``TZ=UTC``).
+into the job (``step_usage``); the energy covers what the cluster's
+``slurm_energy_covers`` says its energy plugin measures, as sacct cannot tell.
+Times are read as UTC (run sacct with ``TZ=UTC``).
 A line that cannot be read becomes a ``RecordProblem`` naming its line number; the
 lines around it are still read. A line that a ``|`` or a line break in a job name split
 is mended and counted (``RecordRepair``): see ``parsable``.
@@ -18,10 +20,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from ...config import AttributionConfig
+from ...config import SLURM_ENERGY_COVERS, ClusterConfig
 from ...records import (
     PLACEHOLDER_JOB_NAME,
-    Component,
     JobRecord,
     JobState,
     MeasuredEnergy,
@@ -299,21 +300,20 @@ def to_records(
     items: Iterable[SacctRow | RecordProblem | RecordRepair],
     *,
     cluster: str,
-    attributions: Mapping[str, AttributionConfig] | None = None,
+    clusters: Mapping[str, ClusterConfig] | None = None,
 ) -> Iterator[JobRecord | RecordProblem | RecordRepair]:
     """Rows as records; a row that cannot be one becomes a problem naming its line.
 
-    A row's project follows the attribution of the cluster it names (its ``Cluster``
-    column, else ``cluster``); clusters not in ``attributions`` use the Slurm account.
+    A row is read with the settings of the cluster it names (its ``Cluster`` column,
+    else ``cluster``) in ``clusters``: see ``to_record``.
     """
     for item in items:
         if not isinstance(item, SacctRow):
             yield item
             continue
-        attribution = (attributions or {}).get(item.cells.get("Cluster") or cluster)
-        project_from = attribution.project_from if attribution else "account"
+        settings = (clusters or {}).get(item.cells.get("Cluster") or cluster)
         try:
-            yield to_record(item.cells, cluster, project_from, item.steps)
+            yield to_record(item.cells, cluster, settings, item.steps)
         except (ValueError, KeyError) as err:
             yield RecordProblem(item.where, str(err))
 
@@ -322,21 +322,25 @@ def read_parsable(
     lines: Iterable[str],
     *,
     cluster: str,
-    attributions: Mapping[str, AttributionConfig] | None = None,
+    clusters: Mapping[str, ClusterConfig] | None = None,
     source: str = "sacct",
 ) -> Iterator[JobRecord | RecordProblem | RecordRepair]:
     """Stream sacct output as records and problems, in input order."""
-    return to_records(read_rows(lines, source=source), cluster=cluster, attributions=attributions)
+    return to_records(read_rows(lines, source=source), cluster=cluster, clusters=clusters)
 
 
 def to_record(
     row: dict[str, str],
     cluster: str,
-    project_from: str = "account",
+    settings: ClusterConfig | None = None,
     steps: Iterable[Mapping[str, str]] = (),
 ) -> JobRecord:
     """A job-level sacct row (with its step rows) as a ``JobRecord``; ``ValueError``
     names what is wrong.
+
+    ``settings`` (the row's cluster's, or None for the defaults) say which field names
+    the project (``attribution.project_from``, the account) and what the energy covers
+    (``slurm_energy_covers``, the whole node).
 
     Array tasks are keyed ``<array job>_<task>``; an earlier run of a requeued job
     (``--duplicates`` shows it as REQUEUED) is keyed ``<id>+run@<start epoch>``, so
@@ -345,6 +349,7 @@ def to_record(
     not_final_because``); ``JobIDRaw`` is kept as ``job_id_raw``, under which the
     ledger finds a record of the job written before it was.
     """
+    project_from = settings.attribution.project_from if settings else "account"
     project_field = _PROJECT_FIELDS[project_from]
     if project_field not in row:
         raise ValueError(f"column {project_field} (attribution.project_from) is missing")
@@ -362,10 +367,10 @@ def to_record(
     usage = step_usage(steps, gpus * run_s)
     energy_j = usage.energy_j or _float(row.get("ConsumedEnergyRaw", "").strip() or "0")
     node_count = int(row.get("NNodes") or nodes)
-    measured = None
+    measured: tuple[MeasuredEnergy, ...] = ()
     if energy_j and run_s > 0 and energy_j / run_s / max(node_count, 1) <= MAX_NODE_POWER_W:
-        # acct_gather_energy (IPMI) counts the whole node: GPU, CPU and memory
-        measured = MeasuredEnergy(energy_j, frozenset(Component))
+        covers = settings.slurm_energy_components if settings else SLURM_ENERGY_COVERS["node"]
+        measured = (MeasuredEnergy(energy_j, covers),)
     job_id = row["JobID"] if "_" in row["JobID"] else row["JobIDRaw"]
     if state is JobState.REQUEUED:
         job_id += f"+run@{int((start or _required_time(row, 'Submit')).timestamp())}"
