@@ -477,8 +477,21 @@ def placeholder(raw_id: str, **job_fields: object) -> AccountedJob:
     return accounted(raw_id, partition="", name="allocation", job_id_raw=raw_id, **job_fields)
 
 
+def back_to_v8(ledger: Ledger) -> None:
+    """The ledger as schema v8 had it: no provenance columns, usage, recompute runs (v9)."""
+    for column in ("pue_source", "intensity_source", "intensity_version", "config_digest"):
+        ledger._run(f"ALTER TABLE jobs DROP COLUMN {column}")
+    ledger._run("DROP TABLE job_usage")
+    ledger._run("DROP TABLE recompute_runs")
+    if ledger.dialect is POSTGRES:
+        ledger._run("UPDATE schema_version SET version = 8")
+    else:
+        ledger._run("PRAGMA user_version = 8")
+
+
 def back_to_v6(ledger: Ledger) -> None:
     """The ledger as schema v6 had it: no job_id_raw column, no grid table (v8)."""
+    back_to_v8(ledger)
     ledger._run("ALTER TABLE jobs DROP COLUMN job_id_raw")
     ledger._run("DROP TABLE grid_hours")
     if ledger.dialect is POSTGRES:

@@ -1,6 +1,6 @@
-"""``copy_ledger``: every job, grid hour, watermark, gauge, error count and e-mail log entry of one
-ledger into another (SQLite to PostgreSQL, say), through the store's public readers and
-writers, so either backend can be either end."""
+"""``copy_ledger``: every job (its footprint and its usage), grid hour, watermark, gauge,
+error count and e-mail log entry of one ledger into another (SQLite to PostgreSQL, say),
+through the store's public readers and writers, so either backend can be either end."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from ..site import HOUR_S
 from . import grid
-from .rows import SummaryRow
+from .rows import JOB_COLUMNS, SummaryRow
 from .store import Ledger
 
 
@@ -46,17 +46,22 @@ def copy_ledger(
     e-mail log entry from ``source`` into ``target``, in batches; safe to run again."""
     jobs = written = 0
     batch: list[tuple[Any, ...]] = []
+    split = len(JOB_COLUMNS) + 1  # a job's row and recorded_at, then its usage
+
+    def write() -> int:
+        count = target.write_job_rows([r[:split] for r in batch], [r[split:] for r in batch])
+        on_batch(len(batch))
+        return count
+
     for row in source.job_rows():
         batch.append(row)
         if len(batch) == batch_size:
-            written += target.write_job_rows(batch)
+            written += write()
             jobs += len(batch)
-            on_batch(len(batch))
             batch = []
     if batch:
-        written += target.write_job_rows(batch)
+        written += write()
         jobs += len(batch)
-        on_batch(len(batch))
     for site in source.grid_sites():
         hours = source.grid_hours(site, 0, grid.LAST_HOUR)
         through_s = source.watermark(grid.watermark_name(site)) or (hours[-1].hour + 1) * HOUR_S
