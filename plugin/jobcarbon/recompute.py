@@ -124,8 +124,9 @@ def recompute(
     on_batch: Callable[[int], None] = lambda jobs: None,
     clock: Callable[[], float] = time.time,
 ) -> RecomputeReport:
-    """Recompute the footprints of the jobs in ``scope``; ``on_batch`` is told how many
-    jobs each batch read. ``dry_run`` writes nothing and reports what would change."""
+    """Recompute the footprints of the jobs in ``scope``; ``on_batch`` is told after each
+    batch how many jobs the run has seen (a run taken up: with those before it stopped).
+    ``dry_run`` writes nothing and reports what would change."""
     accountant = Accountant(config, ledger.synced_site_factors(config))
     now = int(clock())
     run = RecomputeRun(
@@ -155,7 +156,7 @@ def recompute(
                 run.after_cluster, run.after_job_id = after
                 run.updated_at = int(clock())
                 ledger.save_recompute_run(run)
-        on_batch(len(rows))
+        on_batch(run.jobs_seen)
     if not dry_run:
         run.status, run.updated_at = "finished", int(clock())
         with ledger.writing():
@@ -196,3 +197,60 @@ def _recompute_rows(
         lost[1] -= old[_CO2E]
         lost[2] -= old[_KWH]
     return changed
+
+
+@dataclass(frozen=True, slots=True)
+class Outdated:
+    """Jobs of a cluster at a site whose footprints were computed with other factors
+    than the current config gives (``data_only``: only a provider's synced hours moved
+    on since, which is not the config's doing)."""
+
+    site: str
+    cluster: str
+    jobs: int
+    differences: tuple[str, ...]
+    data_only: bool
+
+    @property
+    def command(self) -> str:
+        """The recompute that brings them up to date."""
+        return f"jobcarbon ledger recompute --site {self.site} --cluster {self.cluster}"
+
+
+def outdated(ledger: Ledger, config: Config) -> list[Outdated]:
+    """What in the ledger was computed with other factors than ``config`` gives now, by
+    site and cluster (one grouped read of the jobs table)."""
+    accountant = Accountant(config, ledger.synced_site_factors(config))
+    found: dict[tuple[str, str], tuple[int, set[str], bool]] = {}
+    for group in ledger.provenance():
+        if group.cluster not in config.clusters:
+            differences = {f"cluster {group.cluster} is no longer in the config"}
+            data_only = False
+        else:
+            now = accountant.provenance(group.cluster)
+            site = config.clusters[group.cluster].site
+            pairs = {
+                "site": (group.site, site),
+                "factor tables": (group.factors_version, accountant.factors_version),
+                "PUE": (group.pue_source, now.pue_source),
+                "config": (group.config_digest, now.config_digest),
+                "intensity": (group.intensity_source, now.intensity_source),
+                "intensity data": (group.intensity_version, now.intensity_version),
+            }
+            differing = [what for what, (was, is_now) in pairs.items() if was != is_now]
+            if not differing:
+                continue
+            differences = {
+                f"{what} {pairs[what][0] or 'not recorded (before schema v9)'}, "
+                f"now {pairs[what][1]}"
+                for what in differing
+            }
+            provider = (now.intensity_source or "").startswith("provider")
+            data_only = provider and differing == ["intensity data"]
+        key = (group.site, group.cluster)
+        jobs, seen, only = found.get(key, (0, set(), True))
+        found[key] = (jobs + group.jobs, seen | differences, only and data_only)
+    return [
+        Outdated(site, cluster, jobs, tuple(sorted(differences)), data_only)
+        for (site, cluster), (jobs, differences, data_only) in sorted(found.items())
+    ]
