@@ -5,6 +5,7 @@ it; resumable after SIGKILL; beside other writers; the v8 -> v9 migration of 100
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import signal
 import sqlite3
@@ -80,7 +81,7 @@ def demo_records() -> list[Any]:
 def same_row(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
     """Equal, figures to 1e-12."""
     return len(a) == len(b) and all(
-        x == pytest.approx(y, rel=1e-12) if isinstance(x, float) else x == y
+        math.isclose(x, y, rel_tol=1e-12) if isinstance(x, float) else x == y
         for x, y in zip(a, b, strict=True)
     )
 
