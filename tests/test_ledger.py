@@ -356,7 +356,7 @@ def test_ledger_copy_moves_100k_jobs_to_postgresql_with_identical_totals(
     from click.testing import CliRunner
 
     from jobcarbon.cli import main
-    from jobcarbon.ledger import MailSent
+    from jobcarbon.ledger import JOB_COLUMNS, MailSent, RecomputeRun, UsageScope
 
     source_path = tmp_path / "site.db"
     with Ledger(source_path) as source:
@@ -371,6 +371,8 @@ def test_ledger_copy_moves_100k_jobs_to_postgresql_with_identical_totals(
         source.set_gauge("slurm_spool_pending", 3.0)
         source.add_ingest_errors({"sacct": 2})
         source.log_mail("2026-10", "user", MailSent("u1", "u1@example.org", "<m@x>", 1))
+        with source.writing():
+            source.save_recompute_run(RecomputeRun(None, 1, 2, "h", 7, "{}", "d", "t", "{}"))
     target_url = postgres.new_database()
     arguments = ["ledger", "copy", "--from", f"sqlite:///{source_path}", "--to", target_url]
     result = CliRunner().invoke(main, arguments)
@@ -388,6 +390,11 @@ def test_ledger_copy_moves_100k_jobs_to_postgresql_with_identical_totals(
         assert target.gauges() == {"slurm_spool_pending": 3.0}
         assert target.ingest_errors() == {"sacct": 2}
         assert set(target.mail_sent("2026-10", "user")) == {"u1"}
+        assert [(r.host, r.pid) for r in target.recompute_runs()] == [("h", 7)]  # once
+        assert target.usage_count(UsageScope()) == 100_000
+        assert [r[len(JOB_COLUMNS) + 1 :] for r in target.job_rows()] == [
+            r[len(JOB_COLUMNS) + 1 :] for r in source.job_rows()
+        ]  # every job's usage, as it was
 
 
 @pytest.mark.integration

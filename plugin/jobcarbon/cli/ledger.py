@@ -45,10 +45,11 @@ def ledger_copy(source_url: str, target_url: str) -> None:
     """Copy a ledger into another (SQLite to PostgreSQL, say), then check counts and totals.
 
     \b
-    Every job (its running totals follow), grid hour, watermark, ingest error
-    count, gauge and e-mail log entry. Safe to run again: jobs already there are left as
-    they are. A PostgreSQL password comes from $JOBCARBON_LEDGER_PASSWORD.
-    Stop the writers (collector, watcher) first, or run it again after.
+    Every job (its usage, and its running totals follow), grid hour, watermark,
+    ingest error count, gauge, e-mail log entry and recompute run. Safe to run
+    again: jobs already there are left as they are. A PostgreSQL password comes
+    from $JOBCARBON_LEDGER_PASSWORD. Stop the writers (collector, watcher) first,
+    or run it again after.
     """
     import os
 
@@ -140,7 +141,7 @@ def ledger_recompute(
         tuple(name for name, c in config.clusters.items() if c.site == site),
     )
     with (
-        open_ledger(config, migrate=not dry_run) as ledger,
+        open_ledger(config, migrate=False if dry_run else None) as ledger,
         Progress(transient=True, disable=as_json) as progress,
     ):
         task = progress.add_task("recompute", total=ledger.usage_count(scope))

@@ -1,6 +1,7 @@
 """``copy_ledger``: every job (its footprint and its usage), grid hour, watermark, gauge,
-error count and e-mail log entry of one ledger into another (SQLite to PostgreSQL, say),
-through the store's public readers and writers, so either backend can be either end."""
+error count, e-mail log entry and recompute run of one ledger into another (SQLite to
+PostgreSQL, say), through the store's public readers and writers, so either backend can
+be either end."""
 
 from __future__ import annotations
 
@@ -42,8 +43,9 @@ def copy_ledger(
     batch_size: int = 5000,
     on_batch: Callable[[int], None] = lambda jobs: None,
 ) -> CopyResult:
-    """Copy every job (its running totals follow), grid hour, watermark, error count, gauge and
-    e-mail log entry from ``source`` into ``target``, in batches; safe to run again."""
+    """Copy every job (its usage, and its running totals follow), grid hour, watermark,
+    error count, gauge, e-mail log entry and recompute run from ``source`` into
+    ``target``, in batches; safe to run again."""
     jobs = written = 0
     batch: list[tuple[Any, ...]] = []
     split = len(JOB_COLUMNS) + 1  # a job's row and recorded_at, then its usage
@@ -74,6 +76,12 @@ def copy_ledger(
         target.set_watermark(name, position)
     for name, value in source.gauges().items():
         target.set_gauge(name, value)
+    copied_runs = {(r.started_at, r.host, r.pid) for r in target.recompute_runs()}
+    for run in source.recompute_runs():
+        if (run.started_at, run.host, run.pid) not in copied_runs:  # again: only the new
+            run.run_id = None
+            with target.writing():
+                target.save_recompute_run(run)
     for month, audience in source.mail_logged():
         for sent in source.mail_sent(month, audience).values():
             target.log_mail(month, audience, sent)
