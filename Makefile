@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/scrape.py
 	$(BIN)/python bench/scrape_load.py
 	$(BIN)/python bench/slurm_import.py
+	$(BIN)/python bench/recompute.py
 	$(BIN)/python bench/report.py
 	$(BIN)/python bench/k8s_watch.py
 	$(BIN)/python bench/grid_sync.py

@@ -356,7 +356,7 @@ def test_ledger_copy_moves_100k_jobs_to_postgresql_with_identical_totals(
     from click.testing import CliRunner
 
     from jobcarbon.cli import main
-    from jobcarbon.ledger import MailSent
+    from jobcarbon.ledger import JOB_COLUMNS, MailSent, RecomputeRun, UsageScope
 
     source_path = tmp_path / "site.db"
     with Ledger(source_path) as source:
@@ -371,6 +371,8 @@ def test_ledger_copy_moves_100k_jobs_to_postgresql_with_identical_totals(
         source.set_gauge("slurm_spool_pending", 3.0)
         source.add_ingest_errors({"sacct": 2})
         source.log_mail("2026-10", "user", MailSent("u1", "u1@example.org", "<m@x>", 1))
+        with source.writing():
+            source.save_recompute_run(RecomputeRun(None, 1, 2, "h", 7, "{}", "d", "t", "{}"))
     target_url = postgres.new_database()
     arguments = ["ledger", "copy", "--from", f"sqlite:///{source_path}", "--to", target_url]
     result = CliRunner().invoke(main, arguments)
@@ -388,6 +390,11 @@ def test_ledger_copy_moves_100k_jobs_to_postgresql_with_identical_totals(
         assert target.gauges() == {"slurm_spool_pending": 3.0}
         assert target.ingest_errors() == {"sacct": 2}
         assert set(target.mail_sent("2026-10", "user")) == {"u1"}
+        assert [(r.host, r.pid) for r in target.recompute_runs()] == [("h", 7)]  # once
+        assert target.usage_count(UsageScope()) == 100_000
+        assert [r[len(JOB_COLUMNS) + 1 :] for r in target.job_rows()] == [
+            r[len(JOB_COLUMNS) + 1 :] for r in source.job_rows()
+        ]  # every job's usage, as it was
 
 
 @pytest.mark.integration
@@ -477,8 +484,21 @@ def placeholder(raw_id: str, **job_fields: object) -> AccountedJob:
     return accounted(raw_id, partition="", name="allocation", job_id_raw=raw_id, **job_fields)
 
 
+def back_to_v8(ledger: Ledger) -> None:
+    """The ledger as schema v8 had it: no provenance columns, usage, recompute runs (v9)."""
+    for column in ("pue_source", "intensity_source", "intensity_version", "config_digest"):
+        ledger._run(f"ALTER TABLE jobs DROP COLUMN {column}")
+    ledger._run("DROP TABLE job_usage")
+    ledger._run("DROP TABLE recompute_runs")
+    if ledger.dialect is POSTGRES:
+        ledger._run("UPDATE schema_version SET version = 8")
+    else:
+        ledger._run("PRAGMA user_version = 8")
+
+
 def back_to_v6(ledger: Ledger) -> None:
     """The ledger as schema v6 had it: no job_id_raw column, no grid table (v8)."""
+    back_to_v8(ledger)
     ledger._run("ALTER TABLE jobs DROP COLUMN job_id_raw")
     ledger._run("DROP TABLE grid_hours")
     if ledger.dialect is POSTGRES:

@@ -32,8 +32,10 @@ PACKAGE_DATA = [
     "jobcarbon/data/demo/sacct-2026-10.txt",
     "jobcarbon/ledger/migrations/sqlite/0001_jobs.sql",
     "jobcarbon/ledger/migrations/sqlite/0007_job_id_raw.sql",
+    "jobcarbon/ledger/migrations/sqlite/0009_usage.sql",
     "jobcarbon/ledger/migrations/postgres/0005_schema.sql",
     "jobcarbon/ledger/migrations/postgres/0007_job_id_raw.sql",
+    "jobcarbon/ledger/migrations/postgres/0009_usage.sql",
 ]
 
 

@@ -12,6 +12,8 @@ halves of the work, each on its own core.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import multiprocessing
 import os
 import signal
@@ -24,8 +26,8 @@ from typing import Any, NoReturn
 from . import factors
 from .config import Config
 from .errors import FactorError, InputError, SourceError
-from .footprint import AccountedJob, PowerProfile, compute_footprint
-from .ledger import Ledger, ledger_row
+from .footprint import AccountedJob, PowerProfile, Provenance, compute_footprint
+from .ledger import Ledger, ledger_row, usage_row
 from .records import JobRecord, RecordProblem, RecordRepair
 from .site import SiteFactors
 
@@ -60,6 +62,7 @@ class Accountant:
         self.sites = config.site_factors if sites is None else sites
         self.uncertainty = config.uncertainty
         self.factors_version = factors.version()
+        self._provenance: dict[str, Provenance] = {}
 
     def account(self, job: JobRecord) -> AccountedJob:
         cluster = self.config.cluster(job.cluster)
@@ -71,7 +74,42 @@ class Accountant:
                 raise
             power = PowerProfile(job.gpu_model)  # never ran: costs nothing on any hardware
         footprint = compute_footprint(job, power, site, self.uncertainty)
-        return AccountedJob(job, footprint, power.gpu_model, cluster.site, self.factors_version)
+        provenance = self._provenance.get(job.cluster) or self.provenance(job.cluster)
+        return AccountedJob(
+            job, footprint, power.gpu_model, cluster.site, self.factors_version, provenance
+        )
+
+    def provenance(self, cluster_name: str) -> Provenance:
+        """What a footprint of ``cluster_name`` is computed with (made once a cluster)."""
+        site = self.sites[self.config.cluster(cluster_name).site]
+        provenance = Provenance(
+            site.pue_source,
+            site.intensity_source,
+            site.intensity_version,
+            config_digest(self.config, cluster_name),
+        )
+        self._provenance[cluster_name] = provenance
+        return provenance
+
+
+def config_digest(config: Config, cluster_name: str | None = None) -> str:
+    """A digest of the config's factors behind a cluster's footprints (``None``: every
+    cluster's): its power figures and hardware rules, its site's PUE and grid keys and the
+    uncertainties; not who a job is attributed to, nor where the ledger is."""
+    names = list(config.clusters) if cluster_name is None else [cluster_name]
+    factors_config = {
+        "uncertainty": [config.uncertainty_tdp, config.uncertainty_measured],
+        "clusters": {
+            name: config.clusters[name].model_dump(mode="json", exclude={"attribution"})
+            for name in names
+        },
+        "sites": {
+            site: config.sites[site].model_dump(mode="json")
+            for site in sorted({config.clusters[name].site for name in names})
+        },
+    }
+    text = json.dumps(factors_config, sort_keys=True)
+    return f"sha256:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
 @dataclass(slots=True)
@@ -79,6 +117,7 @@ class _Batch:
     """Accounted jobs as ledger rows, and what reading and accounting them reported."""
 
     rows: list[tuple[Any, ...]] = field(default_factory=list)
+    usage: list[tuple[Any, ...]] = field(default_factory=list)  # the rows' usage, in order
     report: IngestReport = field(default_factory=IngestReport)
     errors: dict[str, int] = field(default_factory=lambda: {"parse": 0, "account": 0})
 
@@ -110,6 +149,7 @@ def _batches(
             continue
         try:
             batch.rows.append(ledger_row(accountant.account(item)))
+            batch.usage.append(usage_row(item))
         except (FactorError, InputError) as err:
             problem = RecordProblem(f"job {item.cluster}/{item.job_id}", str(err))
             batch.report.problems.append(problem)
@@ -132,7 +172,7 @@ def _write(batches: Iterable[_Batch], ledger: Ledger, on_batch: OnBatch | None) 
     errors = {"parse": 0, "account": 0}
     for batch in batches:
         if batch.rows:
-            result = ledger.write_rows(batch.rows)
+            result = ledger.write_rows(batch.rows, batch.usage)
             report.written += result.written
             report.unchanged += result.unchanged
         report.add(batch.report)  # what was read: seen, problems

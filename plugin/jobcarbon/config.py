@@ -402,17 +402,21 @@ def _site_factors(name: str, site: SiteConfig, base_dir: Path) -> SiteFactors:
     region_key = ""
     if grid.intensity_g_per_kwh is not None:
         intensity = Constant(grid.intensity_g_per_kwh, "constant")
+        source, version = "constant", f"{grid.intensity_g_per_kwh:g} g/kWh"
     elif grid.region is not None:
         region = factors.find_region(grid.region, grid.dataset)
         region_key = region.key
         intensity = Constant(region.intensity_g_per_kwh, f"{grid.dataset}:{region.key}")
+        source, version = "region", f"{grid.dataset}:{region.key} {factors.version()}"
     elif grid.provider is not None:  # no hours synced yet: the fallback, if there is one
         intensity = HourlySeries({}, grid.provider.fallback(), f"sites.{name}.grid.provider")
+        source, version = f"provider {grid.provider.name}", "no hours synced"
     else:
         assert grid.series is not None
         path = grid.series.path if grid.series.path.is_absolute() else base_dir / grid.series.path
         intensity = read_series(path, grid.series.fallback_g_per_kwh, f"sites.{name}.grid.series")
-    return SiteFactors(name, pue, intensity, site.pue_uncertainty, region_key)
+        source, version = "series", intensity.version
+    return SiteFactors(name, pue, intensity, site.pue_uncertainty, region_key, source, version)
 
 
 def _format_error(error: Any) -> str:

@@ -215,6 +215,22 @@ def compute_footprint(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """What a footprint was computed with, beside the factor tables' version: where the
+    PUE came from (``constant`` or ``monthly``), the intensity's source (``constant``,
+    ``region``, ``series``, ``provider <name>``) and data version, and a digest of the
+    config's factors behind it (``None`` where unknown: jobs accounted before schema v9)."""
+
+    pue_source: str | None = None
+    intensity_source: str | None = None
+    intensity_version: str | None = None
+    config_digest: str | None = None
+
+
+UNKNOWN = Provenance()
+
+
 @dataclass(slots=True)
 class AccountedJob:
     """A job with its footprint and the factors behind it: one row of the ledger."""
@@ -224,3 +240,4 @@ class AccountedJob:
     gpu_model: str | None  # as resolved from the config's hardware rules or the TRES type
     site: str
     factors_version: str
+    provenance: Provenance = UNKNOWN  # one per cluster and site's factors: shared

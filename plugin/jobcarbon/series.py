@@ -4,6 +4,7 @@ read and checked at config load; every bad line is reported at once, with its nu
 from __future__ import annotations
 
 import csv
+import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -44,4 +45,5 @@ def read_series(path: Path, fallback: float | None, where: str) -> HourlySeries:
         by_hour[int(stamp.timestamp()) // 3600] = value
     if problems:
         raise ConfigError(problems)
-    return HourlySeries(by_hour, fallback, str(path))
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return HourlySeries(by_hour, fallback, str(path), f"sha256:{digest}")

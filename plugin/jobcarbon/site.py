@@ -91,6 +91,7 @@ class HourlySeries:
     by_hour: Mapping[int, float]
     fallback: float | None = None
     label: str = ""
+    version: str = ""  # the data's version: a file's digest, the synced hours' digest
     is_constant = False
     _first_hour: int = field(init=False, repr=False, compare=False)
     _values: list[float] = field(init=False, repr=False, compare=False)
@@ -202,3 +203,11 @@ class SiteFactors:
     intensity_g_per_kwh: Schedule
     pue_uncertainty: float = 0.05
     region_key: str = ""
+    # where the intensity comes from (constant, region, series, provider <name>) and the
+    # version of its data: what a footprint records as its provenance
+    intensity_source: str = ""
+    intensity_version: str = ""
+
+    @property
+    def pue_source(self) -> str:
+        return "constant" if isinstance(self.pue, Constant) else "monthly"

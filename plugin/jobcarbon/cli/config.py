@@ -12,6 +12,7 @@ import click
 from ..errors import ExitCode
 
 if TYPE_CHECKING:
+    from ..config import Config
     from ..site import SiteFactors
 
 
@@ -27,7 +28,9 @@ def config_check(ctx: click.Context, path: str | None) -> None:
     """Validate a config file and report every problem at once.
 
     \b
-    Then, warnings (exit 1): a ledger every user can read, and where scontrol
+    Then, warnings (exit 1): a ledger every user can read; footprints in the
+    ledger computed with other site or cluster factors than the config gives now
+    (with the `jobcarbon ledger recompute` that updates them); and where scontrol
     reaches a Slurm controller, what does not fit it: its ClusterName, GPU
     partitions no hardware rule names, AccountingStorageTRES without gres/gpu.
     """
@@ -45,6 +48,8 @@ def config_check(ctx: click.Context, path: str | None) -> None:
         )
     location = config.ledger_location()
     warnings = [readable_by_others(location)] if isinstance(location, Path) else []
+    if not isinstance(location, Path) or location.exists():
+        warnings += _outdated_footprints(config)
     settings = live.slurm_settings()
     if settings is not None:
         click.echo(f"  Slurm cluster {settings.get('ClusterName', '?')}: compared")
@@ -53,6 +58,32 @@ def config_check(ctx: click.Context, path: str | None) -> None:
         click.secho(f"  warning: {warning}", fg="yellow", err=True)
     if any(warnings):
         sys.exit(ExitCode.PROBLEMS)
+
+
+def _outdated_footprints(config: Config) -> list[str]:
+    """Warnings for the ledger's footprints computed with other factors than ``config``
+    gives; a provider site's newer synced hours are a note, not a warning."""
+    from ..errors import LedgerError
+    from ..ledger import open_ledger
+    from ..recompute import outdated
+
+    try:
+        with open_ledger(config, migrate=False) as ledger:
+            found = outdated(ledger, config)
+    except LedgerError as err:
+        click.echo(f"  ledger: footprints not compared with the config ({err})")
+        return []
+    warnings = []
+    for stale in found:
+        line = (
+            f"site {stale.site}, cluster {stale.cluster}: {stale.jobs:,} job(s) computed with "
+            f"{'; '.join(stale.differences)}: `{stale.command}` updates them"
+        )
+        if stale.data_only:
+            click.echo(f"  note: {line}")
+        else:
+            warnings.append(line)
+    return warnings
 
 
 def _describe_intensity(site: SiteFactors) -> str:

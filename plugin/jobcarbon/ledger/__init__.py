@@ -5,7 +5,8 @@ Its face: the names the rest of jobcarbon imports. Inside, from the bottom up: `
 ``dialect`` (SQLite's and PostgreSQL's spellings, statement splitting), ``connect``
 (opening either backend), ``schema`` (versions, the ``.sql`` migrations under
 ``migrations/``, ``migrate``), ``store`` (the ``Ledger`` class, ``open_ledger``) and
-``copy`` (``copy_ledger``).
+``copy`` (``copy_ledger``); ``usage`` (a job's usage apart from its footprint, the
+recompute runs) is a part of ``Ledger``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,15 @@ from .rows import (
 )
 from .schema import MIGRATIONS, POSTGRES_MIGRATIONS, SCHEMA_VERSION
 from .store import Ledger, open_ledger
+from .usage import (
+    MISSING,
+    USAGE_COLUMNS,
+    ProvenanceCount,
+    RecomputeRun,
+    UsageScope,
+    usage_record,
+    usage_row,
+)
 
 __all__ = [
     "DIMENSIONS",
@@ -38,10 +48,12 @@ __all__ = [
     "FAILED_STATES",
     "JOB_COLUMNS",
     "MIGRATIONS",
+    "MISSING",
     "POSTGRES",
     "POSTGRES_MIGRATIONS",
     "SCHEMA_VERSION",
     "SQLITE",
+    "USAGE_COLUMNS",
     "Aggregate",
     "CopyResult",
     "Dimension",
@@ -51,10 +63,15 @@ __all__ = [
     "Habits",
     "Ledger",
     "MailSent",
+    "ProvenanceCount",
+    "RecomputeRun",
     "Running",
     "SummaryRow",
+    "UsageScope",
     "WriteResult",
     "copy_ledger",
     "ledger_row",
     "open_ledger",
+    "usage_record",
+    "usage_row",
 ]

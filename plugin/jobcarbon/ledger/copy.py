@@ -1,6 +1,7 @@
-"""``copy_ledger``: every job, grid hour, watermark, gauge, error count and e-mail log entry of one
-ledger into another (SQLite to PostgreSQL, say), through the store's public readers and
-writers, so either backend can be either end."""
+"""``copy_ledger``: every job (its footprint and its usage), grid hour, watermark, gauge,
+error count, e-mail log entry and recompute run of one ledger into another (SQLite to
+PostgreSQL, say), through the store's public readers and writers, so either backend can
+be either end."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from ..site import HOUR_S
 from . import grid
-from .rows import SummaryRow
+from .rows import JOB_COLUMNS, SummaryRow
 from .store import Ledger
 
 
@@ -42,21 +43,27 @@ def copy_ledger(
     batch_size: int = 5000,
     on_batch: Callable[[int], None] = lambda jobs: None,
 ) -> CopyResult:
-    """Copy every job (its running totals follow), grid hour, watermark, error count, gauge and
-    e-mail log entry from ``source`` into ``target``, in batches; safe to run again."""
+    """Copy every job (its usage, and its running totals follow), grid hour, watermark,
+    error count, gauge, e-mail log entry and recompute run from ``source`` into
+    ``target``, in batches; safe to run again."""
     jobs = written = 0
     batch: list[tuple[Any, ...]] = []
+    split = len(JOB_COLUMNS) + 1  # a job's row and recorded_at, then its usage
+
+    def write() -> int:
+        count = target.write_job_rows([r[:split] for r in batch], [r[split:] for r in batch])
+        on_batch(len(batch))
+        return count
+
     for row in source.job_rows():
         batch.append(row)
         if len(batch) == batch_size:
-            written += target.write_job_rows(batch)
+            written += write()
             jobs += len(batch)
-            on_batch(len(batch))
             batch = []
     if batch:
-        written += target.write_job_rows(batch)
+        written += write()
         jobs += len(batch)
-        on_batch(len(batch))
     for site in source.grid_sites():
         hours = source.grid_hours(site, 0, grid.LAST_HOUR)
         through_s = source.watermark(grid.watermark_name(site)) or (hours[-1].hour + 1) * HOUR_S
@@ -69,6 +76,12 @@ def copy_ledger(
         target.set_watermark(name, position)
     for name, value in source.gauges().items():
         target.set_gauge(name, value)
+    copied_runs = {(r.started_at, r.host, r.pid) for r in target.recompute_runs()}
+    for run in source.recompute_runs():
+        if (run.started_at, run.host, run.pid) not in copied_runs:  # again: only the new
+            run.run_id = None
+            with target.writing():
+                target.save_recompute_run(run)
     for month, audience in source.mail_logged():
         for sent in source.mail_sent(month, audience).values():
             target.log_mail(month, audience, sent)

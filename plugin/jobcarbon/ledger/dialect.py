@@ -139,6 +139,8 @@ class _Dialect:
             ),
             "remove_placeholders": subtract(_PLACEHOLDERS_OF_STAGED),
             "delete_placeholders": f"DELETE FROM jobs WHERE {_PLACEHOLDERS_OF_STAGED}",
+            # their usage (the condition reads columns the two tables share)
+            "delete_placeholder_usage": f"DELETE FROM job_usage WHERE {_PLACEHOLDERS_OF_STAGED}",
             "delete_staged": f"DELETE FROM jobs WHERE {staged_keys}",
             "add_staged": (
                 f"INSERT INTO totals SELECT {_TOTALS_LABELS}, COUNT(*), "

@@ -47,6 +47,10 @@ JOB_COLUMNS = (
     "factors_version",
     "gpu_utilization",
     "job_id_raw",
+    "pue_source",
+    "intensity_source",
+    "intensity_version",
+    "config_digest",
 )
 #: Columns a reader gets from ``Ledger.jobs``.
 EXPORT_COLUMNS = JOB_COLUMNS
@@ -260,7 +264,7 @@ def epoch(moment: datetime | None) -> int | None:
 def ledger_row(accounted: AccountedJob) -> tuple[Any, ...]:
     """A job as the ledger stores it: its JOB_COLUMNS, in order (plain values that
     pickle cheaply: an import builds them in one process and writes them in another)."""
-    job, fp = accounted.job, accounted.footprint
+    job, fp, provenance = accounted.job, accounted.footprint, accounted.provenance
     month_source = job.end_time or job.submit_time
     return (
         job.cluster,
@@ -296,4 +300,8 @@ def ledger_row(accounted: AccountedJob) -> tuple[Any, ...]:
         accounted.factors_version,
         job.gpu_utilization,
         job.job_id_raw,
+        provenance.pue_source,
+        provenance.intensity_source,
+        provenance.intensity_version,
+        provenance.config_digest,
     )

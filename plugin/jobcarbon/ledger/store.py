@@ -20,14 +20,12 @@ from typing import Any
 from ..config import Config
 from ..errors import LedgerError
 from ..footprint import AccountedJob
-from ..site import HourlySeries, SiteFactors
-from . import grid
 from .connect import connect
 from .dialect import POSTGRES, quoted
+from .grid import GridStore
 from .rows import (
     EXPORT_COLUMNS,
     FAILED_STATES,
-    JOB_COLUMNS,
     Aggregate,
     Dimension,
     FactorsUsed,
@@ -42,6 +40,7 @@ from .rows import (
     ledger_row,
 )
 from .schema import check_version, migrate_schema, schema_version
+from .usage import JOB_AND_USAGE_ROWS, UsageStore, usage_row
 
 # A SummaryRow's figures: `summary`, `grouped` and `totals` read them alike, so a
 # monthly e-mail and `jobcarbon summary` print the same numbers.
@@ -52,7 +51,7 @@ _SUMMARY_SUMS = (
 )
 
 
-class Ledger:
+class Ledger(UsageStore, GridStore):
     """A ledger: a SQLite file, or a PostgreSQL database given by its URL.
 
     Use as a context manager, or call ``close()``. Writers are serialised (SQLite's
@@ -107,25 +106,36 @@ class Ledger:
 
     def write(self, batch: Sequence[AccountedJob], now: datetime | None = None) -> WriteResult:
         """Upsert a batch in one transaction: all of it lands, or none of it."""
-        return self.write_rows([ledger_row(a) for a in batch], now)
+        return self.write_rows(
+            [ledger_row(a) for a in batch], [usage_row(a.job) for a in batch], now
+        )
 
     def write_rows(
-        self, rows: Sequence[tuple[Any, ...]], now: datetime | None = None
+        self,
+        rows: Sequence[tuple[Any, ...]],
+        usage: Sequence[tuple[Any, ...]],
+        now: datetime | None = None,
     ) -> WriteResult:
-        """``write`` for jobs already made rows by ``ledger_row``."""
+        """``write`` for jobs already made rows by ``ledger_row`` and ``usage_row`` (the
+        two lists in the same order)."""
         recorded_at = epoch(now or datetime.now(UTC))
         # a job given twice in one batch: the later record wins
-        unique = list({(row[0], row[1]): (*row, recorded_at) for row in rows}.values())
-        written = self.write_job_rows(unique)
+        latest = {(row[0], row[1]): i for i, row in enumerate(rows)}
+        kept = range(len(rows)) if len(latest) == len(rows) else sorted(latest.values())
+        written = self.write_job_rows(
+            [(*rows[i], recorded_at) for i in kept], [usage[i] for i in kept]
+        )
         return WriteResult(written=written, unchanged=len(rows) - written)
 
-    def write_job_rows(self, rows: list[tuple[Any, ...]]) -> int:
+    def write_job_rows(self, rows: list[tuple[Any, ...]], usage: Sequence[tuple[Any, ...]]) -> int:
         """Job rows as ``job_rows`` reads them (JOB_COLUMNS and recorded_at, one per job,
-        recorded_at kept) in one transaction; how many were new or changed."""
+        recorded_at kept) and their usage rows, in one transaction; how many job rows
+        were new or changed."""
         try:
             self._begin_write()
             try:
                 written = self._write_staged(rows)
+                self._write_usage(usage)
                 self._run("COMMIT")
             except BaseException:
                 self._run("ROLLBACK")
@@ -133,6 +143,11 @@ class Ledger:
         except self._errors as err:
             raise LedgerError(f"cannot write {len(rows)} job(s) to {self.where}: {err}") from err
         return written
+
+    def replace_footprints(self, rows: list[tuple[Any, ...]]) -> int:
+        """Job rows (JOB_COLUMNS and recorded_at) of jobs whose usage stays as it is,
+        inside ``writing``: the footprints and their totals; how many changed."""
+        return self._write_staged(rows)
 
     def _write_staged(self, rows: list[tuple[Any, ...]]) -> int:
         """The jobs and their totals, inside the caller's transaction; rows written."""
@@ -152,6 +167,7 @@ class Ledger:
             if self._run(statements["any_placeholders"]).fetchone()[0]:  # one lookup, mostly
                 self._run(statements["remove_placeholders"], seq)
                 self._run(statements["delete_placeholders"])
+                self._run(statements["delete_placeholder_usage"])
             self._run(statements["remove_replaced"], seq)
             self._run(statements["add_staged"], seq)
             self._run(statements["upsert_staged"])
@@ -173,53 +189,6 @@ class Ledger:
             self._run(self.dialect.write_statements["watermark"], [name, value])
         except self._errors as err:
             raise LedgerError(f"cannot write watermark {name!r} to {self.where}: {err}") from err
-
-    def write_grid_hours(
-        self, site: str, hours: Sequence[grid.HourIn], fetched_at: int, through_s: int
-    ) -> None:
-        """Upsert a site's hours (a corrected hour replaces the older row) and move its
-        sync's watermark to ``through_s``, in one transaction."""
-        try:
-            self._begin_write()
-            try:
-                self._run_many(grid.UPSERT, grid.rows(site, list(hours), fetched_at))
-                self._run(
-                    self.dialect.write_statements["watermark"],
-                    [grid.watermark_name(site), through_s],
-                )
-                self._run("COMMIT")
-            except BaseException:
-                self._run("ROLLBACK")
-                raise
-        except self._errors as err:
-            raise LedgerError(
-                f"cannot write {len(hours)} grid hour(s) of site {site!r} to {self.where}: {err}"
-            ) from err
-
-    def grid_hours(self, site: str, first_hour: int, stop_hour: int) -> list[grid.GridHour]:
-        """A site's stored hours in ``[first_hour, stop_hour)`` (epoch hours), oldest first."""
-        found = self._query(grid.SELECT, [site, first_hour, stop_hour]).fetchall()
-        return [grid.GridHour(h, float(g), p, s, bool(m), int(f)) for h, g, p, s, m, f in found]
-
-    def grid_sites(self) -> list[str]:
-        """The sites with hours in the grid table."""
-        return [row[0] for row in self._query(grid.SITES, []).fetchall()]
-
-    def synced_site_factors(self, config: Config) -> dict[str, SiteFactors]:
-        """``config.site_factors`` with each provider site's intensity its synced hours,
-        the provider's fallback for the hours not synced."""
-        sites = dict(config.site_factors)
-        for name, site in config.sites.items():
-            provider = site.grid.provider
-            if provider is not None:
-                found = self._query(grid.SELECT_ALL, [name]).fetchall()
-                series = HourlySeries(
-                    {int(h): float(g) for h, g in found},
-                    provider.fallback(),
-                    f"sites.{name}.grid.provider ({provider.name})",
-                )
-                sites[name] = replace(sites[name], intensity_g_per_kwh=series)
-        return sites
 
     def aggregates(self) -> list[Aggregate]:
         """The running totals per label combination, kept by ``write`` batch by batch.
@@ -462,10 +431,10 @@ class Ledger:
             yield dict(zip(columns, row, strict=True))
 
     def job_rows(self) -> Iterator[tuple[Any, ...]]:
-        """Every job row as written (JOB_COLUMNS, recorded_at), streamed: what
-        ``write_job_rows`` takes (``copy_ledger`` moves a ledger with the two)."""
-        sql = f"SELECT {quoted(JOB_COLUMNS)}, recorded_at FROM jobs ORDER BY cluster, job_id"
-        return self._stream(sql, [])
+        """Every job row as written (JOB_COLUMNS, recorded_at) followed by its usage row
+        (USAGE_COLUMNS), streamed: what ``write_job_rows`` takes, split (``copy_ledger``
+        moves a ledger with the two)."""
+        return self._stream(JOB_AND_USAGE_ROWS, [])
 
     def integrity_ok(self) -> bool:
         if self.dialect is POSTGRES:  # PostgreSQL checks its pages itself (checksums, WAL)
