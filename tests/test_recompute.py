@@ -184,7 +184,7 @@ def many_jobs(count: int, first: int = 0) -> list[JobRecord]:
             user=f"u{i % 7}",
             gpu_model="A100 SXM4 80 GB",
             end_time=utc(2026, 10, 1, 11, i % 60),
-            measured=MeasuredEnergy(1e6, frozenset(Component)) if i % 5 == 0 else None,
+            measured=_two_measured(i),
         )
         for i in range(first, first + count)
     ]
@@ -276,7 +276,8 @@ def v8_ledger(location: str | Path, records: list[JobRecord], config: Config) ->
 def test_a_v8_ledger_of_100k_jobs_migrates_keeping_every_job(ledger_location: str | Path) -> None:
     config = parse_config(make_config())
     # every fifth job measured by Slurm's node counter (all components), every
-    # seventh by a GPU counter only (a mixed footprint: CPU estimated beside it)
+    # seventh by a GPU counter only (a mixed footprint: CPU estimated beside it) (a v8
+    # ledger held one measurement per job)
     records = [
         JobRecord(**{**_fields(job), "cpu_count": 4, "measured": _measured(i)})
         for i, job in enumerate(many_jobs(100_000))
@@ -290,8 +291,8 @@ def test_a_v8_ledger_of_100k_jobs_migrates_keeping_every_job(ledger_location: st
             ledger._query("SELECT missing, COUNT(*) FROM job_usage GROUP BY 1", []).fetchall()
         )
         whole = "nodes,labels,gpu_model,cpu_used_seconds"
-        measured = sum(1 for r in records if r.measured is not None)
-        assert missing == {whole: 100_000 - measured, f"{whole},energy_j": measured}
+        measured = sum(1 for r in records if r.measured)
+        assert missing == {whole: 100_000 - measured, f"{whole},measured": measured}
         before = ledger.totals()
         # the same config again: the figures stay (the measurement inferred from the
         # method gives it back), only the provenance is new
@@ -308,16 +309,29 @@ def test_a_v8_ledger_of_100k_jobs_migrates_keeping_every_job(ledger_location: st
             assert same_row(tuple(row.values()), expected[row["job_id"]]), row
 
 
+def _two_measured(i: int) -> tuple[MeasuredEnergy, ...]:
+    """A node counter on every fifth job; on every eleventh, RAPL's CPU and memory
+    beside the GPUs' energy from Prometheus (two measurements, kept apart in usage)."""
+    if i % 5 == 0:
+        return (MeasuredEnergy(1e6, frozenset(Component)),)
+    if i % 11 == 0:
+        return (
+            MeasuredEnergy(0.3e6, frozenset({Component.CPU, Component.MEMORY})),
+            MeasuredEnergy(1.1e6, frozenset({Component.GPU})),
+        )
+    return ()
+
+
 def _fields(job: JobRecord) -> dict[str, Any]:
     return {name: getattr(job, name) for name in job.__dataclass_fields__}
 
 
-def _measured(i: int) -> MeasuredEnergy | None:
-    if i % 5 == 0:
-        return MeasuredEnergy(2.5e6, frozenset(Component))
-    if i % 7 == 0:
-        return MeasuredEnergy(1.2e6, frozenset({Component.GPU}))
-    return None
+def _measured(i: int) -> tuple[MeasuredEnergy, ...]:
+    if i % 5 == 0:  # a node counter (IPMI)
+        return (MeasuredEnergy(2.5e6, frozenset(Component)),)
+    if i % 7 == 0:  # dcgm-exporter's GPU energy
+        return (MeasuredEnergy(1.2e6, frozenset({Component.GPU})),)
+    return ()
 
 
 RACER = textwrap.dedent("""

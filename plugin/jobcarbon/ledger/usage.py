@@ -46,35 +46,40 @@ USAGE_COLUMNS = (
     "labels",
     "gpu_utilization",
     "cpu_used_seconds",
-    "energy_j",
-    "energy_covers",
+    "measured",
     "missing",
 )
 #: the position of ``missing`` in a usage row: None when the usage is complete
 MISSING = USAGE_COLUMNS.index("missing")
 
 _STATES = {state.value: state for state in JobState}
-_COVERS_TEXT: dict[frozenset[Component], str] = {}
-_COVERS: dict[str, frozenset[Component]] = {}
 
 
-def _covers_text(covers: frozenset[Component]) -> str:
-    text = _COVERS_TEXT.get(covers)
-    if text is None:
-        text = _COVERS_TEXT[covers] = ",".join(sorted(c.value for c in covers))
-    return text
+def _measured_text(measured: tuple[MeasuredEnergy, ...]) -> str | None:
+    """``covers:energy_j`` per measurement, ';' between: 'cpu,memory:180000.0;gpu:9e5'
+    (``repr`` of a float reads back exactly)."""
+    if not measured:
+        return None
+    return ";".join(
+        f"{','.join(sorted(c.value for c in m.covers))}:{m.energy_j!r}" for m in measured
+    )
 
 
-def _covers(text: str) -> frozenset[Component]:
-    covers = _COVERS.get(text)
-    if covers is None:
-        covers = _COVERS[text] = frozenset(Component(c) for c in text.split(","))
-    return covers
+def _measured(text: str | None) -> tuple[MeasuredEnergy, ...]:
+    if not text:
+        return ()
+    measured = []
+    for part in text.split(";"):
+        covers, _, energy_j = part.rpartition(":")
+        measured.append(
+            MeasuredEnergy(float(energy_j), frozenset(Component(c) for c in covers.split(",")))
+        )
+    return tuple(measured)
 
 
 def usage_row(job: JobRecord) -> tuple[Any, ...]:
     """A record as the ``job_usage`` table stores it: its USAGE_COLUMNS, in order."""
-    measured, start, end = job.measured, job.start_time, job.end_time
+    start, end = job.start_time, job.end_time
     return (
         job.cluster,
         job.job_id,
@@ -96,8 +101,7 @@ def usage_row(job: JobRecord) -> tuple[Any, ...]:
         json.dumps(job.labels, sort_keys=True) if job.labels else None,
         job.gpu_utilization,
         job.cpu_used_seconds,
-        None if measured is None else measured.energy_j,
-        None if measured is None else _covers_text(measured.covers),
+        _measured_text(job.measured),
         None,
     )
 
@@ -111,7 +115,7 @@ def usage_record(row: Sequence[Any]) -> JobRecord:
     stands in as it was rebuilt: no nodes, no labels, the resolved GPU model)."""
     (cluster, job_id, job_id_raw, user, project, partition, state, name, submit, start, end,
      gpu_count, gpu_model, cpu_count, memory_gb, node_count, nodes, labels, gpu_utilization,
-     cpu_used_seconds, energy_j, covers, _missing) = row  # fmt: skip
+     cpu_used_seconds, measured, _missing) = row  # fmt: skip
     return JobRecord(
         cluster,
         job_id,
@@ -130,7 +134,7 @@ def usage_record(row: Sequence[Any]) -> JobRecord:
         nodes=nodes,
         name=name,
         gpu_utilization=gpu_utilization,
-        measured=None if energy_j is None else MeasuredEnergy(energy_j, _covers(covers)),
+        measured=_measured(measured),
         job_id_raw=job_id_raw,
         cpu_used_seconds=cpu_used_seconds,
         labels=json.loads(labels) if labels else {},

@@ -13,8 +13,9 @@ ALTER TABLE jobs ADD COLUMN intensity_version TEXT;
 ALTER TABLE jobs ADD COLUMN config_digest TEXT;
 -- Everything the footprint model reads from a job, as the source gave it: times in
 -- epoch seconds (to the microsecond), gpu_model before the hardware rules resolve it,
--- the Kubernetes node labels as a JSON object (NULL: none), the measured energy and
--- the components it covers ('cpu,gpu,memory'; NULL: not measured). `missing` is NULL
+-- the Kubernetes node labels as a JSON object (NULL: none), the measured energies, each
+-- with the components it covers, which no other covers ('cpu,memory:180000.0;gpu:9e5'
+-- in joules, the figures exact; NULL: not measured). `missing` is NULL
 -- when the usage is complete, else the columns that could not be rebuilt, comma-separated.
 CREATE TABLE job_usage (
     cluster TEXT NOT NULL,
@@ -37,8 +38,7 @@ CREATE TABLE job_usage (
     labels TEXT,
     gpu_utilization REAL,
     cpu_used_seconds REAL,
-    energy_j REAL,
-    energy_covers TEXT,
+    measured TEXT,
     missing TEXT,
     PRIMARY KEY (cluster, job_id)
 ) WITHOUT ROWID;
@@ -52,12 +52,11 @@ INSERT INTO job_usage
 SELECT cluster, job_id, job_id_raw, user, project, partition, state, name, submit_time,
     start_time, end_time, gpu_count, gpu_model, cpu_count, memory_gb, node_count, '', NULL,
     gpu_utilization, NULL,
-    CASE method WHEN 'estimated' THEN NULL WHEN 'measured' THEN energy_it_kwh * 3600000.0
-        ELSE energy_gpu_kwh * 3600000.0 END,
-    CASE method WHEN 'estimated' THEN NULL WHEN 'measured' THEN 'cpu,gpu,memory'
-        ELSE 'gpu' END,
+    CASE method WHEN 'estimated' THEN NULL
+        WHEN 'measured' THEN 'cpu,gpu,memory:' || printf('%!.17g', energy_it_kwh * 3600000.0)
+        ELSE 'gpu:' || printf('%!.17g', energy_gpu_kwh * 3600000.0) END,
     'nodes,labels,gpu_model,cpu_used_seconds'
-        || CASE method WHEN 'estimated' THEN '' ELSE ',energy_j' END
+        || CASE method WHEN 'estimated' THEN '' ELSE ',measured' END
 FROM jobs;
 -- Each `jobcarbon ledger recompute` run: what it ran with, how far it got (the last
 -- (cluster, job_id) done: it resumes there), what it saw and changed, and the change in
