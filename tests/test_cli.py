@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -16,6 +17,7 @@ import yaml
 from click.testing import CliRunner
 
 from jobcarbon.cli import main
+from jobcarbon.cli.common import parse_duration
 from jobcarbon.ledger import Filters, Ledger
 from tests.support.config import make_config
 from tests.support.sacct_dumps import demo_month, demo_with_odd_names
@@ -379,3 +381,26 @@ def test_estimate_embodied(runner: CliRunner) -> None:
     )
     assert lonely.exit_code == 2
     assert "--lifetime-years goes with --embodied" in lonely.output
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("8h", timedelta(hours=8)),
+        ("1h30m", timedelta(hours=1, minutes=30)),
+        ("2d", timedelta(days=2)),
+        ("1d2h", timedelta(days=1, hours=2)),
+        ("90m", timedelta(minutes=90)),
+        ("45s", timedelta(seconds=45)),
+        ("08:00:00", timedelta(hours=8)),  # sbatch --time's hours:minutes:seconds
+        ("1-00:00:00", timedelta(days=1)),  # days-hours:minutes:seconds
+        ("2-12:30", timedelta(days=2, hours=12, minutes=30)),  # days-hours:minutes
+        ("8:00", None),  # --time reads minutes:seconds, a person may mean hours: refused
+        ("90", None),  # --time's minutes, without a unit: refused
+        ("1h30", None),
+        ("", None),
+        ("2026-10-01", None),  # a date, for the options that take either
+    ],
+)
+def test_durations_as_people_and_sbatch_write_them(text: str, expected: timedelta | None) -> None:
+    assert parse_duration(text) == expected

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
+from markupsafe import escape
 
 from jobcarbon.accounting import Accountant
 from jobcarbon.cli import main
@@ -34,7 +35,16 @@ from tests.conftest import utc
 from tests.support.config import make_config
 from tests.support.net import free_port
 from tests.support.smtp_server import Inbox, SmtpServer, self_signed
-from tests.test_report import OCTOBER, hours_job, october_ledger, site_config, small_ledger
+from tests.test_report import (
+    OCTOBER,
+    SYNCED_ADVICE,
+    hours_job,
+    october_ledger,
+    provider_site_config,
+    site_config,
+    small_ledger,
+    synced_ledger,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -235,6 +245,17 @@ def test_every_count_in_an_email_agrees_with_the_others(tmp_path: Path) -> None:
     alice_text, _ = _bodies(parsed(Composer(config).compose(reports["alice"], [], _now())))
     assert set(jobs_counted(alice_text).values()) == {2}
     assert "1 job used no energy" not in alice_text
+
+
+def test_the_cleanest_hours_in_the_email_say_they_come_from_the_synced_hours(
+    tmp_path: Path,
+) -> None:
+    config = provider_site_config()
+    with synced_ledger(tmp_path / "l.db", config) as ledger:
+        (erin,) = monthly_reports(ledger, config, OCTOBER, "user")
+    text, html = _bodies(parsed(Composer(config).compose(erin, [], _now())))
+    assert SYNCED_ADVICE in " ".join(text.split())  # the text part wraps its lines
+    assert escape(SYNCED_ADVICE) in html  # as the template escapes it: "day&#39;s"
 
 
 def test_one_pue_shows_as_one_value(tmp_path: Path) -> None:

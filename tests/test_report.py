@@ -202,6 +202,68 @@ def test_a_series_site_suggests_its_cleaner_hours(tmp_path: Path) -> None:
     hours = erin.suggestions[0]
     assert hours.key == "cleaner-hours"
     assert "between 10:00 and 16:00 UTC was 60 % cleaner" in hours.text  # 100 vs 250
+    assert "(100 vs 250 g CO2e/kWh, from the site's hourly series (sites.s1.grid.series))" in (
+        hours.text
+    )
+
+
+def provider_site_config() -> Config:
+    """Site s1 on NESO's API, 300 g/kWh for hours not synced (the job is accounted with it)."""
+    provider = {"name": "uk-carbon-intensity", "zone": "national", "fallback_g_per_kwh": 300}
+    return parse_config(
+        make_config(
+            sites={"s1": {"pue": 1.5, "grid": {"provider": provider}}},
+            clusters={"c1": {"hardware": [{"gpu_tdp_w": 300}]}},
+        )
+    )
+
+
+def synced_ledger(path: Path, config: Config) -> Ledger:
+    """erin's one job at s1, and October 1-10 synced for s1 (240 hours): 01:00-07:00 UTC
+    at 60 g/kWh on the 1st to the 5th and 100 on the 6th to the 10th, every other hour 400."""
+    start = int(utc(2026, 10, 1).timestamp()) // 3600
+    hours = [
+        (h, (60.0 if h - start < 5 * 24 else 100.0) if 1 <= h % 24 < 7 else 400.0)
+        for h in range(start, start + 10 * 24)
+    ]
+    ledger = Ledger(path)
+    ledger.write([Accountant(config).account(hours_job("1", "erin", 1, 1, utc(2026, 10, 5, 3)))])
+    ledger.write_grid_hours(
+        "s1",
+        [(h, g, "uk-carbon-intensity", "", True) for h, g in hours],
+        fetched_at=int(utc(2026, 10, 11).timestamp()),
+        through_s=(start + 240) * 3600,
+    )
+    return ledger
+
+
+#: what synced_ledger's hours advise: 01:00-07:00 averages (5 × 60 + 5 × 100) / 10 = 80;
+#: the day's mean is (6 × 80 + 18 × 400) / 24 = 320, so (320 - 80) / 320 = 75 % cleaner
+SYNCED_ADVICE = (
+    "At site s1, electricity between 01:00 and 07:00 UTC was 75 % cleaner than the day's "
+    "average this month (80 vs 320 g CO2e/kWh, from the 240 hours synced from "
+    "uk-carbon-intensity)."
+)
+
+
+def test_the_cleanest_hours_come_from_the_synced_hours(tmp_path: Path) -> None:
+    config = provider_site_config()
+    with synced_ledger(tmp_path / "l.db", config) as ledger:
+        (erin,) = monthly_reports(ledger, config, OCTOBER, "user")
+        assert monthly_reports(ledger, config, "2026-11", "user") == []
+    advice = erin.suggestions[0]
+    assert advice.key == "cleaner-hours"
+    assert advice.text.startswith(SYNCED_ADVICE)
+
+
+def test_a_provider_site_without_synced_hours_gets_no_hours_advice(tmp_path: Path) -> None:
+    # today's behaviour: its configured intensity is only the fallback, a constant
+    config = provider_site_config()
+    accountant = Accountant(config)
+    with Ledger(tmp_path / "l.db") as ledger:
+        ledger.write([accountant.account(hours_job("1", "erin", 1, 1, utc(2026, 10, 5, 3)))])
+        (erin,) = monthly_reports(ledger, config, OCTOBER, "user")
+    assert "cleaner-hours" not in [s.key for s in erin.suggestions]
 
 
 def test_the_jobs_behind_the_factors_add_up_to_the_months_jobs(tmp_path: Path) -> None:

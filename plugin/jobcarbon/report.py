@@ -129,7 +129,7 @@ def monthly_reports(
     largest = ledger.largest_jobs(outer, LARGEST_JOBS, month_only)
     habits = ledger.habits(outer, month_only)
     factors_used = ledger.factors_used(outer, month_only)
-    grid = _GridFacts.of(config, month)
+    grid = _GridFacts.of(config, ledger, month)
     equivalents = factors.equivalents()
     reports = []
     for person in chosen:
@@ -181,13 +181,14 @@ def _percent(part: float, whole: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class CleanerHours:
-    """The cleanest run of hours of the day (UTC) at a site with an hourly series."""
+    """The cleanest run of hours of the day (UTC) at a site with hourly intensities."""
 
     site: str
     start_hour: int
     hours: int
     window_g_per_kwh: float
     day_g_per_kwh: float
+    basis: str = ""  # the data it comes from, in words: synced hours or the configured series
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,23 +197,53 @@ class _GridFacts:
 
     site_of_cluster: Mapping[str, str]
     constant_g_per_kwh: Mapping[str, float]  # sites whose intensity is one number
-    cleaner_hours: Mapping[str, CleanerHours]  # sites with an hourly series
+    cleaner_hours: Mapping[str, CleanerHours]  # sites with hourly intensities
 
     @classmethod
-    def of(cls, config: Config, month: str) -> _GridFacts:
+    def of(cls, config: Config, ledger: Ledger, month: str) -> _GridFacts:
+        """The sites' cleaner hours from the hours synced into the ledger for ``month``
+        where there are, else from a configured hourly series."""
         constant: dict[str, float] = {}
         hours: dict[str, CleanerHours] = {}
         for name, site in config.site_factors.items():
             intensity = site.intensity_g_per_kwh
             if isinstance(intensity, Constant):
                 constant[name] = intensity.value
-            elif isinstance(intensity, HourlySeries):
+            found = synced_cleanest_hours(ledger, name, month)
+            if found is None and isinstance(intensity, HourlySeries) and intensity.by_hour:
                 found = cleanest_hours(name, intensity, month)
                 if found is not None:
-                    hours[name] = found
+                    found = replace(
+                        found, basis=f"the site's hourly series (sites.{name}.grid.series)"
+                    )
+            if found is not None:
+                hours[name] = found
         return cls(
             {name: cluster.site for name, cluster in config.clusters.items()}, constant, hours
         )
+
+
+def synced_cleanest_hours(ledger: Ledger, site: str, month: str) -> CleanerHours | None:
+    """``cleanest_hours`` of the site's hours synced from its provider for ``month``; None
+    when the ledger lacks some hour of the day that month."""
+    first, stop = _month_hours(month)
+    synced = ledger.grid_hours(site, first, stop)
+    series = HourlySeries({h.hour: h.intensity_g_per_kwh for h in synced})
+    found = cleanest_hours(site, series, month) if synced else None
+    if found is None:
+        return None
+    providers = ", ".join(sorted({h.provider for h in synced}))
+    signals = ", ".join(sorted({h.signal for h in synced} - {""}))
+    source = f"{providers} ({signals})" if signals else providers
+    return replace(found, basis=f"the {len(synced)} hours synced from {source}")
+
+
+def _month_hours(month: str) -> tuple[int, int]:
+    """``[first, stop)`` of the calendar month (UTC) in epoch hours."""
+    year, number = (int(part) for part in month.split("-"))
+    first = int(datetime(year, number, 1, tzinfo=UTC).timestamp()) // HOUR_S
+    next_year, next_number = (year + 1, 1) if number == 12 else (year, number + 1)
+    return first, int(datetime(next_year, next_number, 1, tzinfo=UTC).timestamp()) // HOUR_S
 
 
 def cleanest_hours(
@@ -220,12 +251,9 @@ def cleanest_hours(
 ) -> CleanerHours | None:
     """The ``window`` consecutive hours of the day with the lowest mean intensity in ``month``.
 
-    None when the series has no value in that month.
+    None when the series lacks some hour of the day in that month.
     """
-    year, number = (int(part) for part in month.split("-"))
-    first = int(datetime(year, number, 1, tzinfo=UTC).timestamp()) // HOUR_S
-    next_year, next_number = (year + 1, 1) if number == 12 else (year, number + 1)
-    last = int(datetime(next_year, next_number, 1, tzinfo=UTC).timestamp()) // HOUR_S
+    first, last = _month_hours(month)
     sums = [0.0] * 24
     counts = [0] * 24
     for hour in range(first, last):
@@ -282,7 +310,8 @@ def advise(
                     f"At site {row.key}, electricity between {hours.start_hour:02d}:00 and "
                     f"{end:02d}:00 UTC was {cut:.0f} % cleaner than the day's average this "
                     f"month ({hours.window_g_per_kwh:.0f} vs {hours.day_g_per_kwh:.0f} g "
-                    "CO2e/kWh). Jobs that can wait are best run then (sbatch --begin).",
+                    f"CO2e/kWh, from {hours.basis}). Jobs that can wait are best run then "
+                    "(sbatch --begin).",
                 )
             )
             break

@@ -12,6 +12,14 @@ made up: ``g_per_kwh(t)`` changes every 5 minutes, and the fuel-mix fakes genera
 
 Tests script failures (``fail_next``: a status, headers and body served before the
 normal answer), leave hours out (``gap_hours``), and read back every request.
+
+The providers that publish forecasts serve them as documented: Electricity Maps
+``/v3/carbon-intensity/forecast`` (hours from the current one, ``horizonHours`` 6, 24,
+48 or 72), WattTime ``/v3/forecast`` (5-minute points from the current one,
+``horizon_hours`` 24 or 72, no ``co2_aoer``), NESO ``/intensity/{from}/fw48h`` and its
+regional form (96 half hours from the one holding ``from``). A test scripts the values
+slot by slot (``forecast_g_per_kwh``, which also sets how far the forecast reaches);
+``forecast_first_s`` says where the last one served began.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -74,6 +83,11 @@ class FakeProvider:
     tokens_issued: int = 0
     live_tokens: set[str] = field(default_factory=set)  # WattTime: bearer tokens not expired
     page_rows: int = 5000  # EIA: the most rows one JSON page holds
+    #: forecast values slot by slot from the first (None: g_per_kwh of each slot, as far
+    #: as the provider's horizon); a shorter list is a forecast that ends sooner
+    forecast_g_per_kwh: list[float] | None = None
+    forecast_first_s: int | None = None  # where the last forecast served began
+    clock: Callable[[], float] = time.time  # the fakes' "now" for forecasts
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -98,6 +112,20 @@ class FakeProvider:
     def _has(self, t_s: int) -> bool:
         return t_s // HOUR_S not in self.gap_hours
 
+    def _forecast_values(self, first_s: int, period_s: int, slots: int) -> list[tuple[int, float]]:
+        """(slot start, g/kWh) of the forecast from ``first_s``: the scripted values, or
+        the fakes' intensity during each slot's first 5 minutes."""
+        self.forecast_first_s = first_s
+        values = self.forecast_g_per_kwh
+        count = slots if values is None else min(slots, len(values))
+        return [
+            (
+                first_s + i * period_s,
+                g_per_kwh(first_s + i * period_s) if values is None else values[i],
+            )
+            for i in range(count)
+        ]
+
     def expire_token(self) -> None:
         """WattTime: the tokens lapse (30 minutes after login), so the next call gets 401."""
         self.live_tokens.clear()
@@ -108,6 +136,8 @@ class FakeProvider:
     ) -> tuple[int, dict[str, str], bytes]:
         if h.get("auth-token") != self.credential:
             return _json(401, {"error": "Invalid auth-token"})
+        if path == "/v3/carbon-intensity/forecast":
+            return self._electricitymaps_forecast(q)
         if path != "/v3/carbon-intensity/past-range":
             return _json(404, {"status": "error", "message": f"no route {path}"})
         zone = (q.get("zone") or q.get("zoneKey") or [""])[0]
@@ -133,6 +163,18 @@ class FakeProvider:
             )
         return _json(200, {"zone": zone, "temporalGranularity": "hourly", "data": data})
 
+    def _electricitymaps_forecast(
+        self, q: dict[str, list[str]]
+    ) -> tuple[int, dict[str, str], bytes]:
+        horizon = q.get("horizonHours", ["24"])[0]
+        if horizon not in ("6", "24", "48", "72"):
+            return _json(400, {"status": "error", "message": f"horizonHours {horizon} not allowed"})
+        now = int(self.clock())
+        hours = self._forecast_values(now // HOUR_S * HOUR_S, HOUR_S, int(horizon))
+        points = [{"carbonIntensity": g, "datetime": _z(t, ".000Z")} for t, g in hours]
+        zone = (q.get("zone") or q.get("zoneKey") or [""])[0]
+        return _json(200, {"zone": zone, "updatedAt": _z(now, ".000Z"), "forecast": points})
+
     # --- WattTime v3 -----------------------------------------------------------------
     def _watttime(
         self, path: str, q: dict[str, list[str]], h: dict[str, str]
@@ -147,10 +189,12 @@ class FakeProvider:
             token = f"jwt-{self.tokens_issued}"
             self.live_tokens.add(token)
             return _json(200, {"token": token})
-        if path != "/v3/historical":
+        if path not in ("/v3/historical", "/v3/forecast"):
             return _json(404, {"error": "NOT_FOUND", "message": path})
         if h.get("authorization", "").removeprefix("Bearer ") not in self.live_tokens:
             return _json(401, {"error": "UNAUTHORIZED", "message": "token invalid or expired"})
+        if path == "/v3/forecast":
+            return self._watttime_forecast(q)
         if "+" not in q["start"][0] and not q["start"][0].endswith("Z"):
             return _json(400, {"error": "INVALID_QUERY_PARAMS", "msg": "start needs a time zone"})
         start, end = _iso(q["start"][0]), _iso(q["end"][0])
@@ -175,6 +219,31 @@ class FakeProvider:
         }
         return _json(200, {"data": data, "meta": meta})
 
+    def _watttime_forecast(self, q: dict[str, list[str]]) -> tuple[int, dict[str, str], bytes]:
+        signal, horizon = q["signal_type"][0], q.get("horizon_hours", ["24"])[0]
+        if signal == "co2_aoer":  # historical only, "for accounting purposes"
+            return _json(400, {"error": "INVALID_SIGNAL", "message": "co2_aoer has no forecast"})
+        if horizon not in ("24", "72"):
+            return _json(422, {"error": "INVALID_QUERY_PARAMS", "msg": "horizon_hours: 24 or 72"})
+        now = int(self.clock())
+        first = now // 300 * 300  # the current 5-minute period
+        points = self._forecast_values(first, 300, int(horizon) * 12)
+        data = [
+            {"point_time": _plus(t), "value": round(g * LBS_PER_MWH_PER_G_PER_KWH, 6)}
+            for t, g in points
+        ]
+        meta = {
+            "data_point_period_seconds": 300,
+            "region": q["region"][0],
+            "signal_type": signal,
+            "units": "lbs_co2_per_mwh",
+            "model": {"date": "2024-10-01"},
+            "warnings": [],
+            "generated_at_period_seconds": 300,
+            "generated_at": _plus(first),
+        }
+        return _json(200, {"data": data, "meta": meta})
+
     # --- NESO Carbon Intensity -------------------------------------------------------
     def _uk_carbon_intensity(
         self, path: str, q: dict[str, list[str]], h: dict[str, str]
@@ -185,6 +254,8 @@ class FakeProvider:
             parts = parts[1:]
         if len(parts) < 3 or parts[0] != "intensity":
             return _json(400, {"error": {"code": "400 Bad Request", "message": f"bad path {path}"}})
+        if parts[2] == "fw48h":
+            return self._uk_forecast(_iso(parts[1]), int(parts[-1]) if regional else None)
         start, end = _iso(parts[1]), _iso(parts[2])
         if end - start > 14 * 86400:
             return _json(
@@ -210,6 +281,23 @@ class FakeProvider:
             return _json(
                 200, {"data": {"regionid": int(parts[-1]), "shortname": "London", "data": slots}}
             )
+        return _json(200, {"data": slots})
+
+    def _uk_forecast(self, from_s: int, region: int | None) -> tuple[int, dict[str, str], bytes]:
+        """48 hours of half hours from the one holding ``from`` (the one ending at it when
+        ``from`` is on a boundary, as the range queries do); ``actual`` not yet metered."""
+        first = (from_s - 1) // 1800 * 1800
+        slots = [
+            {
+                "from": _z(t, "Z", seconds=False),
+                "to": _z(t + 1800, "Z", seconds=False),
+                "intensity": {"forecast": g, "index": "moderate"}
+                | ({} if region is not None else {"actual": None}),
+            }
+            for t, g in self._forecast_values(first, 1800, 96)
+        ]
+        if region is not None:
+            return _json(200, {"data": {"regionid": region, "shortname": "London", "data": slots}})
         return _json(200, {"data": slots})
 
     # --- ENTSO-E ---------------------------------------------------------------------

@@ -7,8 +7,9 @@ functions, so that ``jobcarbon --help`` stays fast.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 import click
@@ -52,6 +53,51 @@ def _date(value: str | None) -> datetime | None:
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a date like 2026-10-01") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+_UNITS = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+_SLURM_TIME = re.compile(r"(?:(\d+)-)?(\d+):(\d{2}):(\d{2})|(\d+)-(\d+):(\d{2})")
+
+
+def parse_duration(value: str) -> timedelta | None:
+    """``8h``, ``1h30m``, ``2d``, ``90m``, ``45s``, or Slurm's ``[D-]HH:MM:SS`` and
+    ``D-HH:MM`` (as in ``--time``); None when ``value`` is none of these."""
+    text = value.strip().lower()
+    units = _UNITS.fullmatch(text)
+    if text and units:
+        days, hours, minutes, seconds = (int(g or 0) for g in units.groups())
+        return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    slurm = _SLURM_TIME.fullmatch(text)
+    if slurm:
+        if slurm.group(2) is not None:
+            days, hours, minutes, seconds = (int(g or 0) for g in slurm.groups()[:4])
+        else:
+            days, hours, minutes, seconds = (*(int(g) for g in slurm.groups()[4:]), 0)
+        return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    return None
+
+
+def _positive_duration(value: str, option: str) -> timedelta:
+    found = parse_duration(value)
+    if found is None or found <= timedelta(0):
+        raise click.BadParameter(
+            f"{value!r} is not a duration like 8h, 1h30m, 2d or 08:00:00", param_hint=option
+        )
+    return found
+
+
+def duration_option(
+    name: str, help: str, required: bool = False, default: str | None = None
+) -> Callable[[F], F]:
+    """A positive duration (``8h``, ``1h30m``, ``2d``, ``08:00:00``), checked."""
+    return click.option(
+        name,
+        required=required,
+        default=default,
+        show_default=default is not None,
+        callback=lambda c, p, v: None if v is None else _positive_duration(v, name),
+        help=help,
+    )
 
 
 def month_option(help: str = "YYYY-MM (UTC, by job end).") -> Callable[[F], F]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .common import _config, _date, _table, date_option
+from .common import _config, _date, _table, date_option, parse_duration
 
 if TYPE_CHECKING:
     from ..jobreport import JobReport
@@ -86,12 +86,12 @@ def statement(
 
 
 def _since(ctx: click.Context, param: click.Parameter, value: str) -> datetime | None:
-    """``7d``, ``12h`` or a date: how far back --mine looks."""
-    from datetime import UTC, timedelta
+    """``7d``, ``12h`` (any ``parse_duration``) or a date: how far back --mine looks."""
+    from datetime import UTC
 
-    units = {"d": "days", "h": "hours"}
-    if value[-1:] in units and value[:-1].isdigit():
-        return datetime.now(UTC) - timedelta(**{units[value[-1]]: int(value[:-1])})
+    back = parse_duration(value)
+    if back is not None:
+        return datetime.now(UTC) - back
     return _date(value)
 
 

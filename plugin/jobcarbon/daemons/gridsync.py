@@ -36,13 +36,15 @@ class SiteSync:
     error: Exception | None = None
 
 
-def provider_sites(config: Config, only: str | None = None) -> list[str]:
-    """The sites with a provider (``only``: that one, which must have one)."""
+def provider_sites(config: Config, only: str | None = None, what: str = "sync") -> list[str]:
+    """The sites with a provider (``only``: that one, which must have one to ``what``)."""
     if only is not None:
         if only not in config.sites:
             raise ConfigError([f"--site: unknown site {only!r} (sites: {', '.join(config.sites)})"])
         if config.sites[only].grid.provider is None:
-            raise ConfigError([f"sites.{only}.grid.provider: not set, so there is nothing to sync"])
+            raise ConfigError(
+                [f"sites.{only}.grid.provider: not set, so there is nothing to {what}"]
+            )
         return [only]
     return [name for name, site in config.sites.items() if site.grid.provider is not None]
 

@@ -3,7 +3,9 @@
 ``client(settings, http).fetch(since, until)`` returns a ``FetchResult``: the UTC
 hours got, as ``GridPoint``s that ``site.HourlySeries`` takes, and the error that
 stopped the fetch, if one did. Storing them (the ledger's grid table and its
-watermark) and scheduling the sync belong to the callers.
+watermark) and scheduling the sync belong to the callers. ``forecast(now, horizon)``
+returns the provider's latest forecast in its own slots, which ``forecast.best_start``
+takes; the providers in ``FORECASTERS`` publish one, the others raise ``NoForecast``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from .base import (
     FetchResult,
     GridPoint,
     Http,
+    NoForecast,
     ProviderSettings,
     Unauthorized,
     WindowedClient,
@@ -25,10 +28,12 @@ from .uk import UkCarbonIntensity
 from .watttime import WattTime
 
 __all__ = [
+    "FORECASTERS",
     "PROVIDERS",
     "FetchResult",
     "GridPoint",
     "Http",
+    "NoForecast",
     "ProviderSettings",
     "Unauthorized",
     "WindowedClient",
@@ -43,6 +48,9 @@ _CLIENTS: dict[str, type[WindowedClient]] = {
     "entsoe": Entsoe,
     "eia": Eia,
 }
+
+#: the providers that publish a forecast
+FORECASTERS = tuple(name for name, kind in _CLIENTS.items() if kind.forecast_horizon is not None)
 
 
 def client(settings: ProviderSettings, http: Http | None = None) -> WindowedClient:

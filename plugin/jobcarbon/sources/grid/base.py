@@ -4,7 +4,8 @@ HTTP calls with their retries, and the averaging of sub-hourly values into hours
 A client fetches a zone's history over ``[since, until)`` in windows no longer than
 its provider allows. Whatever fails part-way (a 401, retries used up, a body it cannot
 read) ends the fetch, and the points got so far come back beside the error, so that a
-sync keeps them and resumes from there.
+sync keeps them and resumes from there. Where the provider publishes a forecast,
+``forecast`` reads its latest one through the same HTTP calls, credential and retries.
 """
 
 from __future__ import annotations
@@ -169,6 +170,14 @@ def parse_time(text: str, where: str) -> datetime:
     return when.astimezone(UTC)
 
 
+class NoForecast(SourceError):
+    """The provider publishes history only."""
+
+    def __init__(self, provider: str) -> None:
+        super().__init__(f"{provider} publishes no forecast, only past generation")
+        self.provider = provider
+
+
 class Unauthorized(PermanentError):
     """The provider refused the credential (HTTP 401 or 403)."""
 
@@ -288,6 +297,8 @@ class WindowedClient:
     longest: ClassVar[timedelta]
     signals: ClassVar[tuple[str, ...]] = ()  # the first is the default
     needs_credential: ClassVar[bool] = True  # read once per fetch, handed to _window
+    #: the furthest ahead the provider forecasts; None where it publishes no forecast
+    forecast_horizon: ClassVar[timedelta | None] = None
 
     def __init__(self, settings: ProviderSettings, http: Http) -> None:
         self.settings = settings
@@ -312,4 +323,20 @@ class WindowedClient:
         )
 
     def _window(self, start: datetime, end: datetime, credential: str) -> list[Sample]:
+        raise NotImplementedError
+
+    @property
+    def forecast_signal(self) -> str:
+        """The signal the forecast gives (the configured one, unless the provider
+        forecasts another only)."""
+        return self.signal
+
+    def forecast(self, now: datetime, horizon: timedelta) -> list[Sample]:
+        """The provider's latest forecast from about ``now``, ``horizon`` ahead or as far
+        as it reaches, in its own slots (estimated); ``NoForecast`` where it has none."""
+        if self.forecast_horizon is None:
+            raise NoForecast(self.name)
+        return self._forecast(now, min(horizon, self.forecast_horizon))
+
+    def _forecast(self, now: datetime, horizon: timedelta) -> list[Sample]:
         raise NotImplementedError

@@ -3,14 +3,15 @@
 ``zone: national`` reads ``/intensity/{from}/{to}``: the metered ``actual`` where there
 is one, else the ``forecast`` (estimated). A region id (1–17) reads
 ``/regional/intensity/{from}/{to}/regionid/{id}``, which has forecasts only. Ranges are
-at most 14 days. Data: CC BY 4.0, "Carbon Intensity API, National Energy System
-Operator (NESO)".
+at most 14 days. The forecast is ``{from}/fw48h`` in place of ``{from}/{to}``: the 48
+hours of half hours from the one holding ``from``. Data: CC BY 4.0, "Carbon Intensity
+API, National Energy System Operator (NESO)".
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ...errors import SourceError
@@ -26,6 +27,7 @@ class UkCarbonIntensity(WindowedClient):
     default_url = DEFAULT_URL
     longest = LONGEST
     needs_credential = False
+    forecast_horizon = timedelta(hours=48)
 
     def __init__(self, settings: ProviderSettings, http: Http) -> None:
         super().__init__(settings, http)
@@ -37,20 +39,29 @@ class UkCarbonIntensity(WindowedClient):
         self.region = None if zone == "national" else int(zone)
 
     def _window(self, start: datetime, end: datetime, credential: str) -> list[Sample]:
-        span = f"{_stamp(start)}/{_stamp(end)}"
+        path = self._path(f"{_stamp(start)}/{_stamp(end)}")
+        return _samples(self._get(path), path, forecast=False)
+
+    def _forecast(self, now: datetime, horizon: timedelta) -> list[Sample]:
+        path = self._path(f"{_stamp(now)}/fw48h")
+        return _samples(self._get(path), path, forecast=True)
+
+    def _path(self, span: str) -> str:
         if self.region is None:
-            path = f"/intensity/{span}"
-        else:
-            path = f"/regional/intensity/{span}/regionid/{self.region}"
-        body = self.http.get(self.url + path, headers={"Accept": "application/json"})
-        return _samples(body, path)
+            return f"/intensity/{span}"
+        return f"/regional/intensity/{span}/regionid/{self.region}"
+
+    def _get(self, path: str) -> bytes:
+        return self.http.get(self.url + path, headers={"Accept": "application/json"})
 
 
 def _stamp(when: datetime) -> str:
-    return when.strftime("%Y-%m-%dT%H:%MZ")
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
-def _samples(body: bytes, where: str) -> list[Sample]:
+def _samples(body: bytes, where: str, forecast: bool) -> list[Sample]:
+    """The half hours: their metered ``actual`` where there is one, else (and always for
+    a ``forecast``) the forecast value, marked estimated."""
     try:
         data: Any = json.loads(body)["data"]
         if isinstance(data, list) and data and "regionid" in data[0]:
@@ -60,7 +71,7 @@ def _samples(body: bytes, where: str) -> list[Sample]:
         for slot in slots:
             start = parse_time(slot["from"], where)
             end = parse_time(slot["to"], where)
-            actual = slot["intensity"].get("actual")
+            actual = None if forecast else slot["intensity"].get("actual")
             value = actual if actual is not None else slot["intensity"].get("forecast")
             if value is None:
                 continue

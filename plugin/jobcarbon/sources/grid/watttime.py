@@ -4,8 +4,10 @@ The credential is ``username:password``; ``/login`` (HTTP Basic) trades it for a
 bearer token that lasts 30 minutes, renewed on a 401. ``/v3/historical`` answers at
 most 32 days a request, both ends inclusive, in lbs CO2/MWh. ``signal`` is the
 ``signal_type``: ``co2_aoer`` (average, for accounting: the default) or ``co2_moer``
-(marginal). Values WattTime imputed are marked estimated. The data is under a
-separate licence with WattTime.
+(marginal). Values WattTime imputed are marked estimated. ``/v3/forecast`` gives the
+next 24 or 72 hours (``horizon_hours``), but no ``co2_aoer``: WattTime publishes that
+for accounting, as history only, so a site on it gets the ``co2_moer`` forecast. The
+data is under a separate licence with WattTime.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ...errors import SourceError
+from ...site import HOUR_S
 from .base import Http, ProviderSettings, Sample, Unauthorized, WindowedClient, parse_time
 
 NAME = "watttime"
@@ -24,6 +27,8 @@ LONGEST = timedelta(days=30)
 SIGNALS = ("co2_aoer", "co2_moer")
 G_PER_KWH_PER_LBS_PER_MWH = 0.453592  # 453.592 g per lb, 1000 kWh per MWh
 TOKEN_LIFETIME_S = 30 * 60
+FORECAST_HORIZONS_H = (24, 72)
+HISTORY_ONLY = {"co2_aoer": "co2_moer"}  # a signal WattTime does not forecast → the one it does
 
 
 class WattTime(WindowedClient):
@@ -32,6 +37,7 @@ class WattTime(WindowedClient):
     longest = LONGEST
     signals = SIGNALS
     needs_credential = False  # read at each login instead
+    forecast_horizon = timedelta(hours=FORECAST_HORIZONS_H[-1])
 
     def __init__(self, settings: ProviderSettings, http: Http) -> None:
         super().__init__(settings, http)
@@ -69,18 +75,34 @@ class WattTime(WindowedClient):
             "end": (end - timedelta(seconds=1)).astimezone(UTC).isoformat(),
             "include_imputed_marker": "true",
         }
-        url = self.url + "/v3/historical"
+        return _samples(self._get("/v3/historical", params), "/v3/historical")
+
+    @property
+    def forecast_signal(self) -> str:
+        return HISTORY_ONLY.get(self.signal, self.signal)
+
+    def _forecast(self, now: datetime, horizon: timedelta) -> list[Sample]:
+        hours = next(h for h in FORECAST_HORIZONS_H if h * HOUR_S >= horizon.total_seconds())
+        params = {
+            "region": self.settings.zone,
+            "signal_type": self.forecast_signal,
+            "horizon_hours": str(hours),
+        }
+        samples = _samples(self._get("/v3/forecast", params), "/v3/forecast")
+        return [s._replace(measured=False) for s in samples]
+
+    def _get(self, path: str, params: dict[str, str]) -> bytes:
+        """GET with the bearer token, logging in again once when it has expired (401)."""
+        url = self.url + path
         try:
-            body = self.http.get(url, params, {"Authorization": f"Bearer {self._bearer()}"})
+            return self.http.get(url, params, {"Authorization": f"Bearer {self._bearer()}"})
         except Unauthorized as err:
             if err.status != 401:
                 raise
-            body = self.http.get(url, params, {"Authorization": f"Bearer {self._login()}"})
-        return _samples(body)
+            return self.http.get(url, params, {"Authorization": f"Bearer {self._login()}"})
 
 
-def _samples(body: bytes) -> list[Sample]:
-    where = "/v3/historical"
+def _samples(body: bytes, where: str) -> list[Sample]:
     try:
         doc: Any = json.loads(body)
         meta = doc["meta"]
