@@ -478,7 +478,10 @@ def placeholder(raw_id: str, **job_fields: object) -> AccountedJob:
 
 
 def back_to_v6(ledger: Ledger) -> None:
-    """The ledger as schema v6 had it: no job_id_raw column, no grid table (v8)."""
+    """The ledger as schema v6 had it: no job_id_raw column, no grid table (v8), no
+    intensity_pending (v13)."""
+    ledger._run("DROP INDEX jobs_intensity_pending")
+    ledger._run("ALTER TABLE jobs DROP COLUMN intensity_pending")
     ledger._run("ALTER TABLE jobs DROP COLUMN job_id_raw")
     ledger._run("DROP TABLE grid_hours")
     if ledger.dialect is POSTGRES:

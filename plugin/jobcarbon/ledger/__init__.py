@@ -4,8 +4,8 @@ Its face: the names the rest of jobcarbon imports. Inside, from the bottom up: `
 (row types, ``Filters``, ``ledger_row``), ``grid`` (the grid table's hours),
 ``dialect`` (SQLite's and PostgreSQL's spellings, statement splitting), ``connect``
 (opening either backend), ``schema`` (versions, the ``.sql`` migrations under
-``migrations/``, ``migrate``), ``store`` (the ``Ledger`` class, ``open_ledger``) and
-``copy`` (``copy_ledger``).
+``migrations/``, ``migrate``), ``pending`` (the readers of the jobs waiting for grid
+hours), ``store`` (the ``Ledger`` class, ``open_ledger``) and ``copy`` (``copy_ledger``).
 """
 
 from __future__ import annotations

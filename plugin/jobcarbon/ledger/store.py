@@ -24,6 +24,7 @@ from ..site import HourlySeries, SiteFactors
 from . import grid
 from .connect import connect
 from .dialect import POSTGRES, quoted
+from .pending import PendingJobs
 from .rows import (
     EXPORT_COLUMNS,
     FAILED_STATES,
@@ -52,7 +53,7 @@ _SUMMARY_SUMS = (
 )
 
 
-class Ledger:
+class Ledger(PendingJobs):
     """A ledger: a SQLite file, or a PostgreSQL database given by its URL.
 
     Use as a context manager, or call ``close()``. Writers are serialised (SQLite's
