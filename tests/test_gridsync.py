@@ -230,3 +230,46 @@ def test_sync_from_half_hours_without_a_credential(tmp_path: Path) -> None:
     # 100 + 240 + 6, so 343
     assert hours[H0 + 10].intensity_g_per_kwh == 343.0
     assert hours[H0 + 10].provider == "uk-carbon-intensity"
+
+
+def test_grid_sync_accounts_again_the_jobs_whose_hours_it_brought(
+    tmp_path: Path, token: str
+) -> None:
+    """The imported job above waits for 12:00, the provider's gap; the job ended months
+    ago (more than the 7 days a sync asks again for on its own), so the gap is filled by
+    `grid sync --since`, which then accounts the job again."""
+    header = (
+        "JobIDRaw|JobID|Cluster|User|Account|WCKey|Partition|State|Submit|Start|End|ElapsedRaw|"
+        "AllocTRES|NNodes|NodeList|JobName|ConsumedEnergyRaw|TRESUsageInTot"
+    )
+    line = (
+        "7|7|c1|ada|proj||gpu|COMPLETED|2026-03-29T10:00:00|2026-03-29T10:30:00|"
+        "2026-03-29T13:30:00|10800|cpu=1,gres/gpu=1,mem=1G,node=1|1|n1|train|0|"
+    )
+    dump = tmp_path / "sacct.txt"
+    dump.write_text(f"{header}\n{line}\n")
+    runner = CliRunner()
+    with serving(FakeProvider("electricitymaps", gap_hours={H0 + 12})) as fake:
+        path = tmp_path / "config.yaml"
+        data = _site_config(fake, tmp_path, token_env=token, fallback_g_per_kwh=200)
+        path.write_text(yaml.safe_dump(data))
+        since = ["--since", SINCE.isoformat()]
+        assert runner.invoke(main, ["--config", str(path), "grid", "sync", *since]).exit_code == 0
+        imported = runner.invoke(main, ["--config", str(path), "slurm", "import", str(dump)])
+        assert imported.exit_code == 0, imported.output
+        summary = runner.invoke(main, ["--config", str(path), "summary"])
+        assert "1 job(s) pending grid data" in summary.output
+        with Ledger(tmp_path / "l.db") as ledger:
+            (before,) = ledger.jobs()
+        fake.gap_hours.clear()
+        synced = runner.invoke(main, ["--config", str(path), "grid", "sync", *since])
+        assert synced.exit_code == 0, synced.output
+        assert "1 job(s) pending grid data accounted again" in synced.output
+        with Ledger(tmp_path / "l.db") as ledger:
+            (after,) = ledger.jobs()
+    # 170 + 364 + 200 + 206 = 940 g/kWh·h with the fallback for 12:00 (worked out above),
+    # 170 + 364 + 388 + 206 = 1128 with its value
+    assert (before["intensity_pending"], after["intensity_pending"]) == (1, 0)
+    assert before["intensity_g_per_kwh"] == pytest.approx(940 / 3)
+    assert after["intensity_g_per_kwh"] == pytest.approx(1128 / 3)
+    assert after["co2e_g"] == pytest.approx(before["co2e_g"] * 1128 / 940)

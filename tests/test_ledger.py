@@ -497,7 +497,10 @@ def back_to_v8(ledger: Ledger) -> None:
 
 
 def back_to_v6(ledger: Ledger) -> None:
-    """The ledger as schema v6 had it: no job_id_raw column, no grid table (v8)."""
+    """The ledger as schema v6 had it: no job_id_raw column, no grid table (v8), no
+    usage (v9), no intensity_pending (v10)."""
+    ledger._run("DROP INDEX jobs_intensity_pending")
+    ledger._run("ALTER TABLE jobs DROP COLUMN intensity_pending")
     back_to_v8(ledger)
     ledger._run("ALTER TABLE jobs DROP COLUMN job_id_raw")
     ledger._run("DROP TABLE grid_hours")

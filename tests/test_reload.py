@@ -41,7 +41,7 @@ def test_the_watcher_takes_a_new_config_and_refuses_a_broken_one(
         reloader.request()
         assert reloader.take(watcher.reload)
         assert watcher.config.clusters["k8s"].hardware[0].gpu_model == "A100 SXM4 80 GB"
-        assert watcher.accountant.config is watcher.config
+        assert watcher.grid.accountant.config is watcher.config
         kept = watcher.config
         write_config(path, [rule], kubernetes={"cluster": "elsewhere"})
         reloader.request()

@@ -109,6 +109,19 @@ def test_integral_without_fallback_names_the_first_missing_hour() -> None:
     assert series.integral(utc(2026, 10, 1, 13, 0), utc(2026, 10, 1, 13, 30)) == 720_000.0
 
 
+def test_covers_says_whether_a_run_needs_the_fallback() -> None:
+    # hours 10, 11 and 13 of 2026-10-01 have values; 12 and everything outside do not
+    hour = int(utc(2026, 10, 1, 10).timestamp()) // 3600
+    series = HourlySeries({hour: 100.0, hour + 1: 90.0, hour + 3: 400.0}, 50.0)
+    assert series.covers(utc(2026, 10, 1, 10, 15), utc(2026, 10, 1, 12))  # ends as 12 starts
+    assert not series.covers(utc(2026, 10, 1, 10, 15), utc(2026, 10, 1, 12, 0, 1))  # the gap
+    assert series.covers(utc(2026, 10, 1, 13), utc(2026, 10, 1, 14))
+    assert not series.covers(utc(2026, 10, 1, 13, 30), utc(2026, 10, 1, 14, 30))  # past the last
+    assert not series.covers(utc(2026, 10, 1, 9, 59), utc(2026, 10, 1, 10, 30))  # before the first
+    assert series.covers(utc(2026, 10, 1, 12, 30), utc(2026, 10, 1, 12, 30))  # an empty run
+    assert not HourlySeries({}, 50.0).covers(utc(2026, 10, 1, 10), utc(2026, 10, 1, 11))
+
+
 def test_monthly_pue_pieces_cut_at_month_starts() -> None:
     pue = MonthlyPue(1.2, {"2026-12": 1.4})
     pieces = list(pue.pieces(utc(2026, 11, 30, 12), utc(2027, 1, 1, 6)))

@@ -29,7 +29,7 @@ from .errors import FactorError, InputError, SourceError
 from .footprint import AccountedJob, PowerProfile, Provenance, compute_footprint
 from .ledger import Ledger, ledger_row, usage_row
 from .records import JobRecord, RecordProblem, RecordRepair
-from .site import SiteFactors
+from .site import HourlySeries, SiteFactors
 
 
 @dataclass(slots=True)
@@ -55,7 +55,11 @@ class IngestReport:
 
 class Accountant:
     """Turns a ``JobRecord`` into an ``AccountedJob`` with the site's config (``sites``:
-    the sites' factors to use instead of the config's, such as the synced grid hours)."""
+    the sites' factors to use instead of the config's, such as the synced grid hours).
+
+    A job at a provider site whose run has an hour without a synced value (past the
+    sync's watermark, or one the provider left out) takes the provider's fallback for
+    it and is marked ``intensity_pending``."""
 
     def __init__(self, config: Config, sites: Mapping[str, SiteFactors] | None = None) -> None:
         self.config = config
@@ -63,6 +67,12 @@ class Accountant:
         self.uncertainty = config.uncertainty
         self.factors_version = factors.version()
         self._provenance: dict[str, Provenance] = {}
+        self._synced = {
+            name: site.intensity_g_per_kwh
+            for name, site in self.sites.items()
+            if config.sites[name].grid.provider is not None
+            and isinstance(site.intensity_g_per_kwh, HourlySeries)
+        }
 
     def account(self, job: JobRecord) -> AccountedJob:
         cluster = self.config.cluster(job.cluster)
@@ -74,9 +84,23 @@ class Accountant:
                 raise
             power = PowerProfile(job.gpu_model)  # never ran: costs nothing on any hardware
         footprint = compute_footprint(job, power, site, self.uncertainty)
+        synced = self._synced.get(cluster.site)
+        pending = (
+            synced is not None
+            and footprint.energy_facility_kwh > 0
+            and job.start_time is not None
+            and job.end_time is not None
+            and not synced.covers(job.start_time, job.end_time)
+        )
         provenance = self._provenance.get(job.cluster) or self.provenance(job.cluster)
         return AccountedJob(
-            job, footprint, power.gpu_model, cluster.site, self.factors_version, provenance
+            job,
+            footprint,
+            power.gpu_model,
+            cluster.site,
+            self.factors_version,
+            provenance,
+            intensity_pending=pending,
         )
 
     def provenance(self, cluster_name: str) -> Provenance:

@@ -235,6 +235,9 @@ class SlurmConfig(_Strict):
         86400.0, ge=0, description="how far back the very first sweep reads"
     )
     sacct_timeout_s: float = Field(120.0, gt=0, description="one sacct call at most")
+    grid_sync_interval_s: float = Field(
+        3600.0, ge=0, description="how often the provider sites' grid hours are synced (0: never)"
+    )
     prometheus_url: str | None = Field(None, description="Prometheus with a GPU exporter's series")
     prometheus_timeout_s: float = Field(10.0, gt=0, le=300, description="one query at most")
     gpu_exporter: Literal["dcgm", "jobstats"] = Field("dcgm", description="which GPU exporter")
@@ -290,6 +293,9 @@ class KubernetesConfig(_Strict):
     retry_max_s: float = Field(60.0, gt=0, le=3600, description="longest wait between tries")
     running_interval_s: float = Field(
         60.0, gt=0, le=3600, description="how often running pods' usage so far is written"
+    )
+    grid_sync_interval_s: float = Field(
+        3600.0, ge=0, description="how often the provider sites' grid hours are synced (0: never)"
     )
     health_listen: str | None = Field(
         "0.0.0.0:9878",

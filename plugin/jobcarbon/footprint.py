@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime
 
 from .errors import FactorError
 from .records import Component, JobRecord
@@ -154,6 +155,35 @@ def _apply_measurement(
     return Method.MIXED if uncovered_cost else Method.MEASURED
 
 
+def site_emissions(
+    it_kwh: Bounds, site: SiteFactors, start: datetime, end: datetime
+) -> tuple[float, Bounds]:
+    """Facility energy (kWh) and CO2e (g; central, low, high) of IT energy (kWh; central,
+    low, high) drawn evenly over ``[start, end)`` at ``site``.
+
+    The PUE holds still over each piece of the run (the whole run, or its calendar
+    months); the intensity is integrated over the piece (at once for an hourly series).
+    """
+    run_s = (end - start).total_seconds()
+    it_central, it_low, it_high = it_kwh
+    intensity = site.intensity_g_per_kwh
+    facility_kwh = co2e_central = co2e_low = co2e_high = 0.0
+    for piece_start, piece_end in site.pue.pieces(start, end):
+        share = (piece_end - piece_start).total_seconds() / run_s
+        pue = site.pue.at(piece_start)
+        pue_low = max(1.0, pue * (1 - site.pue_uncertainty))
+        pue_high = pue * (1 + site.pue_uncertainty)
+        if isinstance(intensity, Constant):
+            weight = share * intensity.value
+        else:
+            weight = intensity.integral(piece_start, piece_end) / run_s
+        facility_kwh += it_central * share * pue
+        co2e_central += it_central * pue * weight
+        co2e_low += it_low * pue_low * weight
+        co2e_high += it_high * pue_high * weight
+    return facility_kwh, (co2e_central, co2e_low, co2e_high)
+
+
 #: What a job that never ran costs.
 NOTHING = Footprint(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, Method.ESTIMATED)
 
@@ -177,30 +207,14 @@ def compute_footprint(
         energy_kwh[Component.CPU],
         energy_kwh[Component.MEMORY],
     )
-    it_central, it_low, it_high = (
+    it_kwh = (
         gpu[0] + cpu[0] + memory[0],
         gpu[1] + cpu[1] + memory[1],
         gpu[2] + cpu[2] + memory[2],
     )
-
-    # PUE holds still over each piece (the whole run, or its calendar months); the
-    # intensity is integrated over the piece (at once for an hourly series).
-    intensity = site.intensity_g_per_kwh
-    facility_kwh = co2e_central = co2e_low = co2e_high = 0.0
-    for piece_start, piece_end in site.pue.pieces(job.start_time, job.end_time):
-        share = (piece_end - piece_start).total_seconds() / run_s
-        pue = site.pue.at(piece_start)
-        pue_low = max(1.0, pue * (1 - site.pue_uncertainty))
-        pue_high = pue * (1 + site.pue_uncertainty)
-        if isinstance(intensity, Constant):
-            weight = share * intensity.value
-        else:
-            weight = intensity.integral(piece_start, piece_end) / run_s
-        facility_kwh += it_central * share * pue
-        co2e_central += it_central * pue * weight
-        co2e_low += it_low * pue_low * weight
-        co2e_high += it_high * pue_high * weight
-
+    facility_kwh, (co2e_central, co2e_low, co2e_high) = site_emissions(
+        it_kwh, site, job.start_time, job.end_time
+    )
     return Footprint(
         gpu_seconds=job.gpu_seconds,
         cpu_seconds=job.cpu_seconds,
@@ -241,3 +255,6 @@ class AccountedJob:
     site: str
     factors_version: str
     provenance: Provenance = UNKNOWN  # one per cluster and site's factors: shared
+    #: some hour of the run had no synced value from the site's provider yet and took
+    #: its fallback: the footprint is recomputed once the hour arrives
+    intensity_pending: bool = False

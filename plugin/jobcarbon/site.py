@@ -104,11 +104,7 @@ class HourlySeries:
         values = [filler] * (last - first + 1)
         for hour, value in self.by_hour.items():
             values[hour - first] = value
-        missing = (
-            []
-            if self.fallback is not None
-            else sorted(set(range(first, last + 1)).difference(self.by_hour))
-        )
+        missing = sorted(set(range(first, last + 1)).difference(self.by_hour))
         object.__setattr__(self, "_first_hour", first)
         object.__setattr__(self, "_values", values)
         object.__setattr__(self, "_missing", missing)
@@ -168,17 +164,31 @@ class HourlySeries:
         outside = (stop - first) - max(hi - lo, 0)
         return inside + outside * self.fallback if outside and self.fallback is not None else inside
 
+    def covers(self, start: datetime, end: datetime) -> bool:
+        """Whether every hour of ``[start, end)`` has a value of its own: none of it
+        needs the fallback."""
+        start_us, end_us = _epoch_us(start), _epoch_us(end)
+        if end_us <= start_us:
+            return True
+        return self._first_gap(start_us // _HOUR_US, (end_us - 1) // _HOUR_US) is None
+
+    def _first_gap(self, first: int, last: int) -> int | None:
+        """The first hour of ``[first, last]`` without a value of its own, or None."""
+        if first < self._first_hour or not self._values:
+            return first
+        index = bisect_left(self._missing, first)
+        if index < len(self._missing) and self._missing[index] <= last:
+            return self._missing[index]
+        stop = self._first_hour + len(self._values)
+        return stop if last >= stop else None
+
     def _check_covered(self, first: int, last: int) -> None:
         """Raise for the first hour of ``[first, last]`` without a value or fallback."""
         if self.fallback is not None:
             return
-        if first < self._first_hour or not self._values:
-            raise self._gap(first)
-        index = bisect_left(self._missing, first)
-        if index < len(self._missing) and self._missing[index] <= last:
-            raise self._gap(self._missing[index])
-        if last >= self._first_hour + len(self._values):
-            raise self._gap(self._first_hour + len(self._values))
+        gap = self._first_gap(first, last)
+        if gap is not None:
+            raise self._gap(gap)
 
 
 Schedule = Constant | MonthlyPue | HourlySeries

@@ -32,7 +32,8 @@ def grid_group() -> None:
 @click.option("--site", default=None, help="Only this site [default: every site with a provider].")
 @date_option(
     "--since",
-    "Fetch from this date (UTC), fetched hours replaced [default: each site's watermark, "
+    "Fetch from this date (UTC), fetched hours replaced [default: each site's watermark "
+    "(or the start of its earliest job of the last 7 days pending grid data, when earlier), "
     "or 30 days back on its first sync].",
 )
 @click.pass_context
@@ -42,11 +43,14 @@ def grid_sync(ctx: click.Context, site: str | None, since: datetime | None) -> N
     \b
     Resumes where the last sync stopped; a failure keeps every hour fetched before
     it and names what failed. Exit 3 when a provider failed (the rest still sync).
+    Then the jobs pending grid data whose hours are all synced now are accounted
+    again.
     """
     from rich.progress import Progress
 
     from ..daemons.gridsync import provider_sites, site_client, sync_site
     from ..ledger import open_ledger
+    from ..regrid import recompute_pending
 
     config = _config(ctx)
     sites = provider_sites(config, site)
@@ -70,6 +74,9 @@ def grid_sync(ctx: click.Context, site: str | None, since: datetime | None) -> N
                     fg="red",
                     err=True,
                 )
+        done = recompute_pending(ledger, ledger.synced_site_factors(config), sites, now)
+    if done.recomputed:
+        click.echo(f"{done.recomputed} job(s) pending grid data accounted again")
     if failed:
         ctx.exit(ExitCode.SOURCE)
 

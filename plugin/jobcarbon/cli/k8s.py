@@ -26,7 +26,10 @@ def k8s_group() -> None:
     help="Watch this namespace only [default: kubernetes.namespaces in the config, else all].",
 )
 @click.option(
-    "--once", is_flag=True, help="Account the pods that have ended, write running usage, exit."
+    "--once",
+    is_flag=True,
+    help="Sync the grid providers' hours, account the pods that have ended, write running "
+    "usage, exit.",
 )
 @click.pass_context
 def k8s_watch(
@@ -36,6 +39,8 @@ def k8s_watch(
 
     \b
     Pods already in the ledger are skipped, so a restart writes nothing twice.
+    The sites' grid providers are synced every kubernetes.grid_sync_interval_s
+    (with --once: first).
     Probes: /healthz and /readyz on kubernetes.health_listen; health metrics
     (last contact, restarts) and running pods' usage reach `jobcarbon serve`
     through the ledger. SIGHUP reads the config again (an invalid one is
@@ -75,13 +80,18 @@ def k8s_watch(
     with open_ledger(config) as ledger:
         watcher = Watcher(config, ledger, api, energy, namespace=namespace)
         if once:
-            watcher.once()
+            synced = watcher.once()
             report = watcher.report
             click.echo(
                 f"accounted {report.written} pod(s), {report.unchanged} unchanged, "
                 f"{watcher.running_pods} running, {watcher.problems} problem(s)"
             )
             _report_problems(report, total=watcher.problems)
+            grid_errors = synced.errors if synced is not None else []
+            for line in grid_errors:
+                click.secho(f"  {line}", fg="red", err=True)
+            if grid_errors:
+                sys.exit(ExitCode.SOURCE)
             sys.exit(ExitCode.PROBLEMS if watcher.problems else ExitCode.OK)
         if settings.health_listen:
             host, port = _listen_address(settings.health_listen, "kubernetes.health_listen")

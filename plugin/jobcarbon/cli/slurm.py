@@ -34,14 +34,19 @@ def _collector(ctx: click.Context, ledger: Ledger) -> Collector:
 
 
 @slurm_group.command("collect")
-@click.option("--once", is_flag=True, help="Process what is pending, sweep once, and exit.")
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Sync the grid providers' hours, process what is pending, sweep once, and exit.",
+)
 @click.pass_context
 def slurm_collect(ctx: click.Context, once: bool) -> None:
     """Drain the epilog's spool and sweep accounting into the ledger (a service).
 
     \b
-    SIGHUP (systemctl reload) reads the config again; one that is not valid
-    is refused with the reason in the log, and the old one is kept.
+    The sites' grid providers are synced every slurm.grid_sync_interval_s, in
+    the background (with --once: first). SIGHUP (systemctl reload) reads the config again; one that
+    is not valid is refused with the reason in the log, and the old one is kept.
     """
     from ..daemons.service import Service, start_logging
     from ..ledger import open_ledger
@@ -53,6 +58,7 @@ def slurm_collect(ctx: click.Context, once: bool) -> None:
             service = Service(lambda: _config(ctx))
             collector.run_forever(service.should_stop, service.reloader)
             return
+        synced = collector.grid.tick(block=True)
         report = collector.collect_once()
     click.echo(
         f"accounted {report.accounted.written} job(s), {report.accounted.unchanged} "
@@ -60,9 +66,10 @@ def slurm_collect(ctx: click.Context, once: bool) -> None:
         f"{len(report.given_up)} given up"
     )
     _report_problems(report.accounted)
-    for line in [*report.given_up, *report.errors]:
+    grid_errors = synced.errors if synced is not None else []
+    for line in [*report.given_up, *report.errors, *grid_errors]:
         click.secho(f"  {line}", fg="red", err=True)
-    if report.errors:
+    if report.errors or grid_errors:
         sys.exit(ExitCode.SOURCE)
     if report.accounted.failed or report.given_up:
         sys.exit(ExitCode.PROBLEMS)

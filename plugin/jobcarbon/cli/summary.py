@@ -37,14 +37,27 @@ def summary(
     user: str | None,
     project: str | None,
 ) -> None:
-    """A table of jobs, GPU-hours, energy and emissions, grouped by one dimension."""
+    """A table of jobs, GPU-hours, energy and emissions, grouped by one dimension.
+
+    Jobs pending grid data (an hour of their run not synced from their site's
+    provider yet, its fallback used) are counted below the table.
+    """
+    from dataclasses import replace
+
     from ..ledger import Filters
 
     filters = Filters(month=month, cluster=cluster, user=user, project=project)
     with _open_ledger(ctx) as ledger:
         rows = ledger.summary(by, filters)
         total = ledger.totals(filters)
+        pending = ledger.count(replace(filters, pending=True))
     _summary_table(by, rows, total, f"month {month}" if month else "all time")
+    if pending:
+        click.echo(
+            f"{pending:,} job(s) pending grid data: an hour of their run is not synced from "
+            "their site's provider yet, so its fallback intensity is counted; they are "
+            "accounted again when a sync brings it"
+        )
 
 
 def _summary_table(by: str, rows: list[SummaryRow], total: SummaryRow, caption: str) -> None:
@@ -86,7 +99,8 @@ def export(
     cluster: str | None,
     output: TextIO,
 ) -> None:
-    """Stream job rows with their footprint and the factors version used.
+    """Stream job rows with their footprint and the factors version used
+    (intensity_pending 1: an hour of the run took its provider's fallback, not synced yet).
 
     A reader that stops early (``| head``) ends the export quietly, with exit code
     141 as a command killed by SIGPIPE has.

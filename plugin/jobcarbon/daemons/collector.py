@@ -14,7 +14,9 @@ The chain is built so that nothing is lost when one link fails:
 - sacct failing (slurmdbd down) leaves spool and watermark as they were: the collector
   retries with backoff and jitter, so that it does not hammer a slurmdbd coming back;
 - a GPU job whose samples are not all in Prometheus yet waits the same way as a job not
-  yet final (``daemons/gpuenergy.py``), and the sweep keeps its watermark before it.
+  yet final (``daemons/gpuenergy.py``), and the sweep keeps its watermark before it;
+- the provider sites' grid hours are synced every ``grid_sync_interval_s`` in the
+  background (``daemons/gridschedule.py``), and jobs are accounted with them.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from ..accounting import Accountant, IngestReport, ingest
+from ..accounting import IngestReport, ingest
 from ..backoff import backoff_s
 from ..config import Config
 from ..errors import TemporaryError
@@ -36,6 +38,7 @@ from ..sources.slurm.runner import Accounting, open_accounting
 from ..sources.slurm.sacct import SacctRow, to_records
 from ..sources.slurm.spool import Spool, SpoolEntry
 from .gpuenergy import GpuEnergyStep, Held
+from .gridschedule import GridSchedule
 from .reload import Reloader
 
 log = logging.getLogger("jobcarbon.slurm")
@@ -84,6 +87,7 @@ class Collector:
     ) -> None:
         self.ledger = ledger
         self.clock = clock
+        self.grid = GridSchedule(config, config.slurm.grid_sync_interval_s, ledger, clock)
         self._use(config, accounting, spool)
         self.rng = random.Random()
         self._retries: dict[str, _Retry] = {}  # spool entries waiting for their job
@@ -100,7 +104,6 @@ class Collector:
         self.settings = config.slurm
         self.accounting = accounting
         self.spool = spool
-        self.accountant = Accountant(config)
         self.default_cluster = next(iter(config.clusters))
         self.gpu_energy = GpuEnergyStep(config.slurm, self.ledger, self.clock, self._first_time)
 
@@ -116,6 +119,7 @@ class Collector:
         )
         spool = Spool(config.slurm.spool_dir)
         spool.create()
+        self.grid.use(config, config.slurm.grid_sync_interval_s)
         self._use(config, accounting, spool)
 
     def _backoff_s(self, attempt: int) -> float:
@@ -161,7 +165,10 @@ class Collector:
             return False
 
         report = ingest(
-            self.gpu_energy.measured(records, held), self.accountant, self.ledger, counted=counted
+            self.gpu_energy.measured(records, held),
+            self.grid.accountant,
+            self.ledger,
+            counted=counted,
         )
         report.problems = first
         return report
@@ -324,12 +331,14 @@ class Collector:
         self, should_stop: Callable[[], bool], reloader: Reloader | None = None
     ) -> None:
         """Poll the spool every ``poll_interval_s`` (sooner when a retry is due, later
-        while sacct fails); sweep every ``sweep_interval_s``. A ``reloader`` asked to
-        (SIGHUP) gives a new config between two rounds."""
+        while sacct fails); sweep every ``sweep_interval_s``; sync the grid every
+        ``grid_sync_interval_s``. A ``reloader`` asked to (SIGHUP) gives a new config
+        between two rounds."""
         last_sweep = 0.0
         while not should_stop():
             if reloader is not None:
                 reloader.take(self.reload)
+            self.grid.tick()
             due = self.clock() - last_sweep >= self.settings.sweep_interval_s
             report = self.collect_once(sweep=due)
             if due and not report.errors:

@@ -3,7 +3,10 @@ ledger's grid table, resuming from the site's watermark.
 
 A site's range is fetched in its provider's longest windows; each window's hours are
 written with the watermark moved past them in one transaction, so a failure keeps
-every window before it and the next sync starts where this one stopped.
+every window before it and the next sync starts where this one stopped. Where the
+site has jobs waiting for hours (accounted with the fallback, ``intensity_pending``)
+that ended within ``PENDING_REASK``, it starts at the earliest one's start instead
+when that is before the watermark: a provider that fills a gap late is asked again.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ from ..sources.grid.base import windows
 
 #: how far back a site's first sync reads when no ``since`` is given
 FIRST_LOOKBACK = timedelta(days=30)
+#: how long after its end a job waiting for hours has its run asked for again: a
+#: provider's late or corrected hours come within days; a gap never filled costs a
+#: week of hours asked again at each sync, then no more
+PENDING_REASK = timedelta(days=7)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +76,20 @@ def sync_site(
     now: datetime,
     on_window: Callable[[int, int], None] = lambda done, total: None,
 ) -> SiteSync:
-    """Fetch ``[since or the watermark, the current hour)`` window by window into the
-    ledger. ``on_window(done, total)`` follows the windows."""
+    """Fetch ``[since, the current hour)`` window by window into the ledger; without
+    ``since``, from the watermark (or the hour of the earliest start of the site's jobs
+    waiting for hours, when that is earlier). ``on_window(done, total)`` follows the
+    windows."""
     until = datetime.fromtimestamp(int(now.timestamp()) // HOUR_S * HOUR_S, UTC)
     if since is None:
         mark = ledger.watermark(watermark_name(site))
-        since = datetime.fromtimestamp(mark, UTC) if mark is not None else until - FIRST_LOOKBACK
+        waiting = ledger.pending_since(site, int((now - PENDING_REASK).timestamp()))
+        if mark is None:
+            since = until - FIRST_LOOKBACK
+        elif waiting is not None and waiting < mark:
+            since = datetime.fromtimestamp(waiting // HOUR_S * HOUR_S, UTC)
+        else:
+            since = datetime.fromtimestamp(mark, UTC)
     parts = list(windows(since, until, client.longest))
     written = 0
     for done, (start, end) in enumerate(parts, 1):

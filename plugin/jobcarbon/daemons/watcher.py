@@ -6,7 +6,9 @@ was. Each pod that requested GPUs (or any pod, with ``kubernetes.cpu_pods``) is
 accounted when it ends — phase Succeeded or Failed, or deleted — keyed by its UID;
 pods already in the ledger are skipped, so a re-list after a restart writes nothing
 twice. Running pods are kept in memory, and their usage so far is written every
-``running_interval_s`` for the exporter's ``jobcarbon_running_*`` gauges.
+``running_interval_s`` for the exporter's ``jobcarbon_running_*`` gauges. The provider
+sites' grid hours are synced every ``grid_sync_interval_s`` in the background
+(``daemons/gridschedule.py``), and pods are accounted with them.
 
 Failures never stop it: ``410 Gone`` (the watch's resourceVersion is too old)
 re-lists; a cut or silent connection, an API server restarting or answering with
@@ -32,13 +34,12 @@ import logging
 import queue
 import random
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ..accounting import Accountant, IngestReport, ingest
+from ..accounting import IngestReport, ingest
 from ..backoff import backoff_s
 from ..config import Config
 from ..errors import FactorError, InputError, LedgerError, TemporaryError
@@ -55,7 +56,9 @@ from ..sources.kubernetes.pods import (
     measured_record,
     pod_record,
 )
+from .gridschedule import GridSchedule, SyncRound
 from .reload import Reloader
+from .watchhealth import Health
 
 log = logging.getLogger("jobcarbon.kubernetes")
 
@@ -80,18 +83,6 @@ class _Ended:
     deleted: bool
     seen_start: datetime | None
     observed_at: datetime
-
-
-@dataclass(slots=True)
-class Health:
-    """What the probes and the exporter are told (monotonic clock, but ``last_contact``)."""
-
-    listed: bool = False
-    last_contact: float = 0.0  # wall clock: when the API server was last heard
-    last_contact_monotonic: float = 0.0
-    heartbeat: float = 0.0  # the loop last went round
-    ledger_error: str | None = None  # why the last write to the ledger failed, if it did
-    restarts: Counter[str] = field(default_factory=Counter)
 
 
 class Watcher:
@@ -120,7 +111,7 @@ class Watcher:
         self.clock = clock
         self.monotonic = monotonic
         self.sleep = sleep
-        self.accountant = Accountant(config)
+        self.grid = GridSchedule(config, self.settings.grid_sync_interval_s, ledger, clock)
         self.rng = random.Random()
         self.health = Health()
         self.resource_version: str | None = None
@@ -295,7 +286,7 @@ class Watcher:
             return
         ended = self._ended
         try:
-            report = ingest((self._record(e) for e in ended), self.accountant, self.ledger)
+            report = ingest((self._record(e) for e in ended), self.grid.accountant, self.ledger)
         except LedgerError as err:
             log.error("cannot write %d pod(s) to the ledger, will retry: %s", len(ended), err)
             self.health.ledger_error = str(err)
@@ -327,7 +318,7 @@ class Watcher:
                     now,
                     seen_start=tracked.seen_start,
                 )
-                accounted = self.accountant.account(record)
+                accounted = self.grid.accountant.account(record)
             except (InputError, FactorError, ApiError):
                 continue  # reported when the pod ends
             key = (record.user, record.project, accounted.gpu_model or "")
@@ -363,7 +354,7 @@ class Watcher:
         (the namespaces, API client and energy source stay until a restart)."""
         cluster = config.kubernetes.cluster or next(iter(config.clusters))
         attribution = config.cluster(cluster).attribution
-        self.accountant = Accountant(config)
+        self.grid.use(config, config.kubernetes.grid_sync_interval_s)
         self.config, self.settings = config, config.kubernetes
         self.cluster, self.attribution = cluster, attribution
 
@@ -371,17 +362,21 @@ class Watcher:
         if self._reloader is not None:
             self._reloader.take(self.reload)
         self.health.heartbeat = self.monotonic()
+        self.grid.tick()
         self.flush()
         if self.monotonic() - self._running_written >= self.settings.running_interval_s:
             self.write_running()
 
     # -- the loop -----------------------------------------------------------------
 
-    def once(self) -> None:
-        """List, account the pods that have ended, write the running ones' usage."""
+    def once(self) -> SyncRound | None:
+        """Sync the grid, list, account the pods that have ended, write the running
+        ones' usage. The grid's sync, if one was due."""
+        synced = self.grid.tick(block=True)
         self.relist()
         self.flush()
         self.write_running()
+        return synced
 
     def watch(self, should_stop: Callable[[], bool]) -> None:
         """One watch from ``resource_version`` until the server ends it (or it fails)."""
@@ -473,22 +468,12 @@ class Watcher:
     # -- probes -------------------------------------------------------------------
 
     def alive(self) -> tuple[bool, str]:
-        """The loop went round recently (it does at least every second)."""
-        limit = 2 * max(self.settings.read_timeout_s, self.settings.retry_max_s, 60.0)
-        age = self.monotonic() - self.health.heartbeat
-        return age < limit, f"loop last ran {age:.0f} s ago (limit {limit:.0f} s)"
+        """``/healthz``: ``Health.alive``."""
+        return self.health.alive(self.settings, self.monotonic())
 
     def ready(self) -> tuple[bool, str]:
-        """Listed, heard from the API server within ``stale_after_s``, and the last
-        write to the ledger went in (pods that ended wait in memory until one does)."""
-        if not self.health.listed:
-            return False, "not listed yet"
-        error = self.health.ledger_error
-        if error is not None:
-            return False, f"cannot write the ledger ({len(self._ended)} pod(s) waiting): {error}"
-        age = self.monotonic() - self.health.last_contact_monotonic
-        limit = self.settings.stale_after_s
-        return age < limit, f"API server last heard {age:.0f} s ago (limit {limit:.0f} s)"
+        """``/readyz``: ``Health.ready``."""
+        return self.health.ready(self.settings, self.monotonic(), len(self._ended))
 
 
 def _earliest(tracked: _Tracked | None, pod: Pod) -> datetime | None:

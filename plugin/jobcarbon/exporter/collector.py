@@ -33,7 +33,7 @@ from .spec import JOB_METRICS, SPECS, Family, Series
 
 log = logging.getLogger("jobcarbon.exporter")
 
-INGEST_STAGES = ("parse", "account", "sacct", "kubernetes")
+INGEST_STAGES = ("parse", "account", "sacct", "kubernetes", "grid")
 
 PerUser = TypeVar("PerUser", Aggregate, Running)
 Read = TypeVar("Read")

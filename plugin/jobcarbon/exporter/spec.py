@@ -93,10 +93,11 @@ METRICS = (
         "Records that could not be accounted, by stage: parse (unreadable accounting "
         "line), account (unknown hardware, impossible record), sacct (a failed call to "
         "Slurm accounting, through sacct or pyslurm), kubernetes (a failed call to the "
-        "Kubernetes API server), prometheus (a failed query for a batch's GPU energy: its "
-        "jobs estimated), gpu_energy_refused (a GPU exporter's energy that cannot be the "
-        "job's own: estimated), gpu_samples_late (a job's GPU samples still short of its "
-        "end when its wait was over).",
+        "Kubernetes API server), grid (a site's scheduled grid sync that failed: its jobs "
+        "wait with the provider's fallback), prometheus (a failed query for a batch's GPU "
+        "energy: its jobs estimated), gpu_energy_refused (a GPU exporter's energy that "
+        "cannot be the job's own: estimated), gpu_samples_late (a job's GPU samples still "
+        "short of its end when its wait was over).",
     ),
     MetricSpec(
         "jobcarbon_sweep_found_jobs_total",

@@ -4,9 +4,10 @@ Its face: the names the rest of jobcarbon imports. Inside, from the bottom up: `
 (row types, ``Filters``, ``ledger_row``), ``grid`` (the grid table's hours),
 ``dialect`` (SQLite's and PostgreSQL's spellings, statement splitting), ``connect``
 (opening either backend), ``schema`` (versions, the ``.sql`` migrations under
-``migrations/``, ``migrate``), ``store`` (the ``Ledger`` class, ``open_ledger``) and
-``copy`` (``copy_ledger``); ``usage`` (a job's usage apart from its footprint, the
-recompute runs) is a part of ``Ledger``.
+``migrations/``, ``migrate``), ``pending`` (the readers of the jobs waiting for grid
+hours), ``store`` (the ``Ledger`` class, ``open_ledger``) and ``copy`` (``copy_ledger``);
+``usage`` (a job's usage apart from its footprint, the recompute runs) is a part of
+``Ledger``.
 """
 
 from __future__ import annotations

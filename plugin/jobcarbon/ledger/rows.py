@@ -51,6 +51,7 @@ JOB_COLUMNS = (
     "intensity_source",
     "intensity_version",
     "config_digest",
+    "intensity_pending",
 )
 #: Columns a reader gets from ``Ledger.jobs``.
 EXPORT_COLUMNS = JOB_COLUMNS
@@ -222,6 +223,8 @@ class Filters:
     months: tuple[str, ...] | None = None  # any of these months
     #: these jobs, each with its array tasks (``ID_N``) and earlier runs (``ID+run@T``)
     job_ids: tuple[str, ...] | None = None
+    #: only the jobs waiting for grid hours (True) or only the others (False)
+    pending: bool | None = None
 
     def where(self) -> tuple[str, list[Any]]:
         clauses: list[str] = []
@@ -244,6 +247,9 @@ class Filters:
         if self.until is not None:
             clauses.append("end_time < ?")
             params.append(epoch(self.until))
+        if self.pending is not None:
+            clauses.append("intensity_pending = ?")
+            params.append(int(self.pending))
         for column in ("month", "user", "project", "cluster"):
             value = getattr(self, column)
             if value is not None:
@@ -304,4 +310,5 @@ def ledger_row(accounted: AccountedJob) -> tuple[Any, ...]:
         provenance.intensity_source,
         provenance.intensity_version,
         provenance.config_digest,
+        int(accounted.intensity_pending),
     )

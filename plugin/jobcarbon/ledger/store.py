@@ -23,6 +23,7 @@ from ..footprint import AccountedJob
 from .connect import connect
 from .dialect import POSTGRES, quoted
 from .grid import GridStore
+from .pending import PendingJobs
 from .rows import (
     EXPORT_COLUMNS,
     FAILED_STATES,
@@ -51,7 +52,7 @@ _SUMMARY_SUMS = (
 )
 
 
-class Ledger(UsageStore, GridStore):
+class Ledger(UsageStore, GridStore, PendingJobs):
     """A ledger: a SQLite file, or a PostgreSQL database given by its URL.
 
     Use as a context manager, or call ``close()``. Writers are serialised (SQLite's
