@@ -8,7 +8,7 @@ jobs over a month), written to a temporary file first. The import runs in two
 processes (the command, and the child it forks to read and account the dump): the peak
 RSS of each is sampled from /proc while it runs, and their sum is the figure that counts.
 
-The floor: as many rows of the ledger's shape (a fresh ledger's own ``jobs`` table: 33
+The floor: as many rows of the ledger's shape (a fresh ledger's own ``jobs`` table: 37
 columns, text key (cluster, job_id), WITHOUT ROWID, two secondary indexes, WAL,
 synchronous=NORMAL) inserted with plain ``executemany`` in batches of 20,000, a commit
 after each; making the rows is not timed. The digest is a SHA-256 of the imported jobs
@@ -55,7 +55,7 @@ def floor_rate(path: Path, rows: int) -> float:
 
 
 def floor_row(i: int) -> tuple[object, ...]:
-    """A job row as the import writes one: 15 texts, 5 integers, 14 reals."""
+    """A job row as the import writes one: 16 texts, 5 integers, 17 reals."""
     f = i * 0.001
     return (
         "bench",
@@ -91,6 +91,10 @@ def floor_row(i: int) -> tuple[object, ...]:
         "v1",
         None,
         str(i),
+        160.0 + f,
+        120.0 + f,
+        200.0 + f,
+        "contracts",
         1_700_010_000,
     )
 

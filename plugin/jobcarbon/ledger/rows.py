@@ -47,6 +47,11 @@ JOB_COLUMNS = (
     "factors_version",
     "gpu_utilization",
     "job_id_raw",
+    # market-based Scope 2 beside co2e_g, location-based (schema v12), and its source
+    "co2e_market_g",
+    "co2e_market_g_low",
+    "co2e_market_g_high",
+    "market_source",
 )
 #: Columns a reader gets from ``Ledger.jobs``.
 EXPORT_COLUMNS = JOB_COLUMNS
@@ -156,6 +161,9 @@ class Running:
 
 @dataclass(frozen=True, slots=True)
 class SummaryRow:
+    """Sums over some jobs: ``co2e_kg`` location-based Scope 2 (the grid's average),
+    ``co2e_market_kg`` market-based (the sites' contracts, residual mix)."""
+
     key: str
     jobs: int
     gpu_hours: float
@@ -163,6 +171,9 @@ class SummaryRow:
     co2e_kg: float
     co2e_kg_low: float
     co2e_kg_high: float
+    co2e_market_kg: float = 0.0
+    co2e_market_kg_low: float = 0.0
+    co2e_market_kg_high: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,9 +229,11 @@ class Filters:
     months: tuple[str, ...] | None = None  # any of these months
     #: these jobs, each with its array tasks (``ID_N``) and earlier runs (``ID+run@T``)
     job_ids: tuple[str, ...] | None = None
+    #: only jobs that used energy (not those cancelled before they started)
+    with_energy: bool = False
 
     def where(self) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
+        clauses: list[str] = ["energy_facility_kwh > 0"] if self.with_energy else []
         params: list[Any] = []
         if self.job_ids is not None:
             matches = []
@@ -296,4 +309,8 @@ def ledger_row(accounted: AccountedJob) -> tuple[Any, ...]:
         accounted.factors_version,
         job.gpu_utilization,
         job.job_id_raw,
+        fp.co2e_market_g,
+        fp.co2e_market_g_low,
+        fp.co2e_market_g_high,
+        fp.market_source.value,
     )
