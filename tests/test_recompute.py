@@ -284,7 +284,7 @@ def test_a_v8_ledger_of_100k_jobs_migrates_keeping_every_job(ledger_location: st
     ]
     v8_ledger(ledger_location, records, config)
     with Ledger(ledger_location) as ledger:
-        assert ledger.schema_version == SCHEMA_VERSION == 9
+        assert ledger.schema_version == SCHEMA_VERSION >= 9
         assert ledger.count() == 100_000
         assert ledger.usage_count(EVERYTHING) == 100_000
         missing = dict(
