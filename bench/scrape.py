@@ -25,6 +25,7 @@ from jobcarbon.exporter import Exporter, LedgerCollector
 from jobcarbon.footprint import AccountedJob, Footprint, Method
 from jobcarbon.ledger import Ledger
 from jobcarbon.records import JobRecord, JobState
+from jobcarbon.site import MarketSource
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
 CONFIG = parse_config(
@@ -50,7 +51,22 @@ def jobs(first: int, count: int) -> list[AccountedJob]:
         1,
         "A100",
     )
-    footprint = Footprint(3600, 0, 0.4, 0.0, 0.0, 0.52, 156.0, 100.0, 200.0, Method.ESTIMATED)
+    footprint = Footprint(
+        3600,
+        0,
+        0.4,
+        0.0,
+        0.0,
+        0.52,
+        156.0,
+        100.0,
+        200.0,
+        Method.ESTIMATED,
+        156.0,
+        100.0,
+        200.0,
+        MarketSource.LOCATION_BASED,
+    )
     batch = []
     for i in range(first, first + count):
         combo = i % 5000

@@ -55,7 +55,7 @@ def floor_rate(path: Path, rows: int) -> float:
 
 
 def floor_row(i: int) -> tuple[object, ...]:
-    """A job row as the import writes one: 19 texts, 5 integers, 14 reals."""
+    """A job row as the import writes one: 20 texts, 6 integers, 17 reals."""
     f = i * 0.001
     return (
         "bench",
@@ -95,6 +95,11 @@ def floor_row(i: int) -> tuple[object, ...]:
         "region",
         "mlco2:DE tables-0123456789ab",
         "sha256:0123456789abcdef",
+        0,
+        160.0 + f,
+        120.0 + f,
+        200.0 + f,
+        "contracts",
         1_700_010_000,
     )
 

@@ -249,19 +249,23 @@ def test_summary_of_a_small_month_shows_significant_figures_in_fitting_units(
     dumped = config.model_dump(mode="json", exclude={"base_dir"}, exclude_defaults=True)
     path.write_text(json.dumps({**dumped, "ledger": {"url": "sqlite:///ledger.db"}}))
     result = runner.invoke(
-        main, ["--config", str(path), "summary", "--by", "user", "--month", "2026-10"]
+        main,
+        ["--config", str(path), "summary", "--by", "user", "--month", "2026-10"],
+        env={"COLUMNS": "120"},  # wide enough for the ranges
     )
     assert result.exit_code == 0, result.output
     rows = {
         cells[0]: cells[1:]
         for line in result.output.splitlines()
-        if len(cells := [c.strip() for c in line.strip("│┃ ").split("│")]) == 6
+        if len(cells := [c.strip() for c in line.strip("│┃ ").split("│")]) == 8
     }
-    # erin: 60 s + 12 s on one 300 W GPU at PUE 1.5 and 400 g/kWh (tests/test_report.py)
+    # erin: 60 s + 12 s on one 300 W GPU at PUE 1.5 and 400 g/kWh (tests/test_report.py);
+    # no market settings, so market-based is the location-based figure
     assert rows["erin"][:4] == ["3", "0.0200", "9.00 Wh", "3.60 g"]
     assert rows["total"][:4] == rows["erin"][:4]
     low, high = (float(n) for n in rows["erin"][4].removesuffix(" g").split("–"))
     assert low < 3.6 < high
+    assert rows["erin"][5:] == rows["erin"][3:5]
     assert re.search(r"(?<![\d.,])0\.0+(?!\d)", result.output) is None  # no figure shown as 0.0
 
 

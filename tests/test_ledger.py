@@ -20,6 +20,7 @@ from jobcarbon.errors import LedgerError
 from jobcarbon.footprint import AccountedJob, Footprint, Method
 from jobcarbon.ledger import POSTGRES, SCHEMA_VERSION, Filters, Ledger, Running
 from jobcarbon.records import JobState
+from jobcarbon.site import MarketSource
 from tests.conftest import make_job, utc
 from tests.support.config import make_config
 
@@ -39,6 +40,10 @@ def accounted(job_id: str, co2e_g: float = 100.0, **job_fields: object) -> Accou
         co2e_g_low=co2e_g / 2,
         co2e_g_high=co2e_g * 2,
         method=Method.ESTIMATED,
+        co2e_market_g=co2e_g,
+        co2e_market_g_low=co2e_g / 2,
+        co2e_market_g_high=co2e_g * 2,
+        market_source=MarketSource.LOCATION_BASED,
     )
     return AccountedJob(job, footprint, "X", "s1", "tables-test")
 
@@ -484,6 +489,16 @@ def placeholder(raw_id: str, **job_fields: object) -> AccountedJob:
     return accounted(raw_id, partition="", name="allocation", job_id_raw=raw_id, **job_fields)
 
 
+def back_to_v10(ledger: Ledger) -> None:
+    """The ledger as schema v10 had it: no market-based columns (v11)."""
+    for column in ("co2e_market_g", "co2e_market_g_low", "co2e_market_g_high", "market_source"):
+        ledger._run(f"ALTER TABLE jobs DROP COLUMN {column}")
+    if ledger.dialect is POSTGRES:
+        ledger._run("UPDATE schema_version SET version = 10")
+    else:
+        ledger._run("PRAGMA user_version = 10")
+
+
 def back_to_v8(ledger: Ledger) -> None:
     """The ledger as schema v8 had it: no provenance columns, usage, recompute runs (v9)."""
     for column in ("pue_source", "intensity_source", "intensity_version", "config_digest"):
@@ -498,7 +513,8 @@ def back_to_v8(ledger: Ledger) -> None:
 
 def back_to_v6(ledger: Ledger) -> None:
     """The ledger as schema v6 had it: no job_id_raw column, no grid table (v8), no
-    usage (v9), no intensity_pending (v10)."""
+    usage (v9), no intensity_pending (v10), no market-based columns (v11)."""
+    back_to_v10(ledger)
     ledger._run("DROP INDEX jobs_intensity_pending")
     ledger._run("ALTER TABLE jobs DROP COLUMN intensity_pending")
     back_to_v8(ledger)

@@ -34,9 +34,10 @@ from .footprint import PowerProfile, Uncertainty
 from .gridconfig import ProviderConfig
 from .hardware import HardwareRule, PowerProfiles
 from .mailconfig import MailConfig
+from .marketconfig import MarketConfig
 from .records import Component, JobRecord
 from .series import read_series
-from .site import Constant, HourlySeries, MonthlyPue, Schedule, SiteFactors
+from .site import NO_MARKET, Constant, HourlySeries, MonthlyPue, Schedule, SiteFactors
 
 DEFAULT_PATH = Path("/etc/jobcarbon/config.yaml")
 ENV_VAR = "JOBCARBON_CONFIG"
@@ -92,6 +93,7 @@ class SiteConfig(_Strict):
     )
     pue_uncertainty: float = Field(0.05, ge=0, lt=1, description="relative, for the range")
     grid: GridConfig
+    market: MarketConfig | None = Field(None, description="contracts by year: market-based")
 
     @field_validator("pue_monthly")
     @classmethod
@@ -422,7 +424,10 @@ def _site_factors(name: str, site: SiteConfig, base_dir: Path) -> SiteFactors:
         path = grid.series.path if grid.series.path.is_absolute() else base_dir / grid.series.path
         intensity = read_series(path, grid.series.fallback_g_per_kwh, f"sites.{name}.grid.series")
         source, version = "series", intensity.version
-    return SiteFactors(name, pue, intensity, site.pue_uncertainty, region_key, source, version)
+    market = site.market.factors() if site.market is not None else NO_MARKET
+    return SiteFactors(
+        name, pue, intensity, site.pue_uncertainty, region_key, source, version, market
+    )
 
 
 def _format_error(error: Any) -> str:

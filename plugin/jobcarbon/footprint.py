@@ -11,6 +11,11 @@ assumes idle hardware where utilisation is unknown, the TDP table's error below 
 the PUE's uncertainty below; high the same above. Grid intensity and PUE that vary
 over time are integrated over the run hour by hour.
 
+Both Scope 2 figures come out at once: ``co2e_g`` location-based (the grid's average
+intensity), ``co2e_market_g`` market-based (the site's contracts for the year the job
+ended in, GHG Protocol Scope 2 Guidance), its range the same relative range as the
+energy's.
+
 ``Footprint`` and ``AccountedJob`` are built once per job, millions of times in an
 import: they are plain slots dataclasses (a frozen one costs 2-3 times as much to build),
 to be treated as immutable all the same.
@@ -19,12 +24,12 @@ to be treated as immutable all the same.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from .errors import FactorError
 from .records import Component, JobRecord
-from .site import Constant, SiteFactors
+from .site import Constant, MarketSource, SiteFactors
 
 J_PER_KWH = 3.6e6
 
@@ -76,10 +81,14 @@ class Footprint:
     energy_cpu_kwh: float
     energy_memory_kwh: float
     energy_facility_kwh: float
-    co2e_g: float
+    co2e_g: float  # location-based: the grid's average intensity
     co2e_g_low: float
     co2e_g_high: float
     method: Method
+    co2e_market_g: float  # market-based: the site's contracts, residual mix
+    co2e_market_g_low: float
+    co2e_market_g_high: float
+    market_source: MarketSource
 
     @property
     def energy_it_kwh(self) -> float:
@@ -157,9 +166,9 @@ def _apply_measurement(
 
 def site_emissions(
     it_kwh: Bounds, site: SiteFactors, start: datetime, end: datetime
-) -> tuple[float, Bounds]:
-    """Facility energy (kWh) and CO2e (g; central, low, high) of IT energy (kWh; central,
-    low, high) drawn evenly over ``[start, end)`` at ``site``.
+) -> tuple[Bounds, Bounds]:
+    """Facility energy (kWh) and CO2e (g), each central, low and high, of IT energy (kWh;
+    central, low, high) drawn evenly over ``[start, end)`` at ``site``.
 
     The PUE holds still over each piece of the run (the whole run, or its calendar
     months); the intensity is integrated over the piece (at once for an hourly series).
@@ -167,7 +176,7 @@ def site_emissions(
     run_s = (end - start).total_seconds()
     it_central, it_low, it_high = it_kwh
     intensity = site.intensity_g_per_kwh
-    facility_kwh = co2e_central = co2e_low = co2e_high = 0.0
+    facility_kwh = facility_low = facility_high = co2e_central = co2e_low = co2e_high = 0.0
     for piece_start, piece_end in site.pue.pieces(start, end):
         share = (piece_end - piece_start).total_seconds() / run_s
         pue = site.pue.at(piece_start)
@@ -178,14 +187,17 @@ def site_emissions(
         else:
             weight = intensity.integral(piece_start, piece_end) / run_s
         facility_kwh += it_central * share * pue
+        facility_low += it_low * share * pue_low
+        facility_high += it_high * share * pue_high
         co2e_central += it_central * pue * weight
         co2e_low += it_low * pue_low * weight
         co2e_high += it_high * pue_high * weight
-    return facility_kwh, (co2e_central, co2e_low, co2e_high)
+    return (facility_kwh, facility_low, facility_high), (co2e_central, co2e_low, co2e_high)
 
 
-#: What a job that never ran costs.
-NOTHING = Footprint(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, Method.ESTIMATED)
+#: What a job that never ran costs: nothing both ways (``compute_footprint`` gives it
+#: its year's market source).
+NOTHING = Footprint(*(0.0,) * 9, Method.ESTIMATED, *(0.0,) * 3, MarketSource.LOCATION_BASED)
 
 
 def compute_footprint(
@@ -195,7 +207,8 @@ def compute_footprint(
     job.validate()
     run_s = job.run_seconds
     if job.start_time is None or job.end_time is None or run_s <= 0:
-        return NOTHING
+        year = (job.end_time or job.submit_time).year  # the ledger's month's
+        return replace(NOTHING, market_source=site.market.for_year(year).source)
     kwh_per_w = run_s / 3600.0 / 1000.0
     energy_kwh = {
         component: (central * kwh_per_w, low * kwh_per_w, high * kwh_per_w)
@@ -212,9 +225,15 @@ def compute_footprint(
         gpu[1] + cpu[1] + memory[1],
         gpu[2] + cpu[2] + memory[2],
     )
-    facility_kwh, (co2e_central, co2e_low, co2e_high) = site_emissions(
-        it_kwh, site, job.start_time, job.end_time
+    (facility_kwh, facility_low, facility_high), (co2e_central, co2e_low, co2e_high) = (
+        site_emissions(it_kwh, site, job.start_time, job.end_time)
     )
+
+    # market-based: the year's contracts per kWh, and the share without a contractual
+    # factor at the location-based figure (the grid average stands in)
+    market = site.market.for_year(job.end_time.year)
+    contract, location = market.contract_g_per_kwh, market.location_share
+
     return Footprint(
         gpu_seconds=job.gpu_seconds,
         cpu_seconds=job.cpu_seconds,
@@ -226,6 +245,10 @@ def compute_footprint(
         co2e_g_low=co2e_low,
         co2e_g_high=co2e_high,
         method=method,
+        co2e_market_g=facility_kwh * contract + location * co2e_central,
+        co2e_market_g_low=facility_low * contract + location * co2e_low,
+        co2e_market_g_high=facility_high * contract + location * co2e_high,
+        market_source=market.source,
     )
 
 

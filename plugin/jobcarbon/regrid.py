@@ -49,7 +49,7 @@ def regridded(row: tuple[Any, ...], site: SiteFactors) -> tuple[Any, ...] | None
         return None
     start = datetime.fromtimestamp(values[_INDEX["start_time"]], UTC)
     end = datetime.fromtimestamp(values[_INDEX["end_time"]], UTC)
-    facility_kwh, (co2e_g, _, _) = site_emissions((it_kwh, it_kwh, it_kwh), site, start, end)
+    (facility_kwh, _, _), (co2e_g, _, _) = site_emissions((it_kwh,) * 3, site, start, end)
     scale = co2e_g / old_co2e_g
     intensity = site.intensity_g_per_kwh
     values[_INDEX["energy_facility_kwh"]] = facility_kwh

@@ -66,6 +66,9 @@ class MonthlyReport:
     equivalents: tuple[EquivalentAmount, ...]
     factors: tuple[FactorsUsed, ...]
     suggestions: tuple[Suggestion, ...]
+    #: how many of the jobs with energy got their market-based figure from each source
+    #: (``site.MarketSource``), most first
+    market_sources: tuple[tuple[str, int], ...] = ()
 
     @property
     def failed_percent(self) -> float:
@@ -129,6 +132,7 @@ def monthly_reports(
     largest = ledger.largest_jobs(outer, LARGEST_JOBS, month_only)
     habits = ledger.habits(outer, month_only)
     factors_used = ledger.factors_used(outer, month_only)
+    market_sources = ledger.market_sources(outer, month_only)
     grid = _GridFacts.of(config, ledger, month)
     equivalents = factors.equivalents()
     reports = []
@@ -161,6 +165,7 @@ def monthly_reports(
             ),
             factors=tuple(factors_used.get(name, [])),
             suggestions=(),
+            market_sources=tuple(market_sources.get(name, {}).items()),
         )
         advice = advise(report, by_site.get(name, []), grid)
         reports.append(replace(report, suggestions=advice))

@@ -1,14 +1,20 @@
-"""A site's PUE and grid carbon intensity as functions of time.
+"""A site's PUE and grid carbon intensity as functions of time, and its market-based
+factors by year.
 
 Both may be constant, or vary: PUE by calendar month (sites measure it monthly),
 intensity by hour (a series from the grid operator or Electricity Maps). The
 footprint model integrates them over a job's run hour by hour; these classes only
 answer "what was the value during the hour that starts at t". No I/O here: a
 series is read from its file by the config loader.
+
+The intensity is location-based Scope 2 (the grid's average). The market-based one
+(GHG Protocol Scope 2 Guidance) comes from what the site buys, year by year:
+``MarketFactors`` holds each year's factor as the config resolved it (``marketconfig``).
 """
 
 from __future__ import annotations
 
+import enum
 from bisect import bisect_left
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -204,9 +210,68 @@ def hour_segments(start: datetime, end: datetime) -> Iterator[tuple[datetime, fl
         cursor = segment_end
 
 
+class MarketSource(enum.StrEnum):
+    """Where a job's market-based figure comes from (the ledger's ``market_source``)."""
+
+    CONTRACTS = "contracts"  # its year's instruments, the rest at a supplier or residual mix
+    CONTRACTS_AND_LOCATION = "contracts+location"  # the rest at the location-based figure
+    RESIDUAL_MIX = "residual-mix"  # a year without contracts: the site's residual mix
+    LOCATION_BASED = "location-based"  # no market data for the year: the grid average
+
+    @property
+    def words(self) -> str:
+        """What it means, for people."""
+        return _MARKET_WORDS[self]
+
+
+_MARKET_WORDS = {
+    MarketSource.CONTRACTS: "the site's contracts and certificates for the year",
+    MarketSource.CONTRACTS_AND_LOCATION: (
+        "the site's contracts for the year, the rest at the location-based figure "
+        "(no supplier-specific or residual-mix factor)"
+    ),
+    MarketSource.RESIDUAL_MIX: "the residual mix (no contracts configured for the year)",
+    MarketSource.LOCATION_BASED: (
+        "the location-based figure (no contracts or residual mix configured for the year)"
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MarketYear:
+    """One year's market-based factor: ``contract_g_per_kwh`` per kWh of the whole
+    consumption (each instrument's share × its factor, plus the rest's share × the
+    supplier-specific or residual-mix factor), and ``location_share``, the share left at
+    the job's location-based figure where the rest has no factor."""
+
+    contract_g_per_kwh: float
+    location_share: float
+    source: MarketSource
+
+
+#: What the market-based method gives without any market data: the grid average.
+LOCATION_ONLY = MarketYear(0.0, 1.0, MarketSource.LOCATION_BASED)
+
+
+@dataclass(frozen=True, slots=True)
+class MarketFactors:
+    """A site's market-based factor for each year (UTC) it has contracts for, and for the
+    other years (its residual mix, or the location-based figure)."""
+
+    by_year: Mapping[int, MarketYear] = field(default_factory=dict)
+    other_years: MarketYear = LOCATION_ONLY
+
+    def for_year(self, year: int) -> MarketYear:
+        return self.by_year.get(year, self.other_years)
+
+
+NO_MARKET = MarketFactors()
+
+
 @dataclass(frozen=True, slots=True)
 class SiteFactors:
-    """What a site contributes to a footprint: PUE, grid intensity and their uncertainty."""
+    """What a site contributes to a footprint: PUE, grid intensity and their uncertainty,
+    and the market-based factors."""
 
     name: str
     pue: Schedule
@@ -217,6 +282,7 @@ class SiteFactors:
     # version of its data: what a footprint records as its provenance
     intensity_source: str = ""
     intensity_version: str = ""
+    market: MarketFactors = NO_MARKET
 
     @property
     def pue_source(self) -> str:

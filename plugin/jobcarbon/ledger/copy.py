@@ -29,12 +29,22 @@ class CopyResult:
         a, b = self.source, self.target
         return a.jobs == b.jobs and all(
             math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9)
-            for x, y in zip(
-                (a.gpu_hours, a.energy_kwh, a.co2e_kg, a.co2e_kg_low, a.co2e_kg_high),
-                (b.gpu_hours, b.energy_kwh, b.co2e_kg, b.co2e_kg_low, b.co2e_kg_high),
-                strict=True,
-            )
+            for x, y in zip(_sums(a), _sums(b), strict=True)
         )
+
+
+def _sums(row: SummaryRow) -> tuple[float, ...]:
+    """The figures ``identical`` compares: both Scope 2 bases with their ranges."""
+    return (
+        row.gpu_hours,
+        row.energy_kwh,
+        row.co2e_kg,
+        row.co2e_kg_low,
+        row.co2e_kg_high,
+        row.co2e_market_kg,
+        row.co2e_market_kg_low,
+        row.co2e_market_kg_high,
+    )
 
 
 def copy_ledger(

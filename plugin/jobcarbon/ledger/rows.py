@@ -52,6 +52,11 @@ JOB_COLUMNS = (
     "intensity_version",
     "config_digest",
     "intensity_pending",
+    # market-based Scope 2 beside co2e_g, location-based (schema v11), and its source
+    "co2e_market_g",
+    "co2e_market_g_low",
+    "co2e_market_g_high",
+    "market_source",
 )
 #: Columns a reader gets from ``Ledger.jobs``.
 EXPORT_COLUMNS = JOB_COLUMNS
@@ -161,6 +166,9 @@ class Running:
 
 @dataclass(frozen=True, slots=True)
 class SummaryRow:
+    """Sums over some jobs: ``co2e_kg`` location-based Scope 2 (the grid's average),
+    ``co2e_market_kg`` market-based (the sites' contracts, residual mix)."""
+
     key: str
     jobs: int
     gpu_hours: float
@@ -168,6 +176,9 @@ class SummaryRow:
     co2e_kg: float
     co2e_kg_low: float
     co2e_kg_high: float
+    co2e_market_kg: float = 0.0
+    co2e_market_kg_low: float = 0.0
+    co2e_market_kg_high: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,9 +236,11 @@ class Filters:
     job_ids: tuple[str, ...] | None = None
     #: only the jobs waiting for grid hours (True) or only the others (False)
     pending: bool | None = None
+    #: only jobs that used energy (not those cancelled before they started)
+    with_energy: bool = False
 
     def where(self) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
+        clauses: list[str] = ["energy_facility_kwh > 0"] if self.with_energy else []
         params: list[Any] = []
         if self.job_ids is not None:
             matches = []
@@ -311,4 +324,8 @@ def ledger_row(accounted: AccountedJob) -> tuple[Any, ...]:
         provenance.intensity_version,
         provenance.config_digest,
         int(accounted.intensity_pending),
+        fp.co2e_market_g,
+        fp.co2e_market_g_low,
+        fp.co2e_market_g_high,
+        fp.market_source.value,
     )

@@ -48,7 +48,8 @@ from .usage import JOB_AND_USAGE_ROWS, UsageStore, usage_row
 _SUMMARY_SUMS = (
     "COUNT(*), COALESCE(SUM(gpu_seconds), 0) / 3600.0, COALESCE(SUM(energy_facility_kwh), 0), "
     "COALESCE(SUM(co2e_g), 0) / 1000.0, COALESCE(SUM(co2e_g_low), 0) / 1000.0, "
-    "COALESCE(SUM(co2e_g_high), 0) / 1000.0"
+    "COALESCE(SUM(co2e_g_high), 0) / 1000.0, COALESCE(SUM(co2e_market_g), 0) / 1000.0, "
+    "COALESCE(SUM(co2e_market_g_low), 0) / 1000.0, COALESCE(SUM(co2e_market_g_high), 0) / 1000.0"
 )
 
 
@@ -382,9 +383,7 @@ class Ledger(UsageStore, GridStore, PendingJobs):
         Jobs without energy (cancelled before they started) used no factors: left out.
         """
         check_dimension(outer)
-        where, params = filters.where()
-        where = f"{where} AND" if where else " WHERE"
-        where += " energy_facility_kwh > 0"
+        where, params = replace(filters, with_energy=True).where()
         sql = (
             f"SELECT COALESCE(\"{outer}\", '(none)'), site, method, COUNT(*), MIN(pue), "
             "MAX(pue), "
@@ -394,6 +393,22 @@ class Ledger(UsageStore, GridStore, PendingJobs):
         result: dict[str, list[FactorsUsed]] = {}
         for key, *row in self._query(sql, params):
             result.setdefault(key, []).append(FactorsUsed(*row))
+        return result
+
+    def market_sources(
+        self, outer: Dimension, filters: Filters = Filters()
+    ) -> dict[str, dict[str, int]]:
+        """For every value of ``outer``, how many jobs' market-based figure came from each
+        source (``site.MarketSource``), most first. Jobs without energy are left out."""
+        check_dimension(outer)
+        where, params = replace(filters, with_energy=True).where()
+        sql = (
+            f"SELECT COALESCE(\"{outer}\", '(none)'), market_source, COUNT(*) FROM jobs{where} "
+            "GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2"
+        )
+        result: dict[str, dict[str, int]] = {}
+        for key, source, jobs in self._query(sql, params):
+            result.setdefault(key, {})[source] = int(jobs)
         return result
 
     def mail_sent(self, month: str, audience: str) -> dict[str, MailSent]:

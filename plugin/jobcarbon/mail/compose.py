@@ -22,6 +22,7 @@ from ..config import Config
 from ..errors import ConfigError
 from ..ledger import FactorsUsed
 from ..report import MonthlyReport
+from ..site import MarketSource
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,7 @@ class Composer:
             place=_place,
             factors_line=_factors_line,
             no_energy_line=_no_energy_line,
+            scope2_line=_scope2_line,
             questions=_questions,
         )
 
@@ -207,6 +209,29 @@ def _no_energy_line(report: MonthlyReport) -> str:
         f"{_jobs(report.jobs_without_energy)} used no energy (ended before running, e.g. "
         "cancelled while pending): no factors apply"
     )
+
+
+def _scope2_line(report: MonthlyReport) -> str:
+    """Both Scope 2 figures, each named (GHG Protocol): location-based, the one above, and
+    market-based, with the jobs whose market-based figure had a stand-in."""
+    t = report.totals
+    location = f"{quantity.co2e(t.co2e_kg)} CO2e"
+    market = f"{quantity.co2e(t.co2e_market_kg)} CO2e"
+    head = (
+        f"Counted both ways (GHG Protocol Scope 2): location-based, from the local grid's "
+        f"average intensity, {location} as above; market-based, from what the sites buy "
+        "(electricity contracts, certificates)"
+    )
+    sources = dict(report.market_sources)
+    if sources and set(sources) == {MarketSource.LOCATION_BASED}:
+        return f"{head}, the same {location}: no contracts or residual mix are configured."
+    market_range = quantity.co2e_range(t.co2e_market_kg_low, t.co2e_market_kg_high)
+    stand_ins = "".join(
+        f" For {_jobs(count)} the market-based figure is {MarketSource(source).words}."
+        for source, count in report.market_sources
+        if source != MarketSource.CONTRACTS
+    )
+    return f"{head}, {market} (likely {market_range}).{stand_ins}"
 
 
 def _questions(reply_to: str | None) -> str:
