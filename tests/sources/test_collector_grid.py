@@ -18,6 +18,8 @@ Job 7 runs on 2026-03-29 from 07:30 to 10:30 UTC on one core with 1 GB: 12 W a c
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import os
 import random
@@ -143,8 +145,8 @@ def test_a_job_waits_for_its_grid_hours_and_is_accounted_again_when_they_come(
         assert summary.exit_code == 0, summary.output
         assert "1 job(s) pending grid data" in summary.output
         export = runner.invoke(main, ["--config", str(rig.config_path), "export"])
-        header, line = export.stdout.splitlines()
-        assert header.split(",")[-1] == "intensity_pending" and line.endswith(",1")
+        (exported,) = csv.DictReader(io.StringIO(export.stdout))
+        assert exported["intensity_pending"] == "1"
 
         # 11:10: not due (the next sync is an hour after 10:40); the provider is not asked
         asked = len(fake.requests)
