@@ -24,6 +24,7 @@ from jobcarbon.regrid import Regridded, recompute_pending
 from jobcarbon.sources.grid import GridPoint
 from tests.conftest import make_job
 from tests.support.config import make_config
+from tests.test_ledger import back_to_v10
 
 HOUR_S = 3600
 # 2026-03-29 00:00 UTC is 492 984 hours after the epoch (20 541 days × 24).
@@ -167,6 +168,7 @@ def test_v10_adds_the_flag_as_zero_for_the_jobs_before_it(ledger: Ledger) -> Non
     config = _config()
     ledger.write([Accountant(config).account(make_job(job_id="a", **RUN_A))])
     assert _row(ledger, "a")["intensity_pending"] == 1  # no hour synced at all
+    back_to_v10(ledger)  # no market-based columns (v11)
     ledger._run("DROP INDEX jobs_intensity_pending")
     ledger._run("ALTER TABLE jobs DROP COLUMN intensity_pending")
     if ledger.dialect is POSTGRES:
