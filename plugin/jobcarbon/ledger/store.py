@@ -81,7 +81,6 @@ class Ledger(UsageStore, GridStore, PendingJobs):
         self._run_many = connection.run_many
         self._query = connection.query
         self._stream = connection.stream
-        self._begin_write = connection.begin_write
         self.merged_placeholders = 0  # rows ``migrate`` merged (schema v7)
         try:
             self.merged_placeholders = check_version(connection, migrate)
@@ -133,17 +132,9 @@ class Ledger(UsageStore, GridStore, PendingJobs):
         """Job rows as ``job_rows`` reads them (JOB_COLUMNS and recorded_at, one per job,
         recorded_at kept) and their usage rows, in one transaction; how many job rows
         were new or changed."""
-        try:
-            self._begin_write()
-            try:
-                written = self._write_staged(rows)
-                self._write_usage(usage)
-                self._run("COMMIT")
-            except BaseException:
-                self._run("ROLLBACK")
-                raise
-        except self._errors as err:
-            raise LedgerError(f"cannot write {len(rows)} job(s) to {self.where}: {err}") from err
+        with self.writing(f"{len(rows)} job(s) "):
+            written = self._write_staged(rows)
+            self._write_usage(usage)
         return written
 
     def replace_footprints(self, rows: list[tuple[Any, ...]]) -> int:
@@ -220,25 +211,17 @@ class Ledger(UsageStore, GridStore, PendingJobs):
     ) -> None:
         """Replace ``cluster``'s usage so far of running jobs, in one transaction."""
         updated_at = int((now or datetime.now(UTC)).timestamp())
-        try:
-            self._begin_write()
-            try:
-                self._run("DELETE FROM running WHERE cluster = ?", [cluster])
-                self._run_many(
-                    f"INSERT INTO running ({quoted(Running.__dataclass_fields__)}) "
-                    f"VALUES ({', '.join('?' * len(Running.__dataclass_fields__))})",
-                    [
-                        astuple(replace(row, updated_at=updated_at))
-                        for row in rows
-                        if row.cluster == cluster
-                    ],
-                )
-                self._run("COMMIT")
-            except BaseException:
-                self._run("ROLLBACK")
-                raise
-        except self._errors as err:
-            raise LedgerError(f"cannot write running jobs to {self.where}: {err}") from err
+        with self.writing("running jobs "):
+            self._run("DELETE FROM running WHERE cluster = ?", [cluster])
+            self._run_many(
+                f"INSERT INTO running ({quoted(Running.__dataclass_fields__)}) "
+                f"VALUES ({', '.join('?' * len(Running.__dataclass_fields__))})",
+                [
+                    astuple(replace(row, updated_at=updated_at))
+                    for row in rows
+                    if row.cluster == cluster
+                ],
+            )
 
     def running(self) -> list[Running]:
         sql = f"SELECT {quoted(Running.__dataclass_fields__)} FROM running ORDER BY 1, 2, 3, 4"

@@ -280,9 +280,10 @@ class UsageStore:
         self._connection.run_many(upsert_usage(self._connection.dialect), rows)
 
     @contextmanager
-    def writing(self) -> Iterator[None]:
-        """One write transaction (writers wait for each other), for ``replace_footprints``
-        and ``save_recompute_run``: committed at the end, rolled back on any error."""
+    def writing(self, what: str = "") -> Iterator[None]:
+        """One write transaction (writers wait for each other): committed at the end,
+        rolled back on any error, which is raised as a ``LedgerError`` naming ``what``
+        was written (``"3 job(s) "``) and where."""
         connection = self._connection
         try:
             connection.begin_write()
@@ -293,7 +294,7 @@ class UsageStore:
                 connection.run("ROLLBACK")
                 raise
         except connection.errors as err:
-            raise LedgerError(f"cannot write to {connection.where}: {err}") from err
+            raise LedgerError(f"cannot write {what}to {connection.where}: {err}") from err
 
     def usage_batch(
         self, after: tuple[str, str] | None, scope: UsageScope, limit: int
