@@ -1,6 +1,7 @@
 """Jobs pending grid data in the ledger (schema v10), on real SQLite and PostgreSQL: the
 flag as accounting sets it, the readers that find the waiting jobs once their hours are
-synced, and ``regrid.recompute_pending`` accounting them again with the totals following.
+synced, and ``recompute.recompute_pending`` accounting them again from their usage, as a
+recompute run of their own, with the totals following.
 
 Hand-worked figures. Site s1 syncs Electricity Maps (no sync here: the tests write its
 hours), fallback 200 g/kWh, PUE 1.2. A job on one Tesla V100-PCIE-16GB (300 W in the
@@ -19,8 +20,8 @@ import pytest
 
 from jobcarbon.accounting import Accountant
 from jobcarbon.config import Config, parse_config
-from jobcarbon.ledger import JOB_COLUMNS, POSTGRES, Filters, Ledger
-from jobcarbon.regrid import Regridded, recompute_pending
+from jobcarbon.ledger import JOB_COLUMNS, POSTGRES, Filters, Ledger, UsageScope
+from jobcarbon.recompute import recompute_pending
 from jobcarbon.sources.grid import GridPoint
 from tests.conftest import make_job
 from tests.support.config import make_config
@@ -105,12 +106,14 @@ def test_the_readers_find_a_waiting_job_once_every_hour_of_it_is_synced(ledger: 
     assert ledger.pending_since("s1", start_s + 3 * HOUR_S + 1) is None  # ended before
     assert ledger.pending_since("s2", 0) is None
 
-    assert ledger.pending_covered("s1") == []
+    covered = UsageScope(pending_covered=True)
+    assert ledger.usage_count(covered) == 0
     _hours(ledger, {12: 388})
-    assert ledger.pending_covered("s1") == []  # 13:00 still missing
+    assert ledger.usage_count(covered) == 0  # 13:00 still missing
     _hours(ledger, {13: 412})
-    (covered,) = ledger.pending_covered("s1")
-    assert covered[:2] == ("c1", "a")
+    (found,) = ledger.usage_batch(None, covered, 10)
+    assert found[:2] == ("c1", "a")
+    assert ledger.usage_count(UsageScope(site="s2", pending_covered=True)) == 0
 
 
 def test_the_waiting_jobs_are_accounted_again_and_the_totals_follow(ledger: Ledger) -> None:
@@ -118,18 +121,22 @@ def test_the_waiting_jobs_are_accounted_again_and_the_totals_follow(ledger: Ledg
     _hours(ledger, {10: 340, 11: 364})
     accountant = Accountant(config, ledger.synced_site_factors(config))
     ledger.write([accountant.account(make_job(job_id="a", **RUN_A))])
-    assert recompute_pending(ledger, ledger.synced_site_factors(config), ["s1"], NOW) == (
-        Regridded(0, 0)
-    )
+    assert recompute_pending(ledger, config, NOW.timestamp) is None  # nothing came yet
     _hours(ledger, {12: 388, 13: 412})
     synced = ledger.synced_site_factors(config)
-    assert recompute_pending(ledger, synced, ["s1"], NOW) == Regridded(1, 0)
+    report = recompute_pending(ledger, config, NOW.timestamp)
+    assert report is not None and (report.run.jobs_seen, report.run.jobs_changed) == (1, 1)
+    (run,) = ledger.recompute_runs()  # `ledger history` lists it, with its scope
+    assert (run.status, run.jobs_changed) == ("finished", 1)
+    assert '"pending_covered": true' in run.scope
     # 0.5 × 340 + 364 + 388 + 0.5 × 412 = 1 128 g/kWh·h in 3 h, 376 g/kWh
     a = _row(ledger, "a")
     assert a["intensity_pending"] == 0
     assert a["energy_facility_kwh"] == pytest.approx(1.08) and a["pue"] == pytest.approx(1.2)
     assert a["intensity_g_per_kwh"] == pytest.approx(376)
     assert a["co2e_g"] == pytest.approx(1.08 * 376)
+    # recomputed whole: its market-based figure too (no contracts: the location-based one)
+    assert (a["co2e_market_g"], a["market_source"]) == (pytest.approx(1.08 * 376), "location-based")
     # low: idle GPU (0.15 × 300 W) at PUE 1.2 × 0.95; high: 10 % over TDP at 1.2 × 1.05
     assert a["co2e_g_low"] == pytest.approx(45 * 3 / 1000 * 1.14 * 376)
     assert a["co2e_g_high"] == pytest.approx(330 * 3 / 1000 * 1.26 * 376)
@@ -142,8 +149,9 @@ def test_the_waiting_jobs_are_accounted_again_and_the_totals_follow(ledger: Ledg
     assert (total.jobs, total.co2e_g) == (1, pytest.approx(1.08 * 376))
     assert ledger.totals().co2e_kg == pytest.approx(1.08 * 376 / 1000)
     assert recorded_at(ledger, "a") == int(NOW.timestamp())
-    # nothing waits any more: a second pass writes nothing
-    assert recompute_pending(ledger, synced, ["s1"], NOW) == Regridded(0, 0)
+    # nothing waits any more: a second pass has nothing to do, and records no run
+    assert recompute_pending(ledger, config, NOW.timestamp) is None
+    assert len(ledger.recompute_runs()) == 1
 
 
 def recorded_at(ledger: Ledger, job_id: str) -> int:
@@ -151,17 +159,24 @@ def recorded_at(ledger: Ledger, job_id: str) -> int:
     return next(int(row[at]) for row in ledger.job_rows() if row[1] == job_id)
 
 
-def test_a_job_with_no_co2e_to_scale_from_stays_pending(ledger: Ledger) -> None:
-    """A fallback of 0 g/kWh and no hour synced: the row has no CO2e, so its range cannot
-    be scaled from it; the job waits for a recompute from its usage."""
+def test_a_job_accounted_at_a_fallback_of_zero_is_recomputed_from_its_usage(
+    ledger: Ledger,
+) -> None:
+    """A fallback of 0 g/kWh and no hour synced: the row has no CO2e at all, but its usage
+    is kept, so once the hours come it gets its footprint like any other."""
     config = _config(fallback_g_per_kwh=0)
     ledger.write(
         [Accountant(config, ledger.synced_site_factors(config)).account(make_job(**RUN_A))]
     )
+    (before,) = ledger.jobs()
+    assert before["co2e_g"] == 0
     _hours(ledger, {10: 340, 11: 364, 12: 388, 13: 412})
-    synced = ledger.synced_site_factors(config)
-    assert recompute_pending(ledger, synced, ["s1"], NOW) == Regridded(0, 1)
-    assert ledger.count(Filters(pending=True)) == 1
+    report = recompute_pending(ledger, config, NOW.timestamp)
+    assert report is not None and report.run.jobs_changed == 1
+    (after,) = ledger.jobs()
+    # 1.08 kWh at 376 g/kWh, as worked above
+    assert (after["intensity_pending"], after["co2e_g"]) == (0, pytest.approx(1.08 * 376))
+    assert ledger.count(Filters(pending=True)) == 0
 
 
 def test_v10_adds_the_flag_as_zero_for_the_jobs_before_it(ledger: Ledger) -> None:

@@ -9,7 +9,8 @@ through the ledger's own write path, so the running totals follow. The run is a 
 ``recompute_runs``, updated in the same transaction with how far it got and what it
 changed: a run that is killed is taken up where it stopped by the next run with the
 same config, factor data and scope, and a run with nothing left to change changes
-nothing (idempotent). Another writer waits for a batch at most.
+nothing (idempotent). Another writer waits for a batch at most. A grid sync runs one
+over the jobs that waited for the hours it brought (``recompute_pending``).
 """
 
 from __future__ import annotations
@@ -162,6 +163,18 @@ def recompute(
         with ledger.writing():
             ledger.save_recompute_run(run)
     return report
+
+
+def recompute_pending(
+    ledger: Ledger, config: Config, clock: Callable[[], float] = time.time
+) -> RecomputeReport | None:
+    """After a grid sync: recompute the jobs that waited for grid hours (accounted with
+    a provider's fallback) whose every hour is synced now, as a recompute run of their
+    own (``ledger history`` lists it); None when no job waits for hours that came."""
+    scope = UsageScope(pending_covered=True)
+    if ledger.usage_count(scope) == 0:
+        return None
+    return recompute(ledger, config, scope, clock=clock)
 
 
 def _recompute_rows(

@@ -50,7 +50,7 @@ def grid_sync(ctx: click.Context, site: str | None, since: datetime | None) -> N
 
     from ..daemons.gridsync import provider_sites, site_client, sync_site
     from ..ledger import open_ledger
-    from ..regrid import recompute_pending
+    from ..recompute import recompute_pending
 
     config = _config(ctx)
     sites = provider_sites(config, site)
@@ -74,9 +74,12 @@ def grid_sync(ctx: click.Context, site: str | None, since: datetime | None) -> N
                     fg="red",
                     err=True,
                 )
-        done = recompute_pending(ledger, ledger.synced_site_factors(config), sites, now)
-    if done.recomputed:
-        click.echo(f"{done.recomputed} job(s) pending grid data accounted again")
+        report = recompute_pending(ledger, config)
+    if report is not None:
+        click.echo(
+            f"{report.run.jobs_changed} job(s) pending grid data accounted again "
+            f"(recompute run {report.run.run_id})"
+        )
     if failed:
         ctx.exit(ExitCode.SOURCE)
 

@@ -9,7 +9,8 @@ to fix; the next sync tries again.
 
 When a sync has ended, the daemon's ``accountant`` is built again with the synced hours
 (as it is on a config reload, ``use``) and the jobs that waited for hours now synced are
-accounted again (``regrid.recompute_pending``).
+recomputed from their usage (``recompute.recompute_pending``, a run ``ledger history``
+lists).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ..accounting import Accountant
 from ..config import Config
 from ..errors import JobcarbonError, LedgerError, PermanentError, TemporaryError
 from ..ledger import Ledger, open_ledger
-from ..regrid import recompute_pending
+from ..recompute import recompute_pending
 from ..sources.grid import Unauthorized
 from .gridsync import SiteSync, provider_sites, site_client, sync_site
 
@@ -150,19 +151,17 @@ class GridSchedule:
             if done.errors:
                 self.ledger.add_ingest_errors({STAGE: len(done.errors)})
             self.use(self.config, self.interval_s)
-            now = datetime.fromtimestamp(self.clock(), UTC)
-            regridded = recompute_pending(self.ledger, self.accountant.sites, self.sites, now)
+            report = recompute_pending(self.ledger, self.config, self.clock)
         except LedgerError as err:
             log.error("grid sync: cannot account the synced hours yet: %s", err)
             done.errors.append(str(err))
             return done
-        done.recomputed = regridded.recomputed
-        if regridded.recomputed or regridded.kept:
+        if report is not None:
+            done.recomputed = report.run.jobs_changed
             log.info(
-                "accounted %d job(s) again with the grid hours they waited for; %d kept "
-                "pending (no CO2e in the row to scale its range from)",
-                regridded.recomputed,
-                regridded.kept,
+                "recompute run %d: %d job(s) that waited for grid hours accounted again",
+                report.run.run_id,
+                report.run.jobs_changed,
             )
         return done
 

@@ -23,6 +23,7 @@ from ..errors import LedgerError
 from ..records import Component, JobRecord, JobState, MeasuredEnergy
 from .connect import Connection
 from .dialect import _Dialect, quoted
+from .pending import COVERED_NOW
 from .rows import JOB_COLUMNS
 
 USAGE_COLUMNS = (
@@ -178,6 +179,9 @@ class UsageScope:
     cluster: str | None = None
     site: str | None = None
     site_clusters: tuple[str, ...] = ()
+    #: only the jobs waiting for grid hours (``intensity_pending``) whose every hour is
+    #: synced now: what a grid sync accounts again
+    pending_covered: bool = False
 
     def where(self, after: tuple[str, str] | None) -> tuple[str, list[Any]]:
         clauses: list[str] = []
@@ -198,16 +202,21 @@ class UsageScope:
             moved = ", ".join("?" * len(self.site_clusters))
             clauses.append(f"(j.site = ? OR u.cluster IN ({moved}))" if moved else "j.site = ?")
             params.extend([self.site, *self.site_clusters])
+        if self.pending_covered:
+            clauses.append(COVERED_NOW)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     def describe(self) -> dict[str, Any]:
         """The scope as the runs table records it (what a resumed run must match)."""
-        return {
+        described: dict[str, Any] = {
             "since_s": self.since_s,
             "until_s": self.until_s,
             "cluster": self.cluster,
             "site": self.site,
         }
+        if self.pending_covered:
+            described["pending_covered"] = True
+        return described
 
 
 @dataclass(slots=True)
