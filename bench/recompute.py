@@ -36,30 +36,13 @@ from jobcarbon.ledger import (
     usage_record,
 )
 from run import CONFIG, synthetic_sacct
-from slurm_import import children, peak_rss_mb
+from slurm_import import timed_command
 
 BATCH = 5000
 FOOTPRINT = (
     "gpu_seconds", "cpu_seconds", "energy_gpu_kwh", "energy_cpu_kwh", "energy_memory_kwh",
     "energy_it_kwh", "energy_facility_kwh", "co2e_g", "co2e_g_low", "co2e_g_high", "pue",
 )  # fmt: skip
-
-
-def timed_command(command: list[str]) -> tuple[float, int]:
-    """Seconds and the peak RSS (MB, the process and its children summed) of a command."""
-    peaks: dict[int, int] = {}
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    while process.poll() is None:
-        for pid in [process.pid, *children(process.pid)]:
-            peak = peak_rss_mb(pid)
-            if peak is not None:
-                peaks[pid] = max(peak, peaks.get(pid, 0))
-        time.sleep(0.05)
-    seconds = time.perf_counter() - start
-    if process.returncode:
-        sys.exit(f"{' '.join(command[3:])} failed (exit code {process.returncode})")
-    return seconds, sum(peaks.values())
 
 
 def stages(path: Path, config: dict[str, object]) -> dict[str, float]:
@@ -125,7 +108,8 @@ def main() -> None:
         config_file.write_text(yaml.safe_dump(changed))
         ledger = Path(tmp) / "l.db"
         shutil.copy(ledger, Path(tmp) / "before.db")
-        seconds, peak_mb = timed_command([*command, "ledger", "recompute"])
+        seconds, peaks = timed_command([*command, "ledger", "recompute"])
+        peak_mb = sum(peaks.values())
         shutil.copy(Path(tmp) / "before.db", ledger)
         parts = stages(ledger, changed)
     n = args.jobs

@@ -137,6 +137,23 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
+def timed_command(command: list[str]) -> tuple[float, dict[int, int]]:
+    """Seconds of a command, and the peak RSS (MB) of it and of each of its children."""
+    peaks: dict[int, int] = {}
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    while process.poll() is None:
+        for pid in [process.pid, *children(process.pid)]:
+            peak = peak_rss_mb(pid)
+            if peak is not None:
+                peaks[pid] = max(peak, peaks.get(pid, 0))
+        time.sleep(0.05)
+    seconds = time.perf_counter() - start
+    if process.returncode:
+        sys.exit(f"{' '.join(command[3:])} failed (exit code {process.returncode})")
+    return seconds, peaks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1_000_000)
@@ -148,18 +165,7 @@ def main() -> None:
         config = Path(tmp) / "config.yaml"
         config.write_text(yaml.safe_dump({**CONFIG, "ledger": {"url": f"sqlite:///{tmp}/l.db"}}))
         command = [sys.executable, "-m", "jobcarbon", "--config", str(config)]
-        peaks: dict[int, int] = {}
-        start = time.perf_counter()
-        process = subprocess.Popen([*command, "slurm", "import", str(dump)])
-        while process.poll() is None:
-            for pid in [process.pid, *children(process.pid)]:
-                peak = peak_rss_mb(pid)
-                if peak is not None:
-                    peaks[pid] = max(peak, peaks.get(pid, 0))
-            time.sleep(0.05)
-        seconds = time.perf_counter() - start
-        if process.returncode:
-            sys.exit(f"the import failed (exit code {process.returncode})")
+        seconds, peaks = timed_command([*command, "slurm", "import", str(dump)])
         rows_digest = digest(Path(tmp) / "l.db")
         floor = floor_rate(Path(tmp) / "floor.db", args.jobs)
     each = " + ".join(f"{mb:,}" for mb in peaks.values())
