@@ -271,10 +271,10 @@ def test_a_v4_ledger_gains_utilisation_and_the_mail_log(tmp_path: Path) -> None:
         assert ledger.mail_sent("2026-10", "user") == {}
         sent = MailSent("alice", "alice@example.org", "<m1@x>", 1_700_000_000)
         ledger.log_mail("2026-10", "user", sent)
-        ledger.log_mail("2026-10", "user", MailSent("alice", "a@example.org", "<m2@x>", 1))
-        assert ledger.mail_sent("2026-10", "user") == {
-            "alice": MailSent("alice", "a@example.org", "<m2@x>", 1)  # a resend replaces
-        }
+        resent = MailSent("alice", "a@example.org", "<m2@x>", 1_700_000_600, 0.5, 0.2)
+        ledger.log_mail("2026-10", "user", resent)
+        assert ledger.mail_sent("2026-10", "user") == {"alice": resent}  # the latest
+        assert ledger.mail_log() == [("2026-10", "user", sent), ("2026-10", "user", resent)]
         assert ledger.mail_sent("2026-10", "lead") == {}
         assert ledger.running() == []  # v6: the running pods' table
 
@@ -376,6 +376,7 @@ def test_ledger_copy_moves_100k_jobs_to_postgresql_with_identical_totals(
         source.set_gauge("slurm_spool_pending", 3.0)
         source.add_ingest_errors({"sacct": 2})
         source.log_mail("2026-10", "user", MailSent("u1", "u1@example.org", "<m@x>", 1))
+        source.log_mail("2026-10", "user", MailSent("u1", "u1@example.org", "<m@x>", 9, 1.5, 0.6))
         with source.writing():
             source.save_recompute_run(RecomputeRun(None, 1, 2, "h", 7, "{}", "d", "t", "{}"))
     target_url = postgres.new_database()
@@ -394,7 +395,8 @@ def test_ledger_copy_moves_100k_jobs_to_postgresql_with_identical_totals(
         assert target.watermark("slurm.sweep.c1") == 1_790_000_000
         assert target.gauges() == {"slurm_spool_pending": 3.0}
         assert target.ingest_errors() == {"sacct": 2}
-        assert set(target.mail_sent("2026-10", "user")) == {"u1"}
+        assert target.mail_log() == source.mail_log()  # both messages, each once
+        assert len(target.mail_log()) == 2
         assert [(r.host, r.pid) for r in target.recompute_runs()] == [("h", 7)]  # once
         assert target.usage_count(UsageScope()) == 100_000
         assert [r[len(JOB_COLUMNS) + 1 :] for r in target.job_rows()] == [
@@ -489,8 +491,51 @@ def placeholder(raw_id: str, **job_fields: object) -> AccountedJob:
     return accounted(raw_id, partition="", name="allocation", job_id_raw=raw_id, **job_fields)
 
 
+def set_version(ledger: Ledger, version: int) -> None:
+    if ledger.dialect is POSTGRES:
+        ledger._run(f"UPDATE schema_version SET version = {version}")
+    else:
+        ledger._run(f"PRAGMA user_version = {version}")
+
+
+def back_to_v11(ledger: Ledger) -> None:
+    """The ledger as schema v11 had it: one e-mail log row per recipient, no figures (v12)."""
+    ledger._run("DROP INDEX mail_log_month")
+    if ledger.dialect is POSTGRES:
+        ledger._run("ALTER TABLE mail_log DROP COLUMN message")
+        ledger._run("ALTER TABLE mail_log DROP COLUMN energy_kwh")
+        ledger._run("ALTER TABLE mail_log DROP COLUMN co2e_kg")
+        ledger._run("ALTER TABLE mail_log ADD PRIMARY KEY (month, audience, recipient)")
+    else:
+        ledger._run("DROP TABLE mail_log")
+        ledger._run(
+            "CREATE TABLE mail_log (month TEXT NOT NULL, audience TEXT NOT NULL, "
+            "recipient TEXT NOT NULL, address TEXT NOT NULL, message_id TEXT NOT NULL, "
+            "sent_at INTEGER NOT NULL, PRIMARY KEY (month, audience, recipient)) WITHOUT ROWID"
+        )
+    set_version(ledger, 11)
+
+
+def test_v12_keeps_the_mail_logged_before_it_without_figures(ledger_location: str | Path) -> None:
+    from jobcarbon.ledger import MailSent
+
+    with Ledger(ledger_location) as ledger:
+        back_to_v11(ledger)
+        ledger._run(
+            "INSERT INTO mail_log VALUES ('2026-10', 'user', 'alice', 'a@example.org', "
+            "'<m1@x>', 1700000000)"
+        )
+        ledger.migrate()
+        first = MailSent("alice", "a@example.org", "<m1@x>", 1_700_000_000)  # no figures
+        assert ledger.mail_sent("2026-10", "user") == {"alice": first}
+        again = MailSent("alice", "a@example.org", "<m2@x>", 1_700_000_600, 1.8, 0.72)
+        ledger.log_mail("2026-10", "user", again)
+        assert ledger.mail_log() == [("2026-10", "user", first), ("2026-10", "user", again)]
+
+
 def back_to_v10(ledger: Ledger) -> None:
     """The ledger as schema v10 had it: no market-based columns (v11)."""
+    back_to_v11(ledger)
     for column in ("co2e_market_g", "co2e_market_g_low", "co2e_market_g_high", "market_source"):
         ledger._run(f"ALTER TABLE jobs DROP COLUMN {column}")
     if ledger.dialect is POSTGRES:

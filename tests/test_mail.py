@@ -425,6 +425,44 @@ def test_send_delivers_each_user_once_and_a_rerun_sends_nothing(tmp_path: Path) 
 
 
 @pytest.mark.integration
+def test_after_a_recompute_the_log_keeps_what_was_sent_and_a_resend_goes_beside_it(
+    tmp_path: Path,
+) -> None:
+    """alice's October at PUE 1.5 (site s1): 0.192 + 0.3 kWh of IT energy, 0.738 kWh and
+    295.2 g at 400 g/kWh. The site's PUE becomes 2.0 and the ledger is recomputed: 0.984
+    kWh, 393.6 g. bob: 1.2 kWh IT, 1.8 kWh and 720 g, then 2.4 kWh and 960 g."""
+    inbox = Inbox()
+    with SmtpServer(inbox) as server:
+        config_file = write_config(tmp_path, smtp_port=server.port)
+        assert "3 sent" in run(config_file, "--send").output
+        settings = yaml.safe_load(config_file.read_text())
+        settings["sites"]["s1"]["pue"] = 2.0
+        config_file.write_text(yaml.safe_dump(settings))
+        recomputed = CliRunner().invoke(main, ["--config", str(config_file), "ledger", "recompute"])
+        assert recomputed.exit_code == 0, recomputed.output
+        again = run(config_file, "--send")
+        assert "0 sent, 3 skipped" in again.output
+        assert "skipped alice: already sent to alice@example.org" in again.output
+        assert (
+            f"its figures have changed since ({energy(0.738)}, {co2e(0.2952)} CO2e sent; "
+            f"now {energy(0.984)}, {co2e(0.3936)} CO2e)" in again.output
+        )
+        assert "3 message(s) sent before figures changed" in again.output
+        assert len(inbox.received) == 3  # nothing sent again unasked
+        assert "1 sent" in run(config_file, "--send", "--resend", "--user", "bob").output
+    (first, second) = inbox.to("bob@example.org")
+    assert f"{co2e(0.72)} CO2e" in first["Subject"] and f"{co2e(0.96)} CO2e" in second["Subject"]
+    with Ledger(load_config(config_file).ledger_location()) as ledger:
+        bob = [sent for _, _, sent in ledger.mail_log() if sent.recipient == "bob"]
+        assert [(s.energy_kwh, s.co2e_kg) for s in bob] == [
+            (pytest.approx(1.8), pytest.approx(0.72)),  # what the first message told
+            (pytest.approx(2.4), pytest.approx(0.96)),
+        ]
+        assert ledger.mail_sent(OCTOBER, "user")["bob"] == bob[1]  # the latest counts
+        assert len(ledger.mail_log()) == 4
+
+
+@pytest.mark.integration
 def test_a_refused_recipient_fails_only_that_user(tmp_path: Path) -> None:
     inbox = Inbox(refuse={"bob@example.org": "550 5.1.1 <bob@example.org>: no such user"})
     with SmtpServer(inbox) as server:

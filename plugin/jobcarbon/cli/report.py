@@ -111,6 +111,13 @@ def report_monthly(
     )
     for name, why in outcome.skipped:
         click.secho(f"  skipped {name}: {why}", fg="yellow", err=True)
+    if outcome.outdated:
+        click.secho(
+            f"  {len(outcome.outdated)} message(s) sent before figures changed (a recompute): "
+            "--resend sends them again, the log keeps both",
+            fg="yellow",
+            err=True,
+        )
     for name, why in outcome.failed:
         click.secho(f"  failed {name}: {why}", fg="red", err=True)
     if outcome.stopped is not None:

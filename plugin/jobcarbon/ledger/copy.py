@@ -92,9 +92,10 @@ def copy_ledger(
             run.run_id = None
             with target.writing():
                 target.save_recompute_run(run)
-    for month, audience in source.mail_logged():
-        for sent in source.mail_sent(month, audience).values():
-            target.log_mail(month, audience, sent)
+    copied_mail = set(target.mail_log())
+    for logged in source.mail_log():
+        if logged not in copied_mail:  # again: only the new
+            target.log_mail(*logged)
     copied_errors = target.ingest_errors()
     target.add_ingest_errors(
         {

@@ -209,12 +209,15 @@ class FactorsUsed:
 
 @dataclass(frozen=True, slots=True)
 class MailSent:
-    """A message the SMTP server accepted."""
+    """A message the SMTP server accepted, with the figures it told (None: logged before
+    schema v12, which kept no figures)."""
 
     recipient: str  # a user, or a project for its leads
     address: str
     message_id: str
     sent_at: int
+    energy_kwh: float | None = None  # the report's facility energy
+    co2e_kg: float | None = None  # its location-based CO2e
 
 
 #: Job states that count as wasted work in the monthly advice.

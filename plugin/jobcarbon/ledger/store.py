@@ -52,6 +52,9 @@ _SUMMARY_SUMS = (
     "COALESCE(SUM(co2e_market_g_low), 0) / 1000.0, COALESCE(SUM(co2e_market_g_high), 0) / 1000.0"
 )
 
+#: a MailSent's columns in the e-mail log
+_MAIL_SENT = "recipient, address, message_id, sent_at, energy_kwh, co2e_kg"
+
 
 class Ledger(UsageStore, GridStore, PendingJobs):
     """A ledger: a SQLite file, or a PostgreSQL database given by its URL.
@@ -395,28 +398,28 @@ class Ledger(UsageStore, GridStore, PendingJobs):
         return result
 
     def mail_sent(self, month: str, audience: str) -> dict[str, MailSent]:
-        """The messages of a month already accepted by the SMTP server, by recipient."""
+        """The last message of a month the SMTP server accepted for each recipient."""
         rows = self._query(
-            "SELECT recipient, address, message_id, sent_at FROM mail_log "
-            "WHERE month = ? AND audience = ?",
+            f"SELECT {_MAIL_SENT} FROM mail_log WHERE month = ? AND audience = ? ORDER BY message",
             [month, audience],
         )
-        return {row[0]: MailSent(*row) for row in rows}
+        return {row[0]: MailSent(*row) for row in rows}  # the latest of each stays
 
-    def mail_logged(self) -> list[tuple[str, str]]:
-        """The (month, audience) pairs with messages in the e-mail log."""
-        rows = self._query("SELECT DISTINCT month, audience FROM mail_log ORDER BY 1, 2", [])
-        return [(month, audience) for month, audience in rows.fetchall()]
+    def mail_log(self) -> list[tuple[str, str, MailSent]]:
+        """Every message in the e-mail log in the order sent, re-sends included:
+        (month, audience, message)."""
+        rows = self._query(
+            f"SELECT month, audience, {_MAIL_SENT} FROM mail_log ORDER BY message", []
+        )
+        return [(row[0], row[1], MailSent(*row[2:])) for row in rows.fetchall()]
 
     def log_mail(self, month: str, audience: str, sent: MailSent) -> None:
-        """Record a message the SMTP server accepted (a re-send replaces the record)."""
+        """Record a message the SMTP server accepted, beside those sent before it."""
         try:
             self._run(
-                "INSERT INTO mail_log VALUES (?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (month, audience, recipient) DO UPDATE SET "
-                "address = excluded.address, message_id = excluded.message_id, "
-                "sent_at = excluded.sent_at",
-                [month, audience, sent.recipient, sent.address, sent.message_id, sent.sent_at],
+                f"INSERT INTO mail_log (month, audience, {_MAIL_SENT}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [month, audience, *astuple(sent)],
             )
         except self._errors as err:
             raise LedgerError(f"cannot log a sent e-mail in {self.where}: {err}") from err

@@ -1,6 +1,7 @@
 """A month's run: previews written and/or messages sent, each accepted message logged
-in the ledger at once (so a re-run sends only what is left), temporary failures
-retried with backoff.
+in the ledger at once with the figures it told (so a re-run sends only what is left,
+and names the messages a recompute has changed the figures of since), temporary
+failures retried with backoff.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .. import quantity
 from ..backoff import backoff_s
 from ..errors import MailError, PermanentError, TemporaryError
 from ..ledger import Ledger, MailSent
@@ -30,6 +32,8 @@ class Outcome:
     done: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    #: of the skipped, those already sent with other figures than the ledger has now
+    outdated: list[str] = field(default_factory=list)
     stopped: MailError | None = None  # why the run ended early; the rest is for next time
 
 
@@ -100,7 +104,12 @@ class Postman:
         earlier = logged[key].get(report.name)
         if self.sender is not None and earlier and not self.resend:
             when = datetime.fromtimestamp(earlier.sent_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
-            outcome.skipped.append((report.name, f"already sent to {earlier.address} {when}"))
+            why = f"already sent to {earlier.address} {when}"
+            changed = _changed_since(earlier, report)
+            if changed:
+                outcome.outdated.append(report.name)
+                why += f"; {changed}"
+            outcome.skipped.append((report.name, why))
             return ()
         return tuple(to)
 
@@ -114,7 +123,12 @@ class Postman:
                 outcome.failed.append((report.name, error))
                 return
             sent = MailSent(
-                report.name, ", ".join(composed.to), composed.message_id, _epoch(self._clock())
+                report.name,
+                ", ".join(composed.to),
+                composed.message_id,
+                _epoch(self._clock()),
+                report.totals.energy_kwh,
+                report.totals.co2e_kg,
             )
             self.ledger.log_mail(report.month, report.audience, sent)
         outcome.done.append(report.name)
@@ -165,3 +179,19 @@ def _epoch(moment: datetime) -> int:
 def file_stem(report: MonthlyReport) -> str:
     """A safe file name for a report's preview."""
     return f"{report.month}-{report.audience}-{re.sub(r'[^A-Za-z0-9_.-]', '_', report.name)}"
+
+
+def _changed_since(sent: MailSent, report: MonthlyReport) -> str:
+    """How the figures a message told differ from the report's now (a recompute since),
+    in words; "" when they agree to three significant figures, as the message shows
+    them, or the message was logged without figures (before schema v12)."""
+    if sent.co2e_kg is None or sent.energy_kwh is None:
+        return ""
+    now = report.totals
+    told = (quantity.energy(sent.energy_kwh), quantity.co2e(sent.co2e_kg))
+    if told == (quantity.energy(now.energy_kwh), quantity.co2e(now.co2e_kg)):
+        return ""
+    return (
+        f"its figures have changed since ({told[0]}, {told[1]} CO2e sent; now "
+        f"{quantity.energy(now.energy_kwh)}, {quantity.co2e(now.co2e_kg)} CO2e)"
+    )
