@@ -212,10 +212,11 @@ def test_the_gpus_energy_is_counted_once_next_to_slurms() -> None:
 
 
 def _collect(
-    tmp_path: Path, url: str, energy_j: str = "", covers: str = "node"
+    tmp_path: Path, url: str, energy_j: str = "", covers: str = "node", written: int = 1
 ) -> tuple[dict[str, object], dict[str, int]]:
     """Job 7 (one A100, 10:00 to 11:00 UTC; Slurm's ConsumedEnergyRaw ``energy_j``, read
-    as ``slurm_energy_covers: covers``) from the spool and the sweep."""
+    as ``slurm_energy_covers: covers``) from the spool and the sweep, into the ledger
+    ledger.db in ``tmp_path`` (``written``: rows the run writes)."""
     spool = Spool(tmp_path / "spool")
     spool.create()
     (spool.new / "7").write_text("JOB_ID=7\n")
@@ -232,7 +233,7 @@ def _collect(
     with Ledger(tmp_path / "ledger.db") as ledger:
         collector = Collector(parse_config(config), ledger, Sacct(run=sacct), spool)
         report = collector.collect_once()
-        assert report.accounted.written == 1 and report.pending == 0
+        assert report.accounted.written == written and report.pending == 0
         assert not list(spool.new.iterdir())  # not lost, and done with
         (row,) = ledger.jobs()
         return row, ledger.ingest_errors()
@@ -255,6 +256,18 @@ def test_prometheus_unreachable_the_job_is_estimated_and_the_error_counted(
     # the estimate: the A100's 400 W TDP (no busy share known) × 1 h = 0.4 kWh
     assert row["energy_gpu_kwh"] == pytest.approx(0.4)
     assert errors["prometheus"] == 2  # each failed call: the spool's batch, the sweep's
+
+
+def test_prometheus_unreachable_when_the_job_is_read_again_its_measurement_stays(
+    prometheus: PrometheusWithHistory, tmp_path: Path
+) -> None:
+    measured, _ = _collect(tmp_path, prometheus.url)
+    assert measured["energy_gpu_kwh"] == pytest.approx(0.25)  # 250 W × 1 h
+    # the job is read again (its spool entry anew, and the sweep) with Prometheus down:
+    # the stored measurement is kept, not replaced by the 0.4 kWh TDP estimate
+    again, errors = _collect(tmp_path, f"http://127.0.0.1:{free_port()}", written=0)
+    assert again == measured
+    assert errors["prometheus"] == 2  # still counted: each failed call
 
 
 # Job 7's estimate (CONFIG: PUE 1.0, 100 g/kWh): the A100 at its 400 W TDP (no busy

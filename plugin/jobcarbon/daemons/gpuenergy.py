@@ -12,7 +12,9 @@ covered too little keeps its estimate); the wait is logged and counted
 
 A refusal is logged and counted once per job (``gpu_energy_refused``), not again each
 time a sweep re-reads the job. Prometheus not answering is no reason to wait: the
-batch's jobs keep their estimates and the failed call is counted (``prometheus``).
+batch's new jobs keep their estimates and the failed call is counted (``prometheus``);
+a job already in the ledger with its GPUs measured (a sweep reading it again) keeps
+the measurement the ledger stored, never overwritten by an estimate.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..config import SlurmConfig
 from ..ledger import Ledger
-from ..records import JobRecord, RecordProblem, RecordRepair
+from ..records import Component, JobRecord, RecordProblem, RecordRepair
 from ..sources.dcgm import GpuJob, Measurement, slurm_gpu_energy, with_measurement
 
 log = logging.getLogger("jobcarbon.slurm")
@@ -89,9 +91,14 @@ class GpuEnergyStep:
                 late += self._late(record, measurement, now - end_s)
                 refused += self._refused(record, measurement)
                 done[id(record)] = with_measurement(record, measurement)
-            if unreachable := [m for m in measurements if m.unreachable]:
+            pairs = zip(gpu_jobs, measurements, strict=True)
+            if unreachable := [r for (r, _), m in pairs if m.unreachable]:
+                kept = self._kept_measured(unreachable, done)
                 log.warning(
-                    "GPU energy of %d jobs estimated: %s", len(unreachable), unreachable[0].reason
+                    "GPU energy of %d job(s) estimated, %d kept as measured before: %s",
+                    len(unreachable) - kept,
+                    kept,
+                    next(m for m in measurements if m.unreachable).reason,
                 )
                 self.ledger.add_ingest_errors({"prometheus": 1})
             counts = {"gpu_energy_refused": refused, "gpu_samples_late": late}
@@ -101,6 +108,20 @@ class GpuEnergyStep:
                 out = done.get(id(r), r)
                 if out is not None:
                     yield out
+
+    def _kept_measured(self, records: list[JobRecord], done: dict[int, Record | None]) -> int:
+        """Of the jobs Prometheus could not be asked about, those the ledger holds with
+        their GPUs measured get that measurement again (in ``done``); how many."""
+        stored = self.ledger.stored_usage([(r.cluster, r.job_id) for r in records])
+        kept = 0
+        for record in records:
+            before = stored.get((record.cluster, record.job_id))
+            if before is not None and any(Component.GPU in m.covers for m in before.measured):
+                done[id(record)] = replace(
+                    record, measured=before.measured, gpu_utilization=before.gpu_utilization
+                )
+                kept += 1
+        return kept
 
     def _late(self, record: JobRecord, measurement: Measurement, age_s: float) -> int:
         """1 if the job's samples still do not reach its end, the first time it is seen."""

@@ -317,6 +317,16 @@ class UsageStore:
         )
         return [tuple(row) for row in self._connection.query(sql, [*params, limit]).fetchall()]
 
+    def stored_usage(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], JobRecord]:
+        """The usage stored for the jobs of ``keys`` (cluster, job_id) that have some."""
+        sql = f"SELECT {quoted(USAGE_COLUMNS)} FROM job_usage WHERE cluster = ? AND job_id = ?"
+        found: dict[tuple[str, str], JobRecord] = {}
+        for key in keys:
+            row = self._connection.query(sql, list(key)).fetchone()
+            if row is not None:
+                found[key] = usage_record(row)
+        return found
+
     def usage_count(self, scope: UsageScope) -> int:
         where, params = scope.where(None)
         sql = f"SELECT COUNT(*) {_JOINED}{where}"
