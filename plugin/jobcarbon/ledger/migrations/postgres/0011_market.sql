@@ -1,4 +1,4 @@
--- Each job's market-based Scope 2 emissions: see ../sqlite/0012_market_based.sql.
+-- Each job's market-based Scope 2 emissions: see ../sqlite/0011_market.sql.
 ALTER TABLE jobs ADD COLUMN co2e_market_g DOUBLE PRECISION;
 ALTER TABLE jobs ADD COLUMN co2e_market_g_low DOUBLE PRECISION;
 ALTER TABLE jobs ADD COLUMN co2e_market_g_high DOUBLE PRECISION;
