@@ -489,8 +489,36 @@ def placeholder(raw_id: str, **job_fields: object) -> AccountedJob:
     return accounted(raw_id, partition="", name="allocation", job_id_raw=raw_id, **job_fields)
 
 
+def back_to_v11(ledger: Ledger) -> None:
+    """The ledger as schema v11 had it: totals of the net only (no added, removed,
+    overhead or market-based columns: v12), rebuilt from the jobs rows."""
+    real = "DOUBLE PRECISION" if ledger.dialect is POSTGRES else "REAL"
+    sums = ("gpu_seconds", "cpu_seconds", "energy_gpu_kwh", "energy_cpu_kwh")
+    sums += ("energy_memory_kwh", "energy_facility_kwh", "co2e_g")
+    ledger._run("DROP TABLE totals")
+    ledger._run(
+        'CREATE TABLE totals (cluster TEXT NOT NULL, "user" TEXT NOT NULL, project TEXT '
+        "NOT NULL, partition TEXT NOT NULL, gpu_model TEXT NOT NULL, state TEXT NOT NULL, "
+        "method TEXT NOT NULL, jobs BIGINT NOT NULL, "
+        + "".join(f"{c} {real} NOT NULL, " for c in sums)
+        + "last_end_time BIGINT NOT NULL, seq BIGINT NOT NULL, "
+        'PRIMARY KEY (cluster, "user", project, partition, gpu_model, state, method))'
+    )
+    ledger._run(
+        'INSERT INTO totals SELECT cluster, "user", project, partition, '
+        "COALESCE(gpu_model, ''), state, method, COUNT(*), "
+        + "".join(f"SUM({c}), " for c in sums)
+        + "COALESCE(MAX(end_time), 0), 0 FROM jobs GROUP BY 1, 2, 3, 4, 5, 6, 7"
+    )
+    if ledger.dialect is POSTGRES:
+        ledger._run("UPDATE schema_version SET version = 11")
+    else:
+        ledger._run("PRAGMA user_version = 11")
+
+
 def back_to_v10(ledger: Ledger) -> None:
-    """The ledger as schema v10 had it: no market-based columns (v11)."""
+    """The ledger as schema v10 had it: no market-based columns (v11), totals of v11."""
+    back_to_v11(ledger)
     for column in ("co2e_market_g", "co2e_market_g_low", "co2e_market_g_high", "market_source"):
         ledger._run(f"ALTER TABLE jobs DROP COLUMN {column}")
     if ledger.dialect is POSTGRES:

@@ -27,11 +27,19 @@ _COUNTERS_NOTE = (
 )
 
 
-def _counted(name: str, removed: str, unit: str, labels: tuple[str, ...], meaning: str) -> tuple[MetricSpec, MetricSpec]:
+def _counted(
+    name: str, removed: str, unit: str, labels: tuple[str, ...], meaning: str
+) -> tuple[MetricSpec, MetricSpec]:
     """A counter of what was added to the ledger's totals, and its twin of what was
     removed (the same labels): their difference is the ledger's net."""
     return (
-        MetricSpec(name, "counter", unit, labels, meaning + _COUNTERS_NOTE.format(name=name, removed=removed)),
+        MetricSpec(
+            name,
+            "counter",
+            unit,
+            labels,
+            meaning + _COUNTERS_NOTE.format(name=name, removed=removed),
+        ),
         MetricSpec(
             removed,
             "counter",

@@ -44,7 +44,7 @@ COUNTED = {
 _CUMULATIVE = tuple(f"{c}_{way}" for c in COUNTED for way in ("added", "removed"))
 #: The per-connection table a batch's change per label set is netted in first.
 _BATCH_TOTALS = (
-    "CREATE TEMP TABLE IF NOT EXISTS batch_totals (cluster TEXT, \"user\" TEXT, "
+    'CREATE TEMP TABLE IF NOT EXISTS batch_totals (cluster TEXT, "user" TEXT, '
     "project TEXT, partition TEXT, gpu_model TEXT, state TEXT, method TEXT, "
     + ", ".join(f"{c} {'BIGINT' if c == 'jobs' else 'DOUBLE PRECISION'}" for c in COUNTED)
     + ", last_end_time BIGINT, "

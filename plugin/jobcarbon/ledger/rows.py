@@ -144,10 +144,7 @@ class Aggregate:
 
     def plus(self, other: Aggregate) -> Aggregate:
         """These labels with both totals added."""
-        summed = {
-            name: getattr(self, name) + getattr(other, name)
-            for name in _AGGREGATE_SUMS
-        }
+        summed = {name: getattr(self, name) + getattr(other, name) for name in _AGGREGATE_SUMS}
         return replace(self, **summed, last_end_time=max(self.last_end_time, other.last_end_time))
 
 
