@@ -100,8 +100,13 @@ def test_totals_follow_a_changed_job_to_its_new_series(tmp_path: Path) -> None:
         ledger.write([accounted("2", 300.0, state=JobState.TIMEOUT)])
         ledger.write([accounted("2", 300.0, state=JobState.TIMEOUT)])  # unchanged: no-op
     registry = registry_for(path)
-    assert registry.get_sample_value("jobcarbon_jobs_total", LABELS) == 1
+    # the completed series keeps the 2 jobs it was given and counts 1 removed (the job
+    # moved to timeout): 2 - 1 = 1 there now; the timeout series was given 1
+    assert registry.get_sample_value("jobcarbon_jobs_total", LABELS) == 2
+    assert registry.get_sample_value("jobcarbon_jobs_removed_total", LABELS) == 1
     assert registry.get_sample_value("jobcarbon_jobs_total", {**LABELS, "state": "timeout"}) == 1
+    timeout = {**LABELS, "state": "timeout"}
+    assert registry.get_sample_value("jobcarbon_jobs_removed_total", timeout) == 0
     with sqlite3.connect(path) as db:
         by_jobs = db.execute(
             "SELECT user, state, COUNT(*), SUM(co2e_g) FROM jobs GROUP BY 1, 2 ORDER BY 1, 2"
@@ -272,8 +277,10 @@ def test_incremental_scrapes_equal_a_full_render(tmp_path: Path) -> None:
         ledger.write([accounted("3", 50.0, user="bob", state=JobState.COMPLETED)])  # moves
     incremental = _samples(exporter.render())
     assert incremental == _samples(_text(collector.snapshot()))
-    failed_bob = {**LABELS, "user": "bob", "state": "failed"}
-    assert ("jobcarbon_jobs_total", tuple(sorted(failed_bob.items()))) not in incremental
+    failed_bob = tuple(sorted({**LABELS, "user": "bob", "state": "failed"}.items()))
+    # bob's failed series lost its one job and is served on, at 1 added and 1 removed
+    assert incremental[("jobcarbon_jobs_total", failed_bob)] == 1
+    assert incremental[("jobcarbon_jobs_removed_total", failed_bob)] == 1
     assert incremental[("jobcarbon_jobs_total", tuple(sorted(LABELS.items())))] == 3
 
 

@@ -498,8 +498,33 @@ def set_version(ledger: Ledger, version: int) -> None:
         ledger._run(f"PRAGMA user_version = {version}")
 
 
+def back_to_v12(ledger: Ledger) -> None:
+    """The ledger as schema v12 had it: totals of the net only (no added, removed,
+    overhead or market-based columns: v13), rebuilt from the jobs rows."""
+    real = "DOUBLE PRECISION" if ledger.dialect is POSTGRES else "REAL"
+    sums = ("gpu_seconds", "cpu_seconds", "energy_gpu_kwh", "energy_cpu_kwh")
+    sums += ("energy_memory_kwh", "energy_facility_kwh", "co2e_g")
+    ledger._run("DROP TABLE totals")
+    ledger._run(
+        'CREATE TABLE totals (cluster TEXT NOT NULL, "user" TEXT NOT NULL, project TEXT '
+        "NOT NULL, partition TEXT NOT NULL, gpu_model TEXT NOT NULL, state TEXT NOT NULL, "
+        "method TEXT NOT NULL, jobs BIGINT NOT NULL, "
+        + "".join(f"{c} {real} NOT NULL, " for c in sums)
+        + "last_end_time BIGINT NOT NULL, seq BIGINT NOT NULL, "
+        'PRIMARY KEY (cluster, "user", project, partition, gpu_model, state, method))'
+    )
+    ledger._run(
+        'INSERT INTO totals SELECT cluster, "user", project, partition, '
+        "COALESCE(gpu_model, ''), state, method, COUNT(*), "
+        + "".join(f"SUM({c}), " for c in sums)
+        + "COALESCE(MAX(end_time), 0), 0 FROM jobs GROUP BY 1, 2, 3, 4, 5, 6, 7"
+    )
+    set_version(ledger, 12)
+
+
 def back_to_v11(ledger: Ledger) -> None:
     """The ledger as schema v11 had it: one e-mail log row per recipient, no figures (v12)."""
+    back_to_v12(ledger)
     ledger._run("DROP INDEX mail_log_month")
     if ledger.dialect is POSTGRES:
         ledger._run("ALTER TABLE mail_log DROP COLUMN message")

@@ -133,11 +133,26 @@ def stack(
     )
     stack = Stack(ledger_path, config, free_port(), free_port())
     stack.start_exporter()
+    prometheus = start_prometheus(binary, root, stack, [str(ROOT / "prometheus" / "rules.yaml")])
+    try:
+        # increase() over a range needs a few samples: wait for three scrapes
+        wait_for("three scrapes", lambda: _ready(stack), 60, 0.5)
+        yield stack
+    finally:
+        stack.stop_exporter()
+        prometheus.terminate()
+        prometheus.wait(20)
+
+
+def start_prometheus(
+    binary: str, root: Path, stack: Stack, rule_files: list[str]
+) -> subprocess.Popen[bytes]:
+    """Prometheus scraping the stack's exporter every second, its data under ``root``."""
     (root / "prometheus.yml").write_text(
         yaml.safe_dump(
             {
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "rule_files": [str(ROOT / "prometheus" / "rules.yaml")],
+                "rule_files": rule_files,
                 "scrape_configs": [
                     {
                         "job_name": "jobcarbon",
@@ -147,7 +162,7 @@ def stack(
             }
         )
     )
-    prometheus = subprocess.Popen(
+    return subprocess.Popen(
         [
             binary,
             f"--config.file={root / 'prometheus.yml'}",
@@ -157,14 +172,6 @@ def stack(
         stdout=subprocess.DEVNULL,
         stderr=(root / "prometheus.log").open("wb"),
     )
-    try:
-        # increase() over a range needs a few samples: wait for three scrapes
-        wait_for("three scrapes", lambda: _ready(stack), 60, 0.5)
-        yield stack
-    finally:
-        stack.stop_exporter()
-        prometheus.terminate()
-        prometheus.wait(20)
 
 
 def _ready(stack: Stack) -> bool:

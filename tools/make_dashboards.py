@@ -26,6 +26,17 @@ DS = models.DataSourceRef(type_val="prometheus", uid="${datasource}")
 CO2E = "jobcarbon_co2e_grams_total"
 ENERGY = "jobcarbon_energy_joules_total"
 GPU_S = "jobcarbon_gpu_seconds_total"
+MARKET = "jobcarbon_co2e_market_grams_total"
+JOBS = "jobcarbon_jobs_total"
+# each counter's twin of what the ledger removed (docs/metrics.md): a change over a
+# window is the one's increase less the other's
+REMOVED = {
+    CO2E: "jobcarbon_co2e_removed_grams_total",
+    ENERGY: "jobcarbon_energy_removed_joules_total",
+    GPU_S: "jobcarbon_gpu_removed_seconds_total",
+    MARKET: "jobcarbon_co2e_market_removed_grams_total",
+    JOBS: "jobcarbon_jobs_removed_total",
+}
 UNSUCCESSFUL = 'state!="completed"'
 
 Kind = Literal["stat", "timeseries", "bargauge"]
@@ -130,8 +141,13 @@ def scoped(selector: str) -> dict[str, str]:
     """Expressions for one scope (a label selector), shared by the three dashboards."""
 
     def inc(metric: str, extra: str = "", window: str = "$__range") -> str:
+        """The ledger's change of ``metric`` over ``window``: added less removed."""
         labels = ", ".join(filter(None, [selector, extra]))
-        return f"increase({metric}{{{labels}}}[{window}])"
+        removed = REMOVED[metric]
+        return (
+            f"(increase({metric}{{{labels}}}[{window}]) - "
+            f"increase({removed}{{{labels}}}[{window}]))"
+        )
 
     return {
         "co2e_kg_per_day": f"sum by (cluster) ({inc(CO2E, window='1d')}) / 1000",
@@ -139,6 +155,8 @@ def scoped(selector: str) -> dict[str, str]:
         "co2e_kg_per_day_by_partition": f"sum by (partition) ({inc(CO2E, window='1d')}) / 1000",
         "energy_kwh_per_day": f"sum by (component) ({inc(ENERGY, window='1d')}) / 3.6e6",
         "co2e_kg": f"sum({inc(CO2E)}) / 1000",
+        "co2e_market_kg": f"sum({inc(MARKET)}) / 1000",
+        "co2e_market_kg_per_day": f"sum by (cluster) ({inc(MARKET, window='1d')}) / 1000",
         "energy_kwh": f"sum({inc(ENERGY)}) / 3.6e6",
         "gpu_hours": f"sum({inc(GPU_S)}) / 3600",
         "g_per_gpu_hour": f"sum({inc(CO2E)}) / (sum({inc(GPU_S)}) / 3600)",
@@ -149,7 +167,7 @@ def scoped(selector: str) -> dict[str, str]:
         "by_gpu_model": f"sort_desc(sum by (gpu_model) ({inc(GPU_S)})) / 3600",
         "top_users": f"topk(10, sum by (user) ({inc(CO2E)})) / 1000",
         "by_state": f"sum by (state) ({inc(ENERGY)}) / 3.6e6",
-        "jobs": f"sum by (state) ({inc('jobcarbon_jobs_total')})",
+        "jobs": f"sum by (state) ({inc(JOBS)})",
         # jobs still running (pods): their usage so far, written by the watcher
         "running_gpus": f"sum(jobcarbon_running_gpus{{{selector}}}) or vector(0)",
         "running_co2e_kg": f"sum(jobcarbon_running_co2e_grams{{{selector}}}) / 1000 or vector(0)",
@@ -161,10 +179,11 @@ def common_panels(q: dict[str, str], y: int) -> list[Panel]:
         panel(
             "Emissions",
             "stat",
-            [(q["co2e_kg"], "kg CO2e")],
+            [(q["co2e_kg"], "location-based"), (q["co2e_market_kg"], "market-based")],
             "none",
             (0, y, 4, 4),
-            "kg CO2e of the jobs that ended in the time range",
+            "kg CO2e of the jobs that ended in the time range: Scope 2 location-based "
+            "(the grid's average) and market-based (the sites' contracts)",
         ),
         panel("Energy", "stat", [(q["energy_kwh"], "kWh")], "kwatth", (4, y, 4, 4)),
         panel("GPU-hours", "stat", [(q["gpu_hours"], "GPU-h")], "none", (8, y, 4, 4)),
@@ -182,10 +201,13 @@ def common_panels(q: dict[str, str], y: int) -> list[Panel]:
         panel(
             "Emissions per day",
             "timeseries",
-            [(q["co2e_kg_per_day"], "{{cluster}}")],
+            [
+                (q["co2e_kg_per_day"], "{{cluster}} location-based"),
+                (q["co2e_market_kg_per_day"], "{{cluster}} market-based"),
+            ],
             "none",
             (0, y + 4, 12, 8),
-            "kg CO2e per day",
+            "kg CO2e per day, Scope 2 location-based and market-based",
         ),
         panel(
             "Energy per day by component",

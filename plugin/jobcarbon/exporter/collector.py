@@ -50,21 +50,31 @@ def _merge_users(rows: list[PerUser]) -> list[PerUser]:
 
 
 def job_series(row: Aggregate) -> list[tuple[int, tuple[str, ...], float]]:
-    """The series of one label set: (index into JOB_METRICS, label values, value)."""
+    """The series of one label set: (index into JOB_METRICS, label values, value); each
+    counter is what was added, its twin (the next index) what was removed."""
     labels = row.labels
-    overhead_kwh = (
-        row.energy_facility_kwh - row.energy_gpu_kwh - row.energy_cpu_kwh - row.energy_memory_kwh
-    )
-    return [
-        (0, labels, float(row.jobs)),
-        (1, labels, row.gpu_seconds),
-        (2, labels, row.cpu_seconds),
-        (3, (*labels, "gpu"), row.energy_gpu_kwh * J_PER_KWH),
-        (3, (*labels, "cpu"), row.energy_cpu_kwh * J_PER_KWH),
-        (3, (*labels, "memory"), row.energy_memory_kwh * J_PER_KWH),
-        (3, (*labels, "facility_overhead"), overhead_kwh * J_PER_KWH),
-        (4, (*labels, "operational"), row.co2e_g),
-    ]
+    series: list[tuple[int, tuple[str, ...], float]] = []
+    for index, (column, extra, scale) in enumerate(_JOB_COLUMNS):
+        for way in (0, 1):
+            value = getattr(row, f"{column}_{'removed' if way else 'added'}")
+            series.append((2 * _METRIC_OF[index] + way, (*labels, *extra), float(value) * scale))
+    return series
+
+
+# the ledger's cumulative totals behind JOB_METRICS: (column, extra label, scale)
+_JOB_COLUMNS: tuple[tuple[str, tuple[str, ...], float], ...] = (
+    ("jobs", (), 1.0),
+    ("gpu_seconds", (), 1.0),
+    ("cpu_seconds", (), 1.0),
+    ("energy_gpu_kwh", ("gpu",), J_PER_KWH),
+    ("energy_cpu_kwh", ("cpu",), J_PER_KWH),
+    ("energy_memory_kwh", ("memory",), J_PER_KWH),
+    ("energy_overhead_kwh", ("facility_overhead",), J_PER_KWH),
+    ("co2e_g", ("operational",), 1.0),
+    ("co2e_market_g", ("operational",), 1.0),
+)
+# which counter pair of JOB_METRICS each of _JOB_COLUMNS feeds
+_METRIC_OF = (0, 1, 2, 3, 3, 3, 3, 4, 5)
 
 
 def last_end_family(rows: Iterable[Aggregate]) -> Family:

@@ -85,7 +85,7 @@ class Exporter:
             return _text(self.collector.read_snapshot())
         changed, seen = self.collector.changed_aggregates(self._seen)
         for row in changed:
-            if row.jobs:
+            if row.jobs_added:  # emptied label sets stay: their counters keep their value
                 self._rows[row.labels] = (row, _row_lines(row))
             else:
                 self._rows.pop(row.labels, None)

@@ -20,42 +20,83 @@ class MetricSpec:
     help: str
 
 
+_COUNTERS_NOTE = (
+    " Counts what was added: a job re-accounted lower, or moved to other labels, adds "
+    "nothing here and its fall to the twin {removed}; the ledger's change over a window "
+    "w is increase({name}[w]) - increase({removed}[w])."
+)
+
+
+def _counted(
+    name: str, removed: str, unit: str, labels: tuple[str, ...], meaning: str
+) -> tuple[MetricSpec, MetricSpec]:
+    """A counter of what was added to the ledger's totals, and its twin of what was
+    removed (the same labels): their difference is the ledger's net."""
+    return (
+        MetricSpec(
+            name,
+            "counter",
+            unit,
+            labels,
+            meaning + _COUNTERS_NOTE.format(name=name, removed=removed),
+        ),
+        MetricSpec(
+            removed,
+            "counter",
+            unit,
+            labels,
+            f"What the ledger's totals lost of {name}: a job re-accounted lower, or moved "
+            "to other labels, or a placeholder row replaced by the job's own.",
+        ),
+    )
+
+
 METRICS = (
-    MetricSpec(
+    *_counted(
         "jobcarbon_jobs_total",
-        "counter",
+        "jobcarbon_jobs_removed_total",
         "jobs",
         JOB_LABELS,
         "Jobs accounted (each job once, whatever its state).",
     ),
-    MetricSpec(
+    *_counted(
         "jobcarbon_gpu_seconds_total",
-        "counter",
+        "jobcarbon_gpu_removed_seconds_total",
         "seconds",
         JOB_LABELS,
         "Allocated GPU time: GPUs x run time.",
     ),
-    MetricSpec(
+    *_counted(
         "jobcarbon_cpu_seconds_total",
-        "counter",
+        "jobcarbon_cpu_removed_seconds_total",
         "seconds",
         JOB_LABELS,
         "Allocated CPU time: cores x run time.",
     ),
-    MetricSpec(
+    *_counted(
         "jobcarbon_energy_joules_total",
-        "counter",
+        "jobcarbon_energy_removed_joules_total",
         "joules",
         (*JOB_LABELS, "component"),
         "Energy by component: gpu, cpu, memory (IT energy) and facility_overhead "
         "(IT energy x (PUE - 1)); the sum over components is facility energy.",
     ),
-    MetricSpec(
+    *_counted(
         "jobcarbon_co2e_grams_total",
-        "counter",
+        "jobcarbon_co2e_removed_grams_total",
         "grams",
         (*JOB_LABELS, "scope"),
-        "Emissions in grams CO2e; scope=operational (electricity x grid intensity).",
+        "Emissions in grams CO2e, location-based Scope 2 (GHG Protocol: electricity x "
+        "the grid's average intensity); scope=operational.",
+    ),
+    *_counted(
+        "jobcarbon_co2e_market_grams_total",
+        "jobcarbon_co2e_market_removed_grams_total",
+        "grams",
+        (*JOB_LABELS, "scope"),
+        "Emissions in grams CO2e, market-based Scope 2 (GHG Protocol Scope 2 Guidance: "
+        "the sites' contracts, certificates, supplier rates or residual mix; the grid "
+        "average where a site has no market data); scope=operational.",
     ),
     MetricSpec(
         "jobcarbon_pue_ratio",
@@ -170,14 +211,9 @@ METRICS = (
 )
 SPECS = {spec.name: spec for spec in METRICS}
 
-#: The metrics that have one or more series per label set of the ledger's totals.
-JOB_METRICS = (
-    "jobcarbon_jobs_total",
-    "jobcarbon_gpu_seconds_total",
-    "jobcarbon_cpu_seconds_total",
-    "jobcarbon_energy_joules_total",
-    "jobcarbon_co2e_grams_total",
-)
+#: The metrics that have one or more series per label set of the ledger's totals, each
+#: counter followed by its twin of what was removed.
+JOB_METRICS = tuple(spec.name for spec in METRICS if spec.labels[: len(JOB_LABELS)] == JOB_LABELS)
 
 Series = tuple[tuple[str, ...], float]  # label values (in the spec's order), value
 

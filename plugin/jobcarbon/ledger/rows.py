@@ -5,7 +5,7 @@ reader of jobs shares. No connection here: these are plain values."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -86,7 +86,9 @@ class WriteResult:
 
 @dataclass(frozen=True, slots=True)
 class Aggregate:
-    """Running totals of the jobs sharing one combination of labels."""
+    """Running totals of the jobs sharing one combination of labels: the net (what its
+    jobs rows sum to now) and, cumulative, what batches ``_added`` and ``_removed``
+    (each only grows; net = added - removed, up to float rounding)."""
 
     cluster: str
     user: str
@@ -104,6 +106,28 @@ class Aggregate:
     energy_facility_kwh: float
     co2e_g: float
     last_end_time: int
+    energy_overhead_kwh: float  # facility energy less IT energy: IT energy x (PUE - 1)
+    co2e_market_g: float  # market-based Scope 2 (co2e_g is location-based)
+    jobs_added: int
+    jobs_removed: int
+    gpu_seconds_added: float
+    gpu_seconds_removed: float
+    cpu_seconds_added: float
+    cpu_seconds_removed: float
+    energy_gpu_kwh_added: float
+    energy_gpu_kwh_removed: float
+    energy_cpu_kwh_added: float
+    energy_cpu_kwh_removed: float
+    energy_memory_kwh_added: float
+    energy_memory_kwh_removed: float
+    energy_overhead_kwh_added: float
+    energy_overhead_kwh_removed: float
+    energy_facility_kwh_added: float
+    energy_facility_kwh_removed: float
+    co2e_g_added: float
+    co2e_g_removed: float
+    co2e_market_g_added: float
+    co2e_market_g_removed: float
 
     @property
     def labels(self) -> tuple[str, str, str, str, str, str, str]:
@@ -120,18 +144,13 @@ class Aggregate:
 
     def plus(self, other: Aggregate) -> Aggregate:
         """These labels with both totals added."""
-        return replace(
-            self,
-            jobs=self.jobs + other.jobs,
-            gpu_seconds=self.gpu_seconds + other.gpu_seconds,
-            cpu_seconds=self.cpu_seconds + other.cpu_seconds,
-            energy_gpu_kwh=self.energy_gpu_kwh + other.energy_gpu_kwh,
-            energy_cpu_kwh=self.energy_cpu_kwh + other.energy_cpu_kwh,
-            energy_memory_kwh=self.energy_memory_kwh + other.energy_memory_kwh,
-            energy_facility_kwh=self.energy_facility_kwh + other.energy_facility_kwh,
-            co2e_g=self.co2e_g + other.co2e_g,
-            last_end_time=max(self.last_end_time, other.last_end_time),
-        )
+        summed = {name: getattr(self, name) + getattr(other, name) for name in _AGGREGATE_SUMS}
+        return replace(self, **summed, last_end_time=max(self.last_end_time, other.last_end_time))
+
+
+_AGGREGATE_SUMS = tuple(
+    f.name for f in fields(Aggregate) if f.type in ("int", "float") and f.name != "last_end_time"
+)
 
 
 @dataclass(frozen=True, slots=True)

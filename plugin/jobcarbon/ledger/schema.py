@@ -20,7 +20,7 @@ from .dialect import POSTGRES
 
 log = logging.getLogger("jobcarbon.ledger")
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 #: Taken while a PostgreSQL ledger migrates, so that two processes starting together
 #: migrate once (an arbitrary number, the same in every jobcarbon).
 _MIGRATION_LOCK = 7_715_517
@@ -117,7 +117,8 @@ def merge_placeholders(connection: Connection) -> int:
     raw id (a task's JobIDRaw is its array's id or a later one); each array task
     row takes one placeholder at most. A placeholder that matches none is the
     job's only row and stays (the next sweep or backfill replaces it). Inside
-    ``migrate_schema``'s transaction; the totals lose what is deleted. Returns how many."""
+    ``migrate_schema``'s transaction; v13's migration builds the totals from the jobs
+    rows after it. Returns how many."""
     pairs = connection.run(
         "SELECT p.cluster, p.job_id, r.job_id FROM jobs AS p JOIN jobs AS r "
         'ON r.cluster = p.cluster AND r.end_time = p.end_time AND r."user" = p."user" '
@@ -138,18 +139,7 @@ def merge_placeholders(connection: Connection) -> int:
             taken.add((cluster, task_id))
     if not doomed:
         return 0
-    dialect = connection.dialect
-    statements = dialect.write_statements
-    for statement in dialect.stage:
-        connection.run(statement)
-    connection.run(dialect.clear_stage)
-    connection.run_many(
-        "INSERT INTO staged SELECT * FROM jobs WHERE cluster = ? AND job_id = ?", list(doomed)
-    )
-    (next_seq,) = connection.run("SELECT COALESCE(MAX(seq), 0) + 1 FROM totals").fetchone()
-    connection.run(statements["remove_replaced"], {"seq": next_seq})
-    connection.run(statements["delete_staged"])
-    connection.run(dialect.clear_stage)
+    connection.run_many("DELETE FROM jobs WHERE cluster = ? AND job_id = ?", list(doomed))
     log.warning(
         "ledger %s: merged %d array task row(s) doubled by slurmdbd's placeholder "
         "record into the task's own row",

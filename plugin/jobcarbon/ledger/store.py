@@ -148,9 +148,8 @@ class Ledger(UsageStore, GridStore, PendingJobs):
     def _write_staged(self, rows: list[tuple[Any, ...]]) -> int:
         """The jobs and their totals, inside the caller's transaction; rows written."""
         statements = self.dialect.write_statements
-        for statement in self.dialect.stage:
+        for statement in (*self.dialect.stage, *self.dialect.clear_stage):
             self._run(statement)
-        self._run(self.dialect.clear_stage)
         self._run_many(statements["stage_rows"], rows)
         if self.dialect is POSTGRES:  # row counts for the planner: index lookups into jobs
             self._run("ANALYZE staged")
@@ -161,11 +160,12 @@ class Ledger(UsageStore, GridStore, PendingJobs):
             (next_seq,) = self._run("SELECT COALESCE(MAX(seq), 0) + 1 FROM totals").fetchone()
             seq = {"seq": next_seq}
             if self._run(statements["any_placeholders"]).fetchone()[0]:  # one lookup, mostly
-                self._run(statements["remove_placeholders"], seq)
+                self._run(statements["remove_placeholders"])
                 self._run(statements["delete_placeholders"])
                 self._run(statements["delete_placeholder_usage"])
-            self._run(statements["remove_replaced"], seq)
-            self._run(statements["add_staged"], seq)
+            self._run(statements["remove_replaced"])
+            self._run(statements["add_staged"])
+            self._run(statements["fold_batch"], seq)
             self._run(statements["upsert_staged"])
         return written
 
@@ -187,12 +187,14 @@ class Ledger(UsageStore, GridStore, PendingJobs):
             raise LedgerError(f"cannot write watermark {name!r} to {self.where}: {err}") from err
 
     def aggregates(self) -> list[Aggregate]:
-        """The running totals per label combination, kept by ``write`` batch by batch.
+        """The running totals per label combination, kept by ``write`` batch by batch:
+        every label set that ever held a job (one that holds none now still has what
+        was added and removed, which the exporter's counters keep serving).
 
         Reading them costs the same whatever the number of jobs: this is what the
         Prometheus exporter serves.
         """
-        sql = f"SELECT {quoted(Aggregate.__dataclass_fields__)} FROM totals WHERE jobs != 0"
+        sql = f"SELECT {quoted(Aggregate.__dataclass_fields__)} FROM totals WHERE jobs_added != 0"
         return [Aggregate(*row) for row in self._query(sql, [])]
 
     def changed_aggregates(self, after: int) -> tuple[list[Aggregate], int]:
