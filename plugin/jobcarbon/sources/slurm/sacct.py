@@ -404,28 +404,29 @@ def to_record(
     if state is JobState.REQUEUED:
         job_id += f"+run@{int((start or _required_time(row, 'Submit')).timestamp())}"
     # the texts many jobs share, interned: one object each, which the import pickles once
-    # a batch (the pickler's memo) and its writer then holds once
+    # a batch (the pickler's memo) and its writer then holds once. Positional, in the
+    # fields' order: keywords took 2.2 µs a record against 0.8, once for every job.
     return JobRecord(
-        cluster=intern(row.get("Cluster") or cluster),
-        job_id=job_id,
-        user=intern(row["User"]),
-        project=intern(row[project_field]),
-        partition=intern(row["Partition"]),
-        state=state,
-        submit_time=_required_time(row, "Submit"),
-        start_time=start,
-        end_time=end,
-        gpu_count=gpus,
-        gpu_model=gpu_type,
-        cpu_count=cpus,
-        memory_gb=memory_gb,
-        node_count=node_count,
-        nodes=intern(row.get("NodeList", "")),
-        name=intern(row.get("JobName", "")),
-        gpu_utilization=usage.gpu_utilization,
-        cpu_used_seconds=usage.cpu_s,
-        measured=measured,
-        job_id_raw=row["JobIDRaw"],
+        intern(row.get("Cluster") or cluster),  # cluster
+        job_id,
+        intern(row["User"]),  # user
+        intern(row[project_field]),  # project
+        intern(row["Partition"]),  # partition
+        state,
+        _required_time(row, "Submit"),  # submit_time
+        start,  # start_time
+        end,  # end_time
+        gpus,  # gpu_count
+        gpu_type,  # gpu_model
+        cpus,  # cpu_count
+        memory_gb,
+        node_count,
+        intern(row.get("NodeList", "")),  # nodes
+        intern(row.get("JobName", "")),  # name
+        usage.gpu_utilization,
+        measured,
+        row["JobIDRaw"],  # job_id_raw
+        usage.cpu_s,  # cpu_used_seconds
     )
 
 
