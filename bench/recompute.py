@@ -108,8 +108,8 @@ def main() -> None:
         config_file.write_text(yaml.safe_dump(changed))
         ledger = Path(tmp) / "l.db"
         shutil.copy(ledger, Path(tmp) / "before.db")
-        seconds, peaks = timed_command([*command, "ledger", "recompute"])
-        peak_mb = sum(peaks.values())
+        timed = timed_command([*command, "ledger", "recompute"])
+        seconds, peak_mb = timed.seconds, sum(timed.peaks_mb.values())
         shutil.copy(Path(tmp) / "before.db", ledger)
         parts = stages(ledger, changed)
     n = args.jobs

@@ -6,7 +6,9 @@ Usage: python bench/slurm_import.py [--jobs 1000000]. Prints figures; asserts no
 The dump is the one ``bench/run.py`` makes (one job-level row per job, GPU and CPU
 jobs over a month), written to a temporary file first. The import runs in two
 processes (the command, and the child it forks to read and account the dump): the peak
-RSS of each is sampled from /proc while it runs, and their sum is the figure that counts.
+RSS of each is sampled from /proc while it runs, and their sum is the figure that counts;
+so is the child's CPU time (to the last sample, at most 50 ms before it ends), and the
+command's is the rest of what both used: what each side costs a job.
 
 The floor: as many rows of the ledger's shape (a fresh ledger's own ``jobs`` table: 37
 columns, text key (cluster, job_id), WITHOUT ROWID, two secondary indexes, WAL,
@@ -20,11 +22,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
+import resource
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -129,6 +134,16 @@ def peak_rss_mb(pid: int) -> int | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """The CPU time (user and system) the process has used so far, or None if it has gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after the command's name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def children(pid: int) -> list[int]:
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
@@ -137,9 +152,22 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
-def timed_command(command: list[str]) -> tuple[float, dict[int, int]]:
-    """Seconds of a command, and the peak RSS (MB) of it and of each of its children."""
+@dataclass(frozen=True)
+class Timed:
+    """A command's wall time, the peak RSS (MB) of it and of each child, the CPU time
+    of its children as last sampled, and the CPU time of it and its children."""
+
+    seconds: float
+    peaks_mb: dict[int, int]
+    child_cpu_s: dict[int, float]
+    total_cpu_s: float
+
+
+def timed_command(command: list[str]) -> Timed:
+    """Run a command, sampling its processes from /proc while it runs."""
     peaks: dict[int, int] = {}
+    child_cpu_s: dict[int, float] = {}
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     while process.poll() is None:
@@ -147,11 +175,18 @@ def timed_command(command: list[str]) -> tuple[float, dict[int, int]]:
             peak = peak_rss_mb(pid)
             if peak is not None:
                 peaks[pid] = max(peak, peaks.get(pid, 0))
+            used = cpu_seconds(pid) if pid != process.pid else None
+            if used is not None:
+                child_cpu_s[pid] = used
         time.sleep(0.05)
     seconds = time.perf_counter() - start
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the command and its children
+    total_cpu_s = sum(
+        getattr(cpu_after, f) - getattr(cpu_before, f) for f in ("ru_utime", "ru_stime")
+    )
     if process.returncode:
         sys.exit(f"{' '.join(command[3:])} failed (exit code {process.returncode})")
-    return seconds, peaks
+    return Timed(seconds, peaks, child_cpu_s, total_cpu_s)
 
 
 def main() -> None:
@@ -165,7 +200,8 @@ def main() -> None:
         config = Path(tmp) / "config.yaml"
         config.write_text(yaml.safe_dump({**CONFIG, "ledger": {"url": f"sqlite:///{tmp}/l.db"}}))
         command = [sys.executable, "-m", "jobcarbon", "--config", str(config)]
-        seconds, peaks = timed_command([*command, "slurm", "import", str(dump)])
+        timed = timed_command([*command, "slurm", "import", str(dump)])
+        seconds, peaks = timed.seconds, timed.peaks_mb
         rows_digest = digest(Path(tmp) / "l.db")
         floor = floor_rate(Path(tmp) / "floor.db", args.jobs)
     each = " + ".join(f"{mb:,}" for mb in peaks.values())
@@ -175,6 +211,11 @@ def main() -> None:
     print(f"  SQLite floor, same run: {floor:,.0f} rows/s (the ledger's jobs table, batches")
     ratio = args.jobs / seconds / floor
     print(f"    of {FLOOR_BATCH:,}, a commit each); import / floor = {ratio:.0%}")
+    reading_s, total_cpu_s = sum(timed.child_cpu_s.values()), timed.total_cpu_s
+    print(
+        f"  CPU a job: {(total_cpu_s - reading_s) / args.jobs * 1e6:.1f} µs the command (writing), "
+        f"{reading_s / args.jobs * 1e6:.1f} µs the child (reading, accounting)"
+    )
     print(f"  rows digest (SHA-256 of jobs and totals): {rows_digest}")
     print("  target: >= 50 % of the floor and < 300 MB")
 

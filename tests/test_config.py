@@ -189,6 +189,42 @@ def test_hardware_rules_first_match_wins_and_resolve_tdp() -> None:
     assert (cpu.cpu_power_w_per_core, cpu.memory_power_w_per_gb) == (12.0, 0.3725)
 
 
+def test_hardware_profiles_of_jobs_alike_are_kept_by_what_the_rules_match() -> None:
+    # the profile of a (partition, GPU model, nodes where a rule matches them) is kept
+    # for the jobs after: a job of another node list or GPU model still gets its own
+    data = make_config(
+        clusters={
+            "c1": {
+                "site": "s1",
+                "hardware": [
+                    {"match": {"nodes": "h100n*"}, "gpu_model": "H100 SXM"},
+                    {"match": {"partition": "gpu"}, "gpu_tdp_w": 300},
+                ],
+            }
+        }
+    )
+    cluster = parse_config(data).clusters["c1"]
+    for _ in range(2):  # the second time from what was kept
+        assert cluster.power_profile(make_job(nodes="h100n001")).gpu_tdp_w == 700
+        assert cluster.power_profile(make_job(nodes="a100n001")).gpu_tdp_w == 300
+        assert cluster.power_profile(make_job(partition="x", gpu_model="L4")).gpu_tdp_w == 72
+        cpu_only = cluster.power_profile(make_job(partition="x", gpu_count=0))
+        assert (cpu_only.gpu_tdp_w, cpu_only.cpu_power_w_per_core) == (0.0, 12.0)
+
+
+def test_hardware_rules_on_node_labels_match_every_job() -> None:
+    # node labels (Kubernetes) are matched job by job: two jobs alike but for their
+    # labels get the profiles of their own rules
+    rule = {"match": {"node_label": {"gpu": "l4"}}, "gpu_model": "L4"}
+    data = make_config(clusters={"c1": {"site": "s1", "hardware": [rule]}})
+    cluster = parse_config(data).clusters["c1"]
+    for _ in range(2):
+        l4 = cluster.power_profile(make_job(labels={"gpu": "l4"}, gpu_model="mi300x"))
+        assert (l4.gpu_model, l4.gpu_tdp_w) == ("L4", 72)
+        mi300x = cluster.power_profile(make_job(gpu_model="mi300x"))
+        assert mi300x.gpu_tdp_w == 750
+
+
 def test_the_tests_make_config_merges_overrides_deeply() -> None:
     data = make_config(sites={"s1": {"pue": 1.5}}, clusters={"c2": {"site": "s1"}})
     assert data["sites"]["s1"] == {"pue": 1.5, "grid": {"intensity_g_per_kwh": 100}}

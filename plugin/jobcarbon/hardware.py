@@ -77,18 +77,42 @@ class PowerDefaults(Protocol):
     def cpu_energy_from(self) -> str: ...
 
 
+#: How many jobs' shapes ``PowerProfiles`` keeps the profile of before starting again.
+_SHAPES_KEPT = 4096
+
+
 class PowerProfiles:
     """One cluster's profiles, resolved once each by (rule position, GPU model, whether
     the job has GPUs): a profile depends on nothing else, and an import asks millions of
-    times."""
+    times. Without node-label rules a job's rule follows from its partition, GPU model
+    and (if a rule matches them) nodes, so the profile of such a shape is kept too."""
 
     def __init__(self, rules: Sequence[HardwareRule], defaults: PowerDefaults) -> None:
         self.rules = rules
         self.defaults = defaults
         self.cache: dict[tuple[int, str | None, bool], PowerProfile] = {}
+        self._by_nodes = any(rule.match.nodes for rule in rules)
+        self._by_labels = any(rule.match.node_label for rule in rules)
+        self._shapes: dict[tuple[str, str, str | None, bool], PowerProfile] = {}
 
     def for_job(self, job: JobRecord) -> PowerProfile:
         """The power figures for ``job``: the first matching hardware rule, then defaults."""
+        if self._by_labels:
+            return self._matched(job)
+        shape = (
+            job.partition,
+            job.nodes if self._by_nodes else "",
+            job.gpu_model,
+            job.gpu_count > 0,
+        )
+        profile = self._shapes.get(shape)
+        if profile is None:
+            if len(self._shapes) >= _SHAPES_KEPT:
+                self._shapes.clear()
+            profile = self._shapes[shape] = self._matched(job)
+        return profile
+
+    def _matched(self, job: JobRecord) -> PowerProfile:
         position = next(
             (i for i, r in enumerate(self.rules) if r.match.matches(job)), len(self.rules)
         )

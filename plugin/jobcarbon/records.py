@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from .errors import InputError
 
@@ -128,9 +128,14 @@ class JobRecord:
         if not self.cluster or not self.job_id:
             return "cluster and job_id must not be empty"
         start, end = self.start_time, self.end_time
-        for name, moment in zip(_TIME_FIELDS, (self.submit_time, start, end), strict=True):
-            if moment is not None and moment.utcoffset() != _NO_OFFSET:
-                return f"{name} must be UTC, got {moment!r}"
+        if not (  # the times sources make: UTC itself (checked for every job of an import)
+            self.submit_time.tzinfo is UTC
+            and (start is None or start.tzinfo is UTC)
+            and (end is None or end.tzinfo is UTC)
+        ):
+            for name, moment in zip(_TIME_FIELDS, (self.submit_time, start, end), strict=True):
+                if moment is not None and moment.utcoffset() != _NO_OFFSET:
+                    return f"{name} must be UTC, got {moment!r}"
         if start is not None and end is not None:
             if end < start:
                 return f"end_time {end.isoformat()} is before start_time {start.isoformat()}"
@@ -139,11 +144,14 @@ class JobRecord:
                     f"run of {end - start} is longer than {MAX_RUN.days} days; the record is broken"
                 )
         counts = (self.gpu_count, self.cpu_count, self.memory_gb, self.node_count)
-        for name, count in zip(_COUNT_FIELDS, counts, strict=True):
-            if not count >= 0:
-                return f"{name} must be >= 0, got {count!r}"
+        if not (counts[0] >= 0 and counts[1] >= 0 and counts[2] >= 0 and counts[3] >= 0):
+            for name, count in zip(_COUNT_FIELDS, counts, strict=True):
+                if not count >= 0:
+                    return f"{name} must be >= 0, got {count!r}"
         if self.gpu_utilization is not None and not 0.0 <= self.gpu_utilization <= 1.0:
             return f"gpu_utilization must be between 0 and 1, got {self.gpu_utilization!r}"
+        if len(self.measured) < 2:  # one measurement cannot overlap another
+            return None
         covered: set[Component] = set()
         for measurement in self.measured:
             if covered & measurement.covers:

@@ -76,6 +76,21 @@ def captured_usage(version: str, job_id: str) -> str:
 )
 def test_alloc_tres(tres: str, expected: tuple[object, ...]) -> None:
     assert parse_alloc_tres(tres) == expected
+    assert parse_alloc_tres(tres) == expected  # read again, from what was kept
+
+
+def test_alloc_tres_read_before_is_kept_but_a_bad_one_raises_every_time() -> None:
+    tres = "cpu=8,gres/gpu:l4=2,mem=16G,node=1"
+    first = parse_alloc_tres(tres)
+    assert first == (2.0, "l4", 8, 16.0, 1)
+    assert parse_alloc_tres(tres) is first  # not read a second time
+    for _ in range(2):
+        with pytest.raises(ValueError, match="has no '='"):
+            parse_alloc_tres("cpu=8,gres/gpu")
+    # past what is kept (4096 texts) it starts again, and still reads right
+    for cpus in range(5000):
+        assert parse_alloc_tres(f"cpu={cpus},node=1")[2] == cpus
+    assert parse_alloc_tres(tres) == first
 
 
 def test_times_are_utc_whatever_sacct_prints() -> None:
