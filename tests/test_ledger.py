@@ -489,8 +489,24 @@ def placeholder(raw_id: str, **job_fields: object) -> AccountedJob:
     return accounted(raw_id, partition="", name="allocation", job_id_raw=raw_id, **job_fields)
 
 
+def back_to_v11(ledger: Ledger) -> None:
+    """The ledger as schema v11 had it: no embodied columns (v12)."""
+    for column in (
+        "co2e_embodied_g",
+        "co2e_embodied_g_low",
+        "co2e_embodied_g_high",
+        "embodied_source",
+    ):
+        ledger._run(f"ALTER TABLE jobs DROP COLUMN {column}")
+    if ledger.dialect is POSTGRES:
+        ledger._run("UPDATE schema_version SET version = 11")
+    else:
+        ledger._run("PRAGMA user_version = 11")
+
+
 def back_to_v10(ledger: Ledger) -> None:
-    """The ledger as schema v10 had it: no market-based columns (v11)."""
+    """The ledger as schema v10 had it: no market-based columns (v11), nor embodied (v12)."""
+    back_to_v11(ledger)
     for column in ("co2e_market_g", "co2e_market_g_low", "co2e_market_g_high", "market_source"):
         ledger._run(f"ALTER TABLE jobs DROP COLUMN {column}")
     if ledger.dialect is POSTGRES:
@@ -513,7 +529,8 @@ def back_to_v8(ledger: Ledger) -> None:
 
 def back_to_v6(ledger: Ledger) -> None:
     """The ledger as schema v6 had it: no job_id_raw column, no grid table (v8), no
-    usage (v9), no intensity_pending (v10), no market-based columns (v11)."""
+    usage (v9), no intensity_pending (v10), no market-based columns (v11), no embodied
+    columns (v12)."""
     back_to_v10(ledger)
     ledger._run("DROP INDEX jobs_intensity_pending")
     ledger._run("ALTER TABLE jobs DROP COLUMN intensity_pending")
