@@ -60,7 +60,7 @@ def floor_rate(path: Path, rows: int) -> float:
 
 
 def floor_row(i: int) -> tuple[object, ...]:
-    """A job row as the import writes one: 20 texts, 6 integers, 17 reals."""
+    """A job row as the import writes one: 21 texts, 6 integers, 20 reals."""
     f = i * 0.001
     return (
         "bench",
@@ -105,6 +105,10 @@ def floor_row(i: int) -> tuple[object, ...]:
         120.0 + f,
         200.0 + f,
         "contracts",
+        20.0 + f,
+        13.0 + f,
+        30.0 + f,
+        "site config",
         1_700_010_000,
     )
 

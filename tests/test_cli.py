@@ -266,6 +266,10 @@ def test_summary_of_a_small_month_shows_significant_figures_in_fitting_units(
     low, high = (float(n) for n in rows["erin"][4].removesuffix(" g").split("–"))
     assert low < 3.6 < high
     assert rows["erin"][5:] == rows["erin"][3:5]
+    # no embodied settings anywhere: no embodied column, the caption says not configured
+    assert "embodied (Scope 3, the manufacture of the hardware): not configured" in " ".join(
+        result.output.split()
+    )
     assert re.search(r"(?<![\d.,])0\.0+(?!\d)", result.output) is None  # no figure shown as 0.0
 
 

@@ -6,6 +6,7 @@ The rows are written in the shape sacct 22.05 prints them for the test cluster
 
 from __future__ import annotations
 
+import json
 import subprocess
 from datetime import UTC, datetime
 from typing import Any
@@ -87,8 +88,28 @@ def test_a_finished_job_worked_by_hand() -> None:
         "estimated (no energy counter, GPU utilisation unknown so GPUs at their TDP)",
         "`jobcarbon statement --jobs 7 --latex`",
         "Ledger: not reachable (no ledger at /nonexistent/ledger.db)",
+        "embodied:  not configured for cluster testcl",
     ):
         assert words in text
+    assert json.loads(to_json(report))["runs"][0]["embodied_source"] == "not configured"
+
+
+def test_a_job_gets_its_gpus_share_of_the_node_it_ran_on() -> None:
+    node = {"node_kg": 4677, "gpus_per_node": 8, "cores_per_node": 96, "lifetime_years": 4}
+    config = parse_config(merged(CONFIG_DATA, {"clusters": {"testcl": {"embodied": node}}}))
+    sacct, _ = sacct_printing(ROW)
+    report = read_job(sacct, config, "7", "testcl", NOW)
+    # 2 GPUs of 8 for 1 h: 4,677 × 2/8 × 1/(4 × 8,766) kg = 1,169.25 / 35,064 = 33.3461670 g;
+    # low over 6 years: 1,169.25 / 52,596 = 22.2307780 g
+    assert report.runs[0].accounted.footprint.co2e_embodied_g == pytest.approx(33.346167)
+    text = render_text(report, config)
+    assert (
+        "embodied:  33.3 g CO2e (range 22.2 g to 33.3 g), the making of the hardware: the "
+        "share of a node's for 2 GPU(s) over the run, from the site's own figure for its nodes"
+    ) in text
+    as_json = json.loads(to_json(report))["runs"][0]
+    assert as_json["co2e_embodied_g_low"] == pytest.approx(22.230778)
+    assert as_json["embodied_source"] == "site config"
 
 
 def test_slurms_energy_on_a_rapl_cluster_is_the_cpu_and_memorys() -> None:

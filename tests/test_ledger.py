@@ -498,9 +498,22 @@ def set_version(ledger: Ledger, version: int) -> None:
         ledger._run(f"PRAGMA user_version = {version}")
 
 
+def back_to_v13(ledger: Ledger) -> None:
+    """The ledger as schema v13 had it: no embodied columns (v14)."""
+    for column in (
+        "co2e_embodied_g",
+        "co2e_embodied_g_low",
+        "co2e_embodied_g_high",
+        "embodied_source",
+    ):
+        ledger._run(f"ALTER TABLE jobs DROP COLUMN {column}")
+    set_version(ledger, 13)
+
+
 def back_to_v12(ledger: Ledger) -> None:
     """The ledger as schema v12 had it: totals of the net only (no added, removed,
     overhead or market-based columns: v13), rebuilt from the jobs rows."""
+    back_to_v13(ledger)
     real = "DOUBLE PRECISION" if ledger.dialect is POSTGRES else "REAL"
     sums = ("gpu_seconds", "cpu_seconds", "energy_gpu_kwh", "energy_cpu_kwh")
     sums += ("energy_memory_kwh", "energy_facility_kwh", "co2e_g")
@@ -583,7 +596,8 @@ def back_to_v8(ledger: Ledger) -> None:
 
 def back_to_v6(ledger: Ledger) -> None:
     """The ledger as schema v6 had it: no job_id_raw column, no grid table (v8), no
-    usage (v9), no intensity_pending (v10), no market-based columns (v11)."""
+    usage (v9), no intensity_pending (v10), no market-based columns (v11), no embodied
+    columns (v12)."""
     back_to_v10(ledger)
     ledger._run("DROP INDEX jobs_intensity_pending")
     ledger._run("ALTER TABLE jobs DROP COLUMN intensity_pending")

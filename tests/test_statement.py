@@ -158,7 +158,15 @@ def test_period_bounds_by_end_time(config_path: Path) -> None:
         "co2e_market_kg": pytest.approx(0.36),
         "co2e_market_kg_low": pytest.approx(data["totals"]["co2e_kg_low"]),  # type: ignore[index]
         "co2e_market_kg_high": pytest.approx(data["totals"]["co2e_kg_high"]),  # type: ignore[index]
+        # the cluster has no embodied settings: not configured, no job counted
+        "co2e_embodied_kg": 0.0,
+        "co2e_embodied_kg_low": 0.0,
+        "co2e_embodied_kg_high": 0.0,
+        "embodied_jobs": 0,
     }
+    assert "embodied emissions of the hardware (Scope 3, its manufacture) are not included" in (
+        str(data["text"])
+    )
     assert "that ended between 2026-10-06 and 2026-10-20" in str(data["text"])
 
 
@@ -171,7 +179,7 @@ def _summary_rows(config_path: Path, *args: str) -> dict[str, list[str]]:
     rows = {}
     for line in result.output.splitlines():
         cells = [c.strip() for c in re.split(r"[│┃]", line)[1:-1]]
-        if len(cells) == 8:
+        if len(cells) == 8:  # no embodied settings: both Scope 2 figures with their ranges
             rows[cells[0]] = cells
     return rows
 

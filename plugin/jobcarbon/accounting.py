@@ -24,7 +24,8 @@ from multiprocessing.connection import Connection
 from typing import Any, NoReturn
 
 from . import factors
-from .config import Config
+from .config import ClusterConfig, Config
+from .embodied import job_embodied
 from .errors import FactorError, InputError, SourceError
 from .footprint import AccountedJob, PowerProfile, Provenance, compute_footprint
 from .ledger import Ledger, ledger_row, usage_row
@@ -77,13 +78,21 @@ class Accountant:
     def account(self, job: JobRecord) -> AccountedJob:
         cluster = self.config.cluster(job.cluster)
         site = self.sites[cluster.site]
+        position = cluster.profiles.position(job)
         try:
-            power = cluster.power_profile(job)
+            power = cluster.profiles.for_job(job, position)
         except FactorError:
             if job.run_seconds > 0:
                 raise
             power = PowerProfile(job.gpu_model)  # never ran: costs nothing on any hardware
         footprint = compute_footprint(job, power, site, self.uncertainty)
+        node = cluster.profiles.embodied_for(job, position)
+        if node is not None:  # else not configured: the embodied fields stay None
+            embodied = job_embodied(job, node)
+            footprint.co2e_embodied_g = embodied.co2e_g
+            footprint.co2e_embodied_g_low = embodied.co2e_g_low
+            footprint.co2e_embodied_g_high = embodied.co2e_g_high
+            footprint.embodied_source = node.name
         synced = self._synced.get(cluster.site)
         pending = (
             synced is not None
@@ -118,15 +127,14 @@ class Accountant:
 
 def config_digest(config: Config, cluster_name: str | None = None) -> str:
     """A digest of the config's factors behind a cluster's footprints (``None``: every
-    cluster's): its power figures and hardware rules, its site's PUE and grid keys and the
-    uncertainties; not who a job is attributed to, nor where the ledger is."""
+    cluster's): its power figures, embodied settings and hardware rules, its site's PUE and
+    grid keys and the uncertainties; not who a job is attributed to, nor where the ledger
+    is. Embodied settings left out are left out of the digest too, so that a config from
+    before them keeps its digest."""
     names = list(config.clusters) if cluster_name is None else [cluster_name]
     factors_config = {
         "uncertainty": [config.uncertainty_tdp, config.uncertainty_measured],
-        "clusters": {
-            name: config.clusters[name].model_dump(mode="json", exclude={"attribution"})
-            for name in names
-        },
+        "clusters": {name: _cluster_factors(config.clusters[name]) for name in names},
         "sites": {
             site: config.sites[site].model_dump(mode="json")
             for site in sorted({config.clusters[name].site for name in names})
@@ -134,6 +142,15 @@ def config_digest(config: Config, cluster_name: str | None = None) -> str:
     }
     text = json.dumps(factors_config, sort_keys=True)
     return f"sha256:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+def _cluster_factors(cluster: ClusterConfig) -> dict[str, Any]:
+    """A cluster's settings as the digest reads them (no ``embodied: null``)."""
+    dumped = cluster.model_dump(mode="json", exclude={"attribution"})
+    for settings in (dumped, *dumped["hardware"]):
+        if settings["embodied"] is None:
+            del settings["embodied"]
+    return dumped
 
 
 @dataclass(slots=True)

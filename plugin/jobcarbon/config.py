@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from . import access, factors
+from .embodiedconfig import EmbodiedConfig
 from .errors import ConfigError, FactorError
 from .footprint import PowerProfile, Uncertainty
 from .gridconfig import ProviderConfig
@@ -145,6 +146,7 @@ class ClusterConfig(_Strict):
         "node", description="what Slurm's AcctGatherEnergyType measures"
     )
     attribution: AttributionConfig = Field(default_factory=AttributionConfig)
+    embodied: EmbodiedConfig | None = Field(None, description="Scope 3: the nodes' embodied CO2e")
 
     @field_validator("slurm_energy_covers", mode="before")
     @classmethod

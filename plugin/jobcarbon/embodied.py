@@ -6,15 +6,17 @@ lifetime (TS = run time ÷ lifetime, a year being 8,766 h or 365.25 days), times
 share of the node's resources (RS: its GPUs of the node's GPUs for a GPU job, its cores
 of the node's cores for a CPU job). The amortisation does not stop at the end of the
 lifetime: a node kept longer keeps being charged, so a job is never free for running
-on old hardware. A cluster without embodied settings gets ``not configured``, zero and
-said so, never a guess.
+on old hardware. A cluster without embodied settings gets ``not configured``: no figure
+(NULL in the ledger) and said so, never a guess. A job that never ran holds no
+hardware: zero.
 
 The range: low takes the least figure the source gives for the node and the longest
 lifetime the sources assume (6 years, BLOOM); high the most and the shortest (4 years,
 CCF), each widened to include the site's own lifetime.
 
-Kept apart from ``footprint.Footprint`` so that ledger rows stay as they are until the
-ledger carries the embodied columns.
+The accountant (``accounting.py``) puts a job's figures into its ``footprint.Footprint``
+(``co2e_embodied_g`` and its range, ``embodied_source``); the settings come from
+``clusters.<name>.embodied`` and a hardware rule's ``embodied`` (``embodiedconfig.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ HOURS_PER_YEAR = 8766.0  # 365.25 days
 #: BLOOM study 6. (The SCI specification itself fixes none.)
 SHORTEST_LIFETIME_YEARS = 4.0
 LONGEST_LIFETIME_YEARS = 6.0
+#: the name (and source) of a node whose figure the site gives: ``node_kg``
+SITE_CONFIG = "site config"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +108,7 @@ def resolve(settings: EmbodiedSettings, where: str = "embodied") -> EmbodiedNode
         raise FactorError(f"{where}.lifetime_years is needed with node_kg")
     node_kg = float(settings.node_kg or 0.0)
     return EmbodiedNode(
-        "site config",
+        SITE_CONFIG,
         node_kg,
         node_kg,
         node_kg,
@@ -112,7 +116,7 @@ def resolve(settings: EmbodiedSettings, where: str = "embodied") -> EmbodiedNode
         settings.cores_per_node,
         settings.lifetime_years,
         "as the site states",
-        "site config",
+        SITE_CONFIG,
     )
 
 
@@ -122,6 +126,8 @@ def amortise(
     """The embodied emissions of ``run_seconds`` on ``gpus`` (or, with none, ``cores``)."""
     if node is None:
         return NOT_CONFIGURED
+    if run_seconds <= 0:  # never ran: held no hardware
+        return EmbodiedFootprint(configured=True, node=node.name, source=node.source)
     if gpus > 0:
         if not node.gpus_per_node:
             raise FactorError(f"a GPU job on {node.name}, a node without GPUs")
@@ -145,6 +151,18 @@ def amortise(
         node=node.name,
         source=node.source,
     )
+
+
+def source_words(stored: str) -> str:
+    """What a ledger row's ``embodied_source`` (a bundled entry's name, or "site config")
+    rests on, in words: the entry with its source and year, or the site's own figure."""
+    if stored == SITE_CONFIG:
+        return "the site's own figure for its nodes"
+    try:
+        entry = factors.find_embodied(stored)
+    except FactorError:
+        return stored  # an entry a later table renamed: its name as recorded
+    return f"{entry.name}: {entry.source}, {entry.year}"
 
 
 def job_embodied(job: JobRecord, node: EmbodiedNode | None) -> EmbodiedFootprint:

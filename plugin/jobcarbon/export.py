@@ -13,7 +13,14 @@ from .ledger import EXPORT_COLUMNS
 _TIME_COLUMNS = ("submit_time", "start_time", "end_time")
 
 
+#: what ``embodied_source`` says of a job whose cluster has no embodied settings (the
+#: embodied figures themselves stay empty: never a guess)
+NOT_CONFIGURED = "not configured"
+
+
 def _readable(row: dict[str, Any]) -> dict[str, Any]:
+    if row["co2e_embodied_g"] is None:
+        row["embodied_source"] = NOT_CONFIGURED
     for column in _TIME_COLUMNS:
         value = row[column]
         row[column] = None if value is None else datetime.fromtimestamp(value, tz=UTC).isoformat()

@@ -14,7 +14,8 @@ over time are integrated over the run hour by hour.
 Both Scope 2 figures come out at once: ``co2e_g`` location-based (the grid's average
 intensity), ``co2e_market_g`` market-based (the site's contracts for the year the job
 ended in, GHG Protocol Scope 2 Guidance), its range the same relative range as the
-energy's.
+energy's. The embodied (Scope 3) share of the hardware is computed beside this model
+(``embodied.py``), and the accountant puts it into the same ``Footprint``.
 
 ``Footprint`` and ``AccountedJob`` are built once per job, millions of times in an
 import: they are plain slots dataclasses (a frozen one costs 2-3 times as much to build),
@@ -89,6 +90,12 @@ class Footprint:
     co2e_market_g_low: float
     co2e_market_g_high: float
     market_source: MarketSource
+    #: embodied (Scope 3): the job's share of its node's manufacture (``embodied.py``),
+    #: filled in by the accountant; None where the cluster has no embodied settings
+    co2e_embodied_g: float | None = None
+    co2e_embodied_g_low: float | None = None
+    co2e_embodied_g_high: float | None = None
+    embodied_source: str | None = None  # the bundled entry's name, or "site config"
 
     @property
     def energy_it_kwh(self) -> float:

@@ -1,6 +1,8 @@
 """Hardware rules (``clusters.*.hardware``): which rule a job matches, and the power
 profile that gives it (the rule's figures, then the factor tables, then the cluster's
-defaults). The config loader validates the rules; the accounting step asks for profiles.
+defaults), and the node its embodied emissions are shared out of (the rule's
+``embodied``, else the cluster's, else none). The config loader validates the rules;
+the accounting step asks for profiles and nodes.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Protocol
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from . import factors
+from .embodied import EmbodiedNode
+from .embodiedconfig import EmbodiedConfig
 from .errors import FactorError
 from .footprint import PowerProfile
 from .records import JobRecord
@@ -47,6 +51,9 @@ class HardwareRule(_Rule):
     gpu_tdp_w: float | None = Field(None, gt=0, le=5000, description="overrides the table")
     cpu_power_w_per_core: float | None = Field(None, gt=0, le=200)
     memory_power_w_per_gb: float | None = Field(None, ge=0, le=10)
+    embodied: EmbodiedConfig | None = Field(
+        None, description="the matched nodes' embodied emissions, instead of the cluster's"
+    )
 
     @field_validator("gpu_model")
     @classmethod
@@ -75,6 +82,8 @@ class PowerDefaults(Protocol):
     def memory_power_w_per_gb(self) -> float: ...
     @property
     def cpu_energy_from(self) -> str: ...
+    @property
+    def embodied(self) -> EmbodiedConfig | None: ...
 
 
 #: How many jobs' shapes ``PowerProfiles`` keeps the profile of before starting again.
@@ -93,29 +102,40 @@ class PowerProfiles:
         self.cache: dict[tuple[int, str | None, bool], PowerProfile] = {}
         self._by_nodes = any(rule.match.nodes for rule in rules)
         self._by_labels = any(rule.match.node_label for rule in rules)
-        self._shapes: dict[tuple[str, str, str | None, bool], PowerProfile] = {}
+        self._shapes: dict[tuple[str, str, str | None, bool], int] = {}
+        #: the embodied node by rule position (the last: no rule matched), resolved once
+        self.nodes: list[EmbodiedNode | None] = [
+            None if settings is None else settings.resolved
+            for settings in (rule.embodied or defaults.embodied for rule in (*rules, NO_RULE))
+        ]
 
-    def for_job(self, job: JobRecord) -> PowerProfile:
-        """The power figures for ``job``: the first matching hardware rule, then defaults."""
+    def position(self, job: JobRecord) -> int:
+        """The first hardware rule ``job`` matches, or ``len(rules)`` for none: kept per
+        job shape (partition, nodes where a rule matches on them, GPU model, whether it
+        has GPUs), unless a rule matches on node labels."""
         if self._by_labels:
-            return self._matched(job)
+            return self._first_match(job)
         shape = (
             job.partition,
             job.nodes if self._by_nodes else "",
             job.gpu_model,
             job.gpu_count > 0,
         )
-        profile = self._shapes.get(shape)
-        if profile is None:
+        position = self._shapes.get(shape)
+        if position is None:
             if len(self._shapes) >= _SHAPES_KEPT:
                 self._shapes.clear()
-            profile = self._shapes[shape] = self._matched(job)
-        return profile
+            position = self._shapes[shape] = self._first_match(job)
+        return position
 
-    def _matched(self, job: JobRecord) -> PowerProfile:
-        position = next(
-            (i for i, r in enumerate(self.rules) if r.match.matches(job)), len(self.rules)
-        )
+    def _first_match(self, job: JobRecord) -> int:
+        return next((i for i, r in enumerate(self.rules) if r.match.matches(job)), len(self.rules))
+
+    def for_job(self, job: JobRecord, position: int | None = None) -> PowerProfile:
+        """The power figures for ``job`` (its rule's ``position``, if known): the first
+        matching hardware rule, then defaults."""
+        if position is None:
+            position = self.position(job)
         key = (position, job.gpu_model, job.gpu_count > 0)
         profile = self.cache.get(key)
         if profile is None:
@@ -123,6 +143,11 @@ class PowerProfiles:
             profile = self._rule_profile(rule, job.gpu_model, job.gpu_count > 0)
             self.cache[key] = profile
         return profile
+
+    def embodied_for(self, job: JobRecord, position: int | None = None) -> EmbodiedNode | None:
+        """The node ``job``'s embodied share is of (its rule's ``position``, if known): the
+        matching rule's ``embodied``, else the cluster's; None where neither is set."""
+        return self.nodes[self.position(job) if position is None else position]
 
     def _rule_profile(
         self, rule: HardwareRule, gpu_model: str | None, has_gpus: bool

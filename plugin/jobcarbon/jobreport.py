@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from . import factors
+from . import embodied, factors
 from .accounting import Accountant
 from .config import Config
 from .errors import InputError, JobcarbonError
@@ -181,6 +181,7 @@ def _run_lines(run: RunReport, config: Config) -> list[str]:
         f"  CO2e:      {figure(fp.co2e_g, 'g')} (range {figure(fp.co2e_g_low, 'g')} to "
         f"{figure(fp.co2e_g_high, 'g')}), {_how(run)}",
     ]
+    lines.append(f"  embodied:  {_embodied(run)}")
     if fp.co2e_g > 0:
         shown = [
             f"{figure(fp.co2e_g / e.co2e_g_per_unit, e.description)}"
@@ -192,6 +193,21 @@ def _run_lines(run: RunReport, config: Config) -> list[str]:
         lines.append(f"  ledger:    {figure(run.ledger_co2e_g, 'g')}, {verdict}")
     lines.append(f"  advice:    {advice(run)}")
     return lines
+
+
+def _embodied(run: RunReport) -> str:
+    """The job's share of its hardware's manufacture (Scope 3), or "not configured"."""
+    fp, job = run.accounted.footprint, run.accounted.job
+    if fp.co2e_embodied_g is None or fp.embodied_source is None:
+        return f"not configured for cluster {job.cluster} (the making of the hardware)"
+    held = f"{job.gpu_count:g} GPU(s)" if job.gpu_count > 0 else f"{job.cpu_count} core(s)"
+    return (
+        f"{figure(fp.co2e_embodied_g, 'g')} CO2e (range "
+        f"{figure(fp.co2e_embodied_g_low or 0.0, 'g')} to "
+        f"{figure(fp.co2e_embodied_g_high or 0.0, 'g')}), the making of the hardware: "
+        f"the share of a node's for {held} over the run, from "
+        f"{embodied.source_words(fp.embodied_source)}"
+    )
 
 
 def _when(moment: datetime | None) -> str:
@@ -249,6 +265,10 @@ def run_json(run: RunReport) -> dict[str, Any]:
         "co2e_g": fp.co2e_g,
         "co2e_g_low": fp.co2e_g_low,
         "co2e_g_high": fp.co2e_g_high,
+        "co2e_embodied_g": fp.co2e_embodied_g,
+        "co2e_embodied_g_low": fp.co2e_embodied_g_low,
+        "co2e_embodied_g_high": fp.co2e_embodied_g_high,
+        "embodied_source": fp.embodied_source or "not configured",
         "method": fp.method.value,
         "site": run.accounted.site,
         "ledger_co2e_g": run.ledger_co2e_g,

@@ -69,6 +69,9 @@ class MonthlyReport:
     #: how many of the jobs with energy got their market-based figure from each source
     #: (``site.MarketSource``), most first
     market_sources: tuple[tuple[str, int], ...] = ()
+    #: how many jobs got their embodied figure from each node figure (a bundled entry's
+    #: name, or "site config"), most first; the jobs not configured are not in it
+    embodied_sources: tuple[tuple[str, int], ...] = ()
 
     @property
     def failed_percent(self) -> float:
@@ -133,6 +136,7 @@ def monthly_reports(
     habits = ledger.habits(outer, month_only)
     factors_used = ledger.factors_used(outer, month_only)
     market_sources = ledger.market_sources(outer, month_only)
+    embodied_sources = ledger.embodied_sources(outer, month_only)
     grid = _GridFacts.of(config, ledger, month)
     equivalents = factors.equivalents()
     reports = []
@@ -166,6 +170,7 @@ def monthly_reports(
             factors=tuple(factors_used.get(name, [])),
             suggestions=(),
             market_sources=tuple(market_sources.get(name, {}).items()),
+            embodied_sources=tuple(embodied_sources.get(name, {}).items()),
         )
         advice = advise(report, by_site.get(name, []), grid)
         reports.append(replace(report, suggestions=advice))

@@ -6,7 +6,8 @@ device-hours, the energy with the PUE, the emissions with their range, the facto
 and where they come from, and the method. Every figure is the ledger's own sum
 through the queries ``jobcarbon summary`` runs (``Ledger.totals`` and
 ``Ledger.summary``), so a statement and the summary for the same jobs agree to the
-digit. Emissions are location-based: the grid's average intensity where the jobs ran.
+digit. Emissions are location-based: the grid's average intensity where the jobs ran;
+the embodied emissions (Scope 3) of the hardware, where configured, are stated apart.
 No I/O but the ledger; the config only names the factors' sources.
 """
 
@@ -17,7 +18,7 @@ import math
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-from . import factors
+from . import embodied, factors
 from .config import Config, SiteConfig
 from .errors import FactorError
 from .estimate import CITE, LACOSTE_BIBTEX, amount, latex, markdown
@@ -68,6 +69,8 @@ class Statement:
     memory_power_w_per_gb: tuple[float, ...]
     uncertainty_tdp: float
     factors_versions: tuple[str, ...]
+    #: what the embodied figures rest on (``embodied.source_words``), most jobs first
+    embodied_sources: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -109,7 +112,17 @@ def build_statement(
         memory_power_w_per_gb=tuple(sorted({c.memory_power_w_per_gb for c in known})),
         uncertainty_tdp=config.uncertainty_tdp,
         factors_versions=tuple(versions),
+        embodied_sources=_embodied_sources(ledger, filters),
     )
+
+
+def _embodied_sources(ledger: Ledger, filters: Filters) -> tuple[str, ...]:
+    jobs: dict[str, int] = {}
+    for by_source in ledger.embodied_sources("cluster", filters).values():
+        for source, count in by_source.items():
+            jobs[source] = jobs.get(source, 0) + count
+    ranked = sorted(jobs, key=lambda source: (-jobs[source], source))
+    return tuple(embodied.source_words(source) for source in ranked)
 
 
 def _device(row: SummaryRow, config: Config) -> DeviceUse:
@@ -240,6 +253,29 @@ def _method(s: Statement) -> str:
     )
 
 
+def _embodied(s: Statement) -> str:
+    """The embodied emissions in one sentence, or that they are not counted."""
+    t = s.totals
+    if not t.embodied_configured:
+        return (
+            "The embodied emissions of the hardware (Scope 3, its manufacture) are not "
+            "included: they are not configured for these clusters."
+        )
+    missing = (
+        f" ({t.not_configured_jobs:,} of the jobs ran where they are not configured and "
+        "are not counted)"
+        if t.not_configured_jobs
+        else ""
+    )
+    return (
+        f"The manufacture of the hardware adds {figure(t.co2e_embodied_kg, 'kg CO2e')} "
+        f"(embodied, Scope 3; range {amount(t.co2e_embodied_kg_low)} to "
+        f"{figure(t.co2e_embodied_kg_high, 'kg')}){missing}, the jobs' share of each node's "
+        "emissions by the GPUs or cores they held and their run time over the node's "
+        f"lifetime (Green Software Foundation SCI), from {'; '.join(s.embodied_sources)}."
+    )
+
+
 def plain_text(s: Statement) -> str:
     """The statement as plain text, with ``CITE`` where the method is cited."""
     t = s.totals
@@ -250,8 +286,8 @@ def plain_text(s: Statement) -> str:
         f"They consumed {figure(t.energy_kwh, 'kWh')} of electricity, including the data "
         f"centre's overhead, and emitted {figure(t.co2e_kg, 'kg CO2e')} (location-based; "
         f"range {amount(t.co2e_kg_low)} to {figure(t.co2e_kg_high, 'kg')}), with "
-        f"{_sites(s)}. {_method(s)} Accounted with jobcarbon (factor tables {versions}), "
-        f"following the method of {CITE}."
+        f"{_sites(s)}. {_embodied(s)} {_method(s)} Accounted with jobcarbon (factor tables "
+        f"{versions}), following the method of {CITE}."
     )
 
 

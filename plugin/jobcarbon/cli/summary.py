@@ -44,6 +44,11 @@ def summary(
     year (`sites.<name>.market`). The caption says how many jobs' market-based figure
     had a stand-in: the residual mix, or the location-based figure.
 
+    Embodied (Scope 3) is each job's share of the manufacture of the hardware it used
+    (`clusters.<name>.embodied`), and the total location-based plus embodied; a row
+    whose jobs have no embodied settings says "not configured", and where none has the
+    caption says so instead of the two columns.
+
     Jobs pending grid data (an hour of their run not synced from their site's
     provider yet, its fallback used) are counted below the table.
     """
@@ -58,7 +63,8 @@ def summary(
         pending = ledger.count(replace(filters, pending=True))
         sources = ledger.market_sources(by, filters)
     caption = f"month {month}" if month else "all time"
-    _summary_table(by, rows, total, f"{caption}; {market_caption(sources)}")
+    captions = [caption, market_caption(sources), embodied_caption(total)]
+    _summary_table(by, rows, total, "; ".join(captions))
     if pending:
         click.echo(
             f"{pending:,} job(s) pending grid data: an hour of their run is not synced from "
@@ -88,8 +94,30 @@ def market_caption(sources: Mapping[str, Mapping[str, int]]) -> str:
     return caption + (f" (market-based for {'; '.join(stand_ins)})" if stand_ins else "")
 
 
-#: Columns a terminal needs for the likely ranges beside both figures (the table has 8).
+def embodied_caption(total: SummaryRow) -> str:
+    """What the embodied column is, and how many jobs have no embodied settings."""
+    if not total.embodied_configured:
+        return (
+            "embodied (Scope 3, the manufacture of the hardware): not configured for these "
+            "clusters, not counted"
+        )
+    caption = (
+        "embodied (Scope 3): the jobs' share of the manufacture of the hardware they used; "
+        "total: location-based plus embodied"
+    )
+    missing = total.not_configured_jobs
+    if missing:
+        caption += (
+            f" ({missing:,} job(s) on clusters without embodied settings: not configured, "
+            "not counted)"
+        )
+    return caption
+
+
+#: Columns a terminal needs for the likely ranges beside both Scope 2 figures (the table
+#: has 8 columns with them), and beside embodied too (11, with the total).
 RANGES_WIDTH = 110
+RANGES_WIDTH_EMBODIED = 150
 
 
 def _summary_table(by: str, rows: list[SummaryRow], total: SummaryRow, caption: str) -> None:
@@ -99,10 +127,21 @@ def _summary_table(by: str, rows: list[SummaryRow], total: SummaryRow, caption: 
 
     from ..quantity import co2e, co2e_range, energy, significant
 
-    ranges = Console().width >= RANGES_WIDTH
+    scope3 = total.embodied_configured  # else the caption says "not configured"
+    width = RANGES_WIDTH_EMBODIED if scope3 else RANGES_WIDTH
+    columns = Console().width
+    ranges = columns >= width
+    # in a narrow terminal (80 columns) the headers in short and no total column, so
+    # that the names still show in full
+    narrow = scope3 and columns < RANGES_WIDTH
 
     def figures(central: float, low: float, high: float) -> list[str]:
         return [str(co2e(central)), co2e_range(low, high)] if ranges else [str(co2e(central))]
+
+    def embodied(r: SummaryRow) -> list[str]:
+        if not r.embodied_configured:
+            return ["not configured", ""] if ranges else ["not configured"]
+        return figures(r.co2e_embodied_kg, r.co2e_embodied_kg_low, r.co2e_embodied_kg_high)
 
     formatted = [
         (
@@ -112,17 +151,25 @@ def _summary_table(by: str, rows: list[SummaryRow], total: SummaryRow, caption: 
             str(energy(r.energy_kwh)),
             *figures(r.co2e_kg, r.co2e_kg_low, r.co2e_kg_high),
             *figures(r.co2e_market_kg, r.co2e_market_kg_low, r.co2e_market_kg_high),
+            *(embodied(r) if scope3 else ()),
+            *((str(co2e(r.co2e_total_kg)),) if scope3 and not narrow else ()),
         )
         for r in [*rows, total]
     ]
     formatted[-1] = ("total", *formatted[-1][1:])
-    location, market = ["location-based"], ["market-based"]
+    location, market, embodied_headers = ["location-based"], ["market-based"], ["embodied"]
+    if narrow:
+        location, market = ["location"], ["market"]
     if ranges:
-        location.append("likely range")
-        market.append("likely range")
+        for header in (location, market, embodied_headers):
+            header.append("likely range")
     else:
-        caption += f"; likely ranges in a terminal of {RANGES_WIDTH} columns or more"
-    _table([by, "jobs", "GPU-h", "energy", *location, *market], formatted, caption)
+        more = "the total and likely ranges" if narrow else "likely ranges"
+        caption += f"; {more} in a terminal of {width} columns or more"
+    headers = [by, "jobs", "GPU-h", "energy", *location, *market]
+    if scope3:
+        headers += [*embodied_headers, *(() if narrow else ("total",))]
+    _table(headers, formatted, caption)
 
 
 @click.command()
@@ -153,7 +200,11 @@ def export(
     market-based (the site's contracts for the year), each with its _low and _high;
     market_source says where the market-based figure came from: contracts,
     contracts+location (the rest at the location-based figure), residual-mix or
-    location-based (no market data for the job's year).
+    location-based (no market data for the job's year). co2e_embodied_g is embodied
+    Scope 3, the job's share of its hardware's manufacture, with its _low and _high, and
+    embodied_source the node's figure: a bundled entry's name or "site config"; where the
+    job's cluster has no embodied settings they are empty and embodied_source says
+    "not configured".
 
     A reader that stops early (``| head``) ends the export quietly, with exit code
     141 as a command killed by SIGPIPE has.

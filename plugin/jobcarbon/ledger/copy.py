@@ -34,7 +34,7 @@ class CopyResult:
 
 
 def _sums(row: SummaryRow) -> tuple[float, ...]:
-    """The figures ``identical`` compares: both Scope 2 bases with their ranges."""
+    """The figures ``identical`` compares: both Scope 2 bases and Scope 3, with ranges."""
     return (
         row.gpu_hours,
         row.energy_kwh,
@@ -44,6 +44,10 @@ def _sums(row: SummaryRow) -> tuple[float, ...]:
         row.co2e_market_kg,
         row.co2e_market_kg_low,
         row.co2e_market_kg_high,
+        row.co2e_embodied_kg,
+        row.co2e_embodied_kg_low,
+        row.co2e_embodied_kg_high,
+        row.embodied_jobs,
     )
 
 

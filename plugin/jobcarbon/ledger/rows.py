@@ -57,6 +57,12 @@ JOB_COLUMNS = (
     "co2e_market_g_low",
     "co2e_market_g_high",
     "market_source",
+    # embodied (Scope 3), the job's share of its node's manufacture (schema v14): NULL
+    # where not configured; the bundled entry's name or "site config"
+    "co2e_embodied_g",
+    "co2e_embodied_g_low",
+    "co2e_embodied_g_high",
+    "embodied_source",
 )
 #: Columns a reader gets from ``Ledger.jobs``.
 EXPORT_COLUMNS = JOB_COLUMNS
@@ -186,7 +192,9 @@ class Running:
 @dataclass(frozen=True, slots=True)
 class SummaryRow:
     """Sums over some jobs: ``co2e_kg`` location-based Scope 2 (the grid's average),
-    ``co2e_market_kg`` market-based (the sites' contracts, residual mix)."""
+    ``co2e_market_kg`` market-based (the sites' contracts, residual mix), ``co2e_embodied_kg``
+    embodied Scope 3 of the ``embodied_jobs`` with embodied settings (the others are not
+    configured: not counted)."""
 
     key: str
     jobs: int
@@ -198,6 +206,25 @@ class SummaryRow:
     co2e_market_kg: float = 0.0
     co2e_market_kg_low: float = 0.0
     co2e_market_kg_high: float = 0.0
+    co2e_embodied_kg: float = 0.0
+    co2e_embodied_kg_low: float = 0.0
+    co2e_embodied_kg_high: float = 0.0
+    embodied_jobs: int = 0
+
+    @property
+    def embodied_configured(self) -> bool:
+        """Whether any of the jobs had embodied settings (else: "not configured")."""
+        return self.embodied_jobs > 0
+
+    @property
+    def not_configured_jobs(self) -> int:
+        """The jobs without an embodied figure: their cluster has no embodied settings."""
+        return self.jobs - self.embodied_jobs
+
+    @property
+    def co2e_total_kg(self) -> float:
+        """Location-based Scope 2 plus embodied Scope 3 (of the jobs configured)."""
+        return self.co2e_kg + self.co2e_embodied_kg
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,4 +377,8 @@ def ledger_row(accounted: AccountedJob) -> tuple[Any, ...]:
         fp.co2e_market_g_low,
         fp.co2e_market_g_high,
         fp.market_source.value,
+        fp.co2e_embodied_g,
+        fp.co2e_embodied_g_low,
+        fp.co2e_embodied_g_high,
+        fp.embodied_source,
     )

@@ -20,7 +20,7 @@ from .dialect import POSTGRES
 
 log = logging.getLogger("jobcarbon.ledger")
 
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 #: Taken while a PostgreSQL ledger migrates, so that two processes starting together
 #: migrate once (an arbitrary number, the same in every jobcarbon).
 _MIGRATION_LOCK = 7_715_517

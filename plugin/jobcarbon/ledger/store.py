@@ -49,7 +49,9 @@ _SUMMARY_SUMS = (
     "COUNT(*), COALESCE(SUM(gpu_seconds), 0) / 3600.0, COALESCE(SUM(energy_facility_kwh), 0), "
     "COALESCE(SUM(co2e_g), 0) / 1000.0, COALESCE(SUM(co2e_g_low), 0) / 1000.0, "
     "COALESCE(SUM(co2e_g_high), 0) / 1000.0, COALESCE(SUM(co2e_market_g), 0) / 1000.0, "
-    "COALESCE(SUM(co2e_market_g_low), 0) / 1000.0, COALESCE(SUM(co2e_market_g_high), 0) / 1000.0"
+    "COALESCE(SUM(co2e_market_g_low), 0) / 1000.0, COALESCE(SUM(co2e_market_g_high), 0) / 1000.0, "
+    "COALESCE(SUM(co2e_embodied_g), 0) / 1000.0, COALESCE(SUM(co2e_embodied_g_low), 0) / 1000.0, "
+    "COALESCE(SUM(co2e_embodied_g_high), 0) / 1000.0, COUNT(co2e_embodied_g)"
 )
 
 #: a MailSent's columns in the e-mail log
@@ -393,6 +395,24 @@ class Ledger(UsageStore, GridStore, PendingJobs):
         sql = (
             f"SELECT COALESCE(\"{outer}\", '(none)'), market_source, COUNT(*) FROM jobs{where} "
             "GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2"
+        )
+        result: dict[str, dict[str, int]] = {}
+        for key, source, jobs in self._query(sql, params):
+            result.setdefault(key, {})[source] = int(jobs)
+        return result
+
+    def embodied_sources(
+        self, outer: Dimension, filters: Filters = Filters()
+    ) -> dict[str, dict[str, int]]:
+        """For every value of ``outer``, how many jobs' embodied figure came from each node
+        figure (a bundled entry's name, or "site config"), most first. Jobs not configured
+        (no embodied figure) are left out: ``SummaryRow.not_configured_jobs`` counts them."""
+        check_dimension(outer)
+        where, params = filters.where()
+        where = f"{where} AND" if where else " WHERE"
+        sql = (
+            f"SELECT COALESCE(\"{outer}\", '(none)'), embodied_source, COUNT(*) FROM jobs{where} "
+            "embodied_source IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2"
         )
         result: dict[str, dict[str, int]] = {}
         for key, source, jobs in self._query(sql, params):

@@ -17,7 +17,7 @@ from email.utils import format_datetime
 
 import jinja2
 
-from .. import quantity
+from .. import embodied, quantity
 from ..config import Config
 from ..errors import ConfigError
 from ..ledger import FactorsUsed
@@ -62,6 +62,7 @@ class Composer:
             factors_line=_factors_line,
             no_energy_line=_no_energy_line,
             scope2_line=_scope2_line,
+            embodied_line=_embodied_line,
             questions=_questions,
         )
 
@@ -232,6 +233,27 @@ def _scope2_line(report: MonthlyReport) -> str:
         if source != MarketSource.CONTRACTS
     )
     return f"{head}, {market} (likely {market_range}).{stand_ins}"
+
+
+def _embodied_line(report: MonthlyReport) -> str:
+    """Embodied emissions (Scope 3) in one line, with what the node figures rest on; or
+    that the clusters have no embodied settings ("not configured": never a guess)."""
+    t = report.totals
+    head = (
+        "Making the hardware also emits (embodied emissions, Scope 3, shared out over the "
+        "hardware's lifetime by the time and share of a node each job used)"
+    )
+    if not t.embodied_configured:
+        return f"{head}: not configured for these clusters, so not counted above or here."
+    sources = "; ".join(embodied.source_words(source) for source, _ in report.embodied_sources)
+    line = (
+        f"{head}: {quantity.co2e(t.co2e_embodied_kg)} CO2e (likely "
+        f"{quantity.co2e_range(t.co2e_embodied_kg_low, t.co2e_embodied_kg_high)}), "
+        f"from {sources}."
+    )
+    if t.not_configured_jobs:
+        line += f" For {_jobs(t.not_configured_jobs)} it is not configured, so not counted."
+    return line
 
 
 def _questions(reply_to: str | None) -> str:
