@@ -117,7 +117,7 @@ def test_v12_totals_migrate_to_added_at_the_net_and_nothing_removed(
         ledger.write([accounted("1", 100.0), accounted("2", 40.0, state=JobState.FAILED)])
         back_to_v12(ledger)
     with Ledger(ledger_location) as ledger:
-        assert ledger.schema_version == SCHEMA_VERSION == 13
+        assert ledger.schema_version == SCHEMA_VERSION >= 13  # the totals came with v13
         totals = check(ledger, {})
         assert len(totals) == 2
         for total in totals.values():
