@@ -9,6 +9,7 @@ exporter restart does not reset a counter. Rule logic itself is unit-tested with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -132,12 +133,20 @@ def stack(
         )
     )
     stack = Stack(ledger_path, config, free_port(), free_port())
-    stack.start_exporter()
-    prometheus = start_prometheus(binary, root, stack, [str(ROOT / "prometheus" / "rules.yaml")])
-    try:
-        # increase() over a range needs a few samples: wait for three scrapes
-        wait_for("three scrapes", lambda: _ready(stack), 60, 0.5)
+    with scraped(stack, binary, root, [str(ROOT / "prometheus" / "rules.yaml")]):
         yield stack
+
+
+@contextlib.contextmanager
+def scraped(stack: Stack, binary: str, root: Path, rule_files: list[str]) -> Iterator[None]:
+    """The stack's exporter started and a Prometheus scraping it (``start_prometheus``),
+    until three scrapes are in (increase() over a range needs a few samples); both
+    stopped at the end."""
+    stack.start_exporter()
+    prometheus = start_prometheus(binary, root, stack, rule_files)
+    try:
+        wait_for("three scrapes", lambda: _ready(stack), 60, 0.5)
+        yield
     finally:
         stack.stop_exporter()
         prometheus.terminate()

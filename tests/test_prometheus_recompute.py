@@ -22,7 +22,7 @@ from jobcarbon.exporter.spec import JOB_METRICS
 from jobcarbon.ledger import Ledger
 from tests.support.net import free_port, wait_for
 from tests.support.prometheus_versions import VERSIONS, Prometheus
-from tests.test_prometheus import Stack, _ready, start_prometheus
+from tests.test_prometheus import Stack, scraped
 from tests.test_recompute import changed_config, demo_records, example_config
 
 COUNTERS = JOB_METRICS[::2]  # each counter; its twin of what was removed follows it
@@ -59,15 +59,8 @@ def stack(
     with Ledger(ledger_path) as ledger:
         ingest(demo_records(), Accountant(parse_config(yaml.safe_load(before.read_text()))), ledger)
     stack = Stack(ledger_path, before, free_port(), free_port())
-    stack.start_exporter()
-    prometheus = start_prometheus(version.tool("prometheus"), root, stack, [])
-    try:
-        wait_for("three scrapes", lambda: _ready(stack), 60, 0.5)
+    with scraped(stack, version.tool("prometheus"), root, []):
         yield stack
-    finally:
-        stack.stop_exporter()
-        prometheus.terminate()
-        prometheus.wait(20)
 
 
 @pytest.mark.integration
